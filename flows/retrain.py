@@ -1,0 +1,120 @@
+"""The retrain flow: version data -> validate -> fine-tune -> embed -> index -> evaluate -> register -> promote."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, Field
+
+from lensflow.settings import get_settings
+from models.train import HeadsTrainConfig
+from tasks import registry
+from tasks.embed import embed_catalog_task
+from tasks.evaluate import evaluate_task
+from tasks.index import QueryParams, build_index_task, table_name
+from tasks.promote import GateConfig, champion_metrics, gate, promote_task
+from tasks.train import train_encoder_task
+from tasks.validate import validate_catalog_task
+from tasks.versioning import git_commit, version_data_task
+
+
+class RetrainParams(BaseModel):
+    """Parameters of a retrain run (rendered as a form in the Prefect UI)."""
+
+    preset: str = Field("lit-lite0-minilm", description="encoder preset in models/configs (or a JSON path)")
+    epochs: int = Field(10, ge=1, description="epochs of head training")
+    batch_size: int = Field(512, ge=2, description="contrastive batch size")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (one-cycle schedule)")
+    seed: int = Field(0, description="random seed (heads init, batch order)")
+    auto_approve: bool = Field(False, description="promote without a reviewer when the gate passes (recorded as such)")
+    max_bad_fraction: float = Field(0.05, ge=0, le=1, description="stop the run when more catalog rows than this fail validation")
+    ann_min_rows: int = Field(10_000, ge=1, description="build an IVF_PQ index when the table has at least this many rows")
+    nprobes: int = Field(20, ge=1, description="IVF partitions searched per query")
+    refine_factor: int = Field(10, ge=1, description="re-rank refine_factor x k candidates with full vectors")
+    gate: GateConfig = Field(default_factory=GateConfig)
+    push_data: bool = Field(True, description="dvc push the catalog to the configured remote")
+    progress: bool = Field(True, description="show progress bars")
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(params: RetrainParams = RetrainParams()) -> dict:
+    s = get_settings()
+    log = get_run_logger()
+    data = version_data_task(s.root, s.data_path, s.path(s.dvc_remote), push=params.push_data)
+    report_dir = s.path(s.reports_dir) / "validation" / data.md5.removesuffix(".dir")
+    checked = validate_catalog_task(s.data_path, report_dir, max_bad_fraction=params.max_bad_fraction, progress=params.progress)
+    log.info("catalog %s: %d rows, %d quarantined (%s)", data.md5, checked.n_rows, checked.n_quarantined, checked.quarantine_path)
+
+    s.path(s.cache_dir).mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="retrain-", dir=s.path(s.cache_dir)))
+    c = registry.client(s.tracking_uri)
+    commit = git_commit(s.root)
+    run_params = params.model_dump(exclude={"gate", "progress"}) | {"data_md5": data.md5, "git_commit": commit,
+                                                                    "gate": params.gate.model_dump_json()}
+    run_id = registry.start_run(c, s.mlflow_experiment, s.artifact_location, f"retrain-{data.md5[:8]}", run_params)
+    version = None
+    try:
+        registry.log_metrics(c, run_id, {"catalog_rows": checked.n_rows, "quarantined_rows": checked.n_quarantined})
+        c.log_artifacts(run_id, str(report_dir), "validation")
+        cfg = HeadsTrainConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr, seed=params.seed)
+        trained = train_encoder_task(params.preset, checked.valid, s.data_path, data.md5, s.path(s.cache_dir),
+                                     work / "model", cfg, device=s.torch_device(), progress=params.progress)
+        for h in trained.history:
+            registry.log_metrics(c, run_id, {"train_loss": h["loss"]}, step=h["epoch"])
+        registry.log_params(c, run_id, {f"train.{k}": v for k, v in trained.params.items()})
+        registry.log_metrics(c, run_id, {"train_seconds": trained.seconds, "feature_seconds": trained.feature_seconds,
+                                         "feature_cache_hit": float(trained.feature_cache_hit)})
+        c.log_artifacts(run_id, str(trained.model_dir), "model")
+        source = f"{c.get_run(run_id).info.artifact_uri}/model"
+        version = registry.register_version_task(c, s.registered_model, run_id, source,
+                                                 {"status": "building", "data_md5": data.md5, "git_commit": commit, "run_id": run_id})
+
+        vectors = embed_catalog_task(trained.encoder, checked.valid, s.data_path, tower_features=trained.tower_features,
+                                     progress=params.progress)
+        meta = {"model_name": s.registered_model, "model_version": version, "run_id": run_id, "data_md5": data.md5}
+        index = build_index_task(s.lancedb_path, table_name(s.registered_model, version), checked.valid, vectors, meta,
+                                 ann_min_rows=params.ann_min_rows, query=QueryParams(params.nprobes, params.refine_factor))
+        import lancedb
+
+        table = lancedb.connect(index.uri).open_table(index.table)
+        result = evaluate_task(trained.encoder, table)
+        registry.log_metrics(c, run_id, result.metrics)
+        registry.log_metrics(c, run_id, {f"{m}.{_slug(cat)}": v for cat, ms in result.per_category.items() for m, v in ms.items()})
+        (work / "eval").mkdir()
+        (work / "eval" / "evaluation.json").write_text(json.dumps(
+            {"metrics": result.metrics, "per_category": result.per_category, "eval_set_md5": result.eval_set_md5,
+             "queries": result.queries, "index": index.as_dict()}, indent=2))
+        c.log_artifacts(run_id, str(work / "eval"), "evaluation")
+        registry.set_tags(c, s.registered_model, version, {
+            "index.uri": index.uri, "index.table": index.table, "index.version": str(index.version),
+            "index.rows": str(index.rows), "index.fingerprint": index.fingerprint, "index.ann": index.ann or {},
+            "metrics": result.metrics, "eval_set_md5": result.eval_set_md5, "status": "ready"})
+        c.set_registered_model_alias(s.registered_model, registry.CHALLENGER, str(version))
+
+        champ_version, champ = champion_metrics(c, s.registered_model)
+        decision = gate(result.metrics, champ, params.gate, champ_version)
+        outcome = promote_task(c, s.registered_model, version, decision, params.auto_approve)
+        c.set_terminated(run_id, "FINISHED")
+    except BaseException as exc:
+        if version is not None:
+            registry.set_tags(c, s.registered_model, version, {"status": "failed", "failed_reason": f"{type(exc).__name__}: {exc}"[:4000]})
+        c.set_terminated(run_id, "FAILED")
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    summary = {
+        "outcome": outcome, "version": version, "run_id": run_id, "data_md5": data.md5,
+        "catalog_rows": checked.n_rows, "quarantined_rows": checked.n_quarantined, "index": index.as_dict(),
+        "metrics": result.metrics, "gate": {"passed": decision.passed, "reasons": decision.reasons, "champion_version": champ_version},
+        "train_seconds": round(trained.seconds, 1), "feature_seconds": round(trained.feature_seconds, 1),
+    }
+    log.info("retrain finished: %s", json.dumps({k: summary[k] for k in ("outcome", "version", "data_md5")}))
+    return summary
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text.lower()).strip("_")

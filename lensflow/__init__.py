@@ -1,0 +1,3 @@
+"""lensflow: keep an e-commerce visual search engine fresh and trustworthy."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,170 @@
+"""The `lensflow` command: sample data, retrain, status, search."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="lensflow: visual product search, retrained and served with its index.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Catalog data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _settings():
+    from lensflow.runtime import offline_env
+    from lensflow.settings import get_settings
+
+    s = get_settings()
+    offline_env(s.root)
+    return s
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def _sample_limit(data_dir: Path) -> tuple[bool, int | None]:
+    """(is the catalog a lensflow sample, its limit)."""
+    import pyarrow.parquet as pq
+
+    from tasks.sample import SAMPLE_MARK
+
+    path = data_dir / "catalog.parquet"
+    if not path.exists():
+        return True, None
+    raw = (pq.read_schema(path).metadata or {}).get(SAMPLE_MARK.encode())
+    return (True, json.loads(raw).get("limit")) if raw else (False, None)
+
+
+def build_sample(limit: int | None, force: bool = False) -> str:
+    from tasks.sample import build_sample_catalog
+    from tasks.versioning import ensure_dvc, run_dvc, read_dvc_md5
+
+    s = _settings()
+    s.data_path.mkdir(parents=True, exist_ok=True)
+    df = build_sample_catalog(s.data_path, limit=limit, force=force)
+    ensure_dvc(s.root, s.path(s.dvc_remote))
+    run_dvc(s.root, "add", "-q", str(s.data_path))
+    md5 = read_dvc_md5(s.data_path.parent / f"{s.data_path.name}.dvc")
+    typer.echo(f"sample catalog: {len(df)} products in {s.data_path} (DVC md5 {md5})")
+    return md5
+
+
+@data_app.command("sample")
+def data_sample(
+    limit: Optional[int] = typer.Option(None, "--limit", help="build a smaller catalog of N products (default: all 70,000)"),
+    force: bool = typer.Option(False, "--force", help="overwrite a catalog that is not a lensflow sample"),
+) -> None:
+    """Build the sample catalog from Fashion-MNIST and track data/ with DVC."""
+    try:
+        build_sample(limit, force)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def retrain(
+    limit: Optional[int] = typer.Option(None, "--limit", help="(re)build the sample catalog with N products first"),
+    auto_approve: bool = typer.Option(False, "--auto-approve", help="promote when the gate passes, recorded as auto-approved"),
+    preset: str = typer.Option("lit-lite0-minilm", "--preset", help="encoder preset (models/configs) or JSON path"),
+    epochs: int = typer.Option(10, "--epochs", min=1),
+    json_out: bool = typer.Option(False, "--json", help="print the run summary as JSON"),
+) -> None:
+    """Run the retrain flow on the catalog in data/."""
+    s = _settings()
+    if limit is not None:
+        is_sample, current = _sample_limit(s.data_path)
+        if not is_sample:
+            _fail(f"--limit rebuilds the bundled sample catalog, but {s.data_path} holds your own catalog")
+        if current != limit or not (s.data_path / "catalog.parquet").exists():
+            build_sample(limit)
+    from flows.retrain import RetrainParams, retrain as retrain_flow
+    from tasks.catalog import CatalogError
+    from tasks.validate import ValidationFailed
+
+    t0 = time.perf_counter()
+    try:
+        summary = retrain_flow(params=RetrainParams(preset=preset, epochs=epochs, auto_approve=auto_approve,
+                                                    progress=sys.stderr.isatty() or not json_out))
+    except (CatalogError, ValidationFailed, ValueError) as exc:
+        _fail(str(exc))
+    summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    m = summary["metrics"]
+    lines = [
+        f"outcome          {summary['outcome']} (model {s.registered_model} v{summary['version']})",
+        f"catalog          {summary['catalog_rows']} rows, {summary['quarantined_rows']} quarantined, DVC md5 {summary['data_md5']}",
+        f"index            {summary['index']['table']} v{summary['index']['version']}, {summary['index']['rows']} rows, "
+        f"ANN {'IVF_PQ' if summary['index']['ann'] else 'none (exact)'}",
+        f"image->product   P@10 {m['image_precision_at_10']:.3f}  R@1 {m['image_recall_at_1']:.3f}  MRR@10 {m['image_mrr_at_10']:.3f}  nDCG@10 {m['image_ndcg_at_10']:.3f}",
+        f"text->product    P@10 {m['text_precision_at_10']:.3f}  R@1 {m['text_recall_at_1']:.3f}  MRR@10 {m['text_mrr_at_10']:.3f}  nDCG@10 {m['text_ndcg_at_10']:.3f}",
+        f"zero-shot acc    {m['zero_shot_accuracy']:.3f}" + (f"   ANN recall@10 vs exact {m['index_recall_at_10']:.3f}" if "index_recall_at_10" in m else ""),
+        f"gate             {'passed' if summary['gate']['passed'] else 'failed: ' + '; '.join(summary['gate']['reasons'])}",
+        f"time             {summary['wall_seconds']} s (tower features {summary['feature_seconds']} s, heads {summary['train_seconds']} s)",
+    ]
+    typer.echo("\n".join(lines))
+
+
+@app.command()
+def status(json_out: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """The champion, its metrics and index, and whether the index on disk is the recorded one."""
+    from tasks.champion import status as champion_status
+
+    st = champion_status(_settings())
+    if json_out:
+        typer.echo(json.dumps(st, indent=2))
+    elif st["champion"] is None:
+        typer.echo("no champion yet: " + "; ".join(st["problems"]))
+    else:
+        ch = st["champion"]
+        typer.echo(f"champion  {ch['name']} v{ch['version']} (data {ch['data_md5']})")
+        typer.echo(f"index     {ch['index']['table']} v{ch['index']['version']}, {ch['index']['rows']} rows at {ch['index']['uri']}")
+        typer.echo(f"metrics   " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(ch["metrics"].items()) if k.endswith("_at_10")))
+        typer.echo("consistent" if st["consistent"] else "INCONSISTENT: " + "; ".join(st["problems"]))
+    if st["champion"] is not None and not st["consistent"]:
+        raise typer.Exit(2)
+
+
+@app.command()
+def search(
+    text: Optional[str] = typer.Option(None, "--text", help="search by text"),
+    image: Optional[Path] = typer.Option(None, "--image", help="search by a photo", exists=True, dir_okay=False),
+    k: int = typer.Option(10, "--k", min=1, max=1000),
+    category: Optional[str] = typer.Option(None, "--category", help="only this category"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Search the champion's index by text or by photo."""
+    from tasks.champion import IndexMismatch, NoChampion, load_champion, search as do_search
+
+    if (text is None) == (image is None):
+        _fail("give exactly one of --text or --image", 2)
+    try:
+        served = load_champion(_settings())
+        where = f"category = '{category.replace(chr(39), chr(39) * 2)}'" if category else None
+        results = do_search(served, text=text, image=image, k=k, where=where)
+    except (NoChampion, IndexMismatch, ValueError) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot read {image}: {exc}")
+    if json_out:
+        typer.echo(json.dumps(results, indent=2))
+        return
+    for r in results:
+        typer.echo(f"{r['score']:.4f}  {r['product_id']:<14} {r['category']:<12} {r['title']}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""One typed settings object for every URI and path, read lazily from LENSFLOW_* variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def find_root() -> Path:
+    """The nearest folder at or above the working directory holding prefect.yaml or data.dvc."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "prefect.yaml").exists() or (folder / "data.dvc").exists():
+            return folder
+    return here
+
+
+class Settings(BaseSettings):
+    """Where lensflow keeps its data, stores and caches. Relative paths are under `root`."""
+
+    model_config = SettingsConfigDict(env_prefix="LENSFLOW_", extra="ignore")
+
+    root: Path = Field(default_factory=find_root, description="project root (holds data.dvc)")
+    data_dir: Path = Path("data")
+    lancedb_uri: str = "lancedb"
+    mlflow_tracking_uri: str = ""  # empty: sqlite under <root>/mlflow
+    mlflow_experiment: str = "lensflow-retrain"
+    registered_model: str = "lensflow-encoder"
+    dvc_remote: Path = Path("dvc-remote")
+    cache_dir: Path = Path(".cache")
+    reports_dir: Path = Path("reports")
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def path(self, p: Path | str) -> Path:
+        p = Path(p)
+        return p if p.is_absolute() else (self.root / p).resolve()
+
+    @property
+    def data_path(self) -> Path:
+        return self.path(self.data_dir)
+
+    @property
+    def lancedb_path(self) -> str:
+        return self.lancedb_uri if "://" in self.lancedb_uri else str(self.path(self.lancedb_uri))
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.path('mlflow')}/mlflow.db"
+
+    @property
+    def artifact_location(self) -> str:
+        return self.path("mlflow/artifacts").as_uri()
+
+    def torch_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,8 @@
+"""Pure torch/transformers encoders: towers, projection heads, loss, training loop.
+
+Nothing here imports Prefect, MLflow or LanceDB.
+"""
+
+from models.encoder import DualEncoder, build_encoder, load_encoder, load_preset
+
+__all__ = ["DualEncoder", "build_encoder", "load_encoder", "load_preset"]

@@ -1,0 +1,106 @@
+"""The dual encoder: image tower + text tower + projection heads, saved as one directory."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from models.heads import ProjectionHead
+from models.towers import Tower, build_tower
+
+FORMAT = 1
+CONFIG_FILE = "lensflow.json"
+CONFIGS_DIR = Path(__file__).parent / "configs"
+
+
+class DualEncoder(nn.Module):
+    """`encode_images(pixels)` and `encode_texts(texts)` -> L2-normalised float32 [N, D]."""
+
+    def __init__(self, config: dict, image_tower: Tower, text_tower: Tower):
+        super().__init__()
+        self.config = config
+        self.image_tower, self.text_tower = image_tower, text_tower
+        dim, hidden = config["embed_dim"], config.get("head_hidden", 0)
+        self.image_head = ProjectionHead(image_tower.out_dim, dim, hidden)
+        self.text_head = ProjectionHead(text_tower.out_dim, dim, hidden)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.get("temperature", 0.07))))
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config["embed_dim"]
+
+    @property
+    def preprocess(self):
+        return self.image_tower.preprocess
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.image_head(self.image_tower(pixels.to(self.device))).float()
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        return self.text_head(self.text_tower(list(texts))).float()
+
+    def heads_state(self) -> dict[str, torch.Tensor]:
+        state = {f"image_head.{k}": v for k, v in self.image_head.state_dict().items()}
+        state |= {f"text_head.{k}": v for k, v in self.text_head.state_dict().items()}
+        state["logit_scale"] = self.logit_scale.detach()
+        return state
+
+    def save(self, directory: str | Path) -> Path:
+        """Write config, heads and both towers into `directory` (self-contained)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"format": FORMAT, "config": self.config,
+                "image_tower": self.image_tower.spec(), "text_tower": self.text_tower.spec()}
+        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.heads_state().items()}, str(directory / "heads.safetensors"))
+        self.image_tower.save(directory / "image_tower")
+        self.text_tower.save(directory / "text_tower")
+        return directory
+
+
+def load_preset(name_or_path: str) -> dict:
+    """A preset from models/configs/<name>.json, or a JSON file path."""
+    path = Path(name_or_path)
+    if not path.exists():
+        path = CONFIGS_DIR / f"{name_or_path}.json"
+    if not path.exists():
+        known = sorted(p.stem for p in CONFIGS_DIR.glob("*.json"))
+        raise ValueError(f"unknown encoder preset {name_or_path!r}; known presets: {known}")
+    return json.loads(path.read_text())
+
+
+def build_encoder(config: dict | str, seed: int = 0) -> DualEncoder:
+    """A fresh encoder from a preset (pretrained towers, randomly initialised heads)."""
+    config = load_preset(config) if isinstance(config, str) else dict(config)
+    torch.manual_seed(seed)
+    encoder = DualEncoder(config, build_tower(config["image_tower"]), build_tower(config["text_tower"]))
+    return encoder.eval()
+
+
+def load_encoder(directory: str | Path, device: str = "cpu") -> DualEncoder:
+    """Load an encoder saved by `DualEncoder.save`, needing nothing outside `directory`."""
+    directory = Path(directory)
+    meta_path = directory / CONFIG_FILE
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{directory} is not a lensflow encoder directory (no {CONFIG_FILE})")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_path}: unsupported encoder format {meta.get('format')!r} (expected {FORMAT})")
+    image_tower = build_tower(meta["image_tower"], directory / "image_tower")
+    text_tower = build_tower(meta["text_tower"], directory / "text_tower")
+    encoder = DualEncoder(meta["config"], image_tower, text_tower)
+    state = load_file(str(directory / "heads.safetensors"))
+    with torch.no_grad():
+        encoder.image_head.load_state_dict({k[len("image_head."):]: v for k, v in state.items() if k.startswith("image_head.")})
+        encoder.text_head.load_state_dict({k[len("text_head."):]: v for k, v in state.items() if k.startswith("text_head.")})
+        encoder.logit_scale.copy_(state["logit_scale"])
+    return encoder.to(device).eval()

@@ -1,0 +1,43 @@
+"""Image preprocessing shared by every image tower: RGB, resize shorter side, centre crop, scale."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    size: int = 96
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # maps [0, 1] to [-1, 1]
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def to_array(self, image: Image.Image) -> np.ndarray:
+        """One PIL image -> uint8 HWC array of size x size (resize shorter side, centre crop)."""
+        image = image.convert("RGB")
+        w, h = image.size
+        scale = self.size / min(w, h)
+        nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
+        if (nw, nh) != (w, h):
+            image = image.resize((nw, nh), Image.Resampling.BICUBIC)
+        left, top = (nw - self.size) // 2, (nh - self.size) // 2
+        if (nw, nh) != (self.size, self.size):
+            image = image.crop((left, top, left + self.size, top + self.size))
+        return np.asarray(image, dtype=np.uint8)
+
+    def to_tensor(self, arrays: list[np.ndarray] | np.ndarray) -> torch.Tensor:
+        """uint8 [N, H, W, 3] -> normalised float32 [N, 3, H, W]."""
+        x = torch.from_numpy(np.ascontiguousarray(np.stack(arrays) if isinstance(arrays, list) else arrays))
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+        return self.to_tensor([self.to_array(im) for im in images])
+
+    def fingerprint(self) -> dict:
+        return {"resize": "shorter-side-bicubic+centre-crop", **asdict(self)}

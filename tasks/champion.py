@@ -1,0 +1,145 @@
+"""Resolve the champion (alias -> version -> index), verify it, and search with it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lensflow.settings import Settings
+from tasks.index import table_dir, table_metadata, vector_search
+from tasks.registry import CHAMPION, client, get_alias, version_tags
+from tasks.versioning import dir_md5
+
+
+class NoChampion(LookupError):
+    pass
+
+
+class IndexMismatch(RuntimeError):
+    """The index on disk is not the one recorded on the champion: refuse to serve it."""
+
+
+@dataclass
+class Champion:
+    name: str
+    version: int
+    tags: dict[str, str]
+    source: str
+
+    @property
+    def metrics(self) -> dict:
+        return json.loads(self.tags.get("metrics", "{}"))
+
+    @property
+    def index(self) -> dict:
+        t = self.tags
+        return {"uri": t.get("index.uri"), "table": t.get("index.table"),
+                "version": int(t["index.version"]) if t.get("index.version") else None,
+                "rows": int(t["index.rows"]) if t.get("index.rows") else None,
+                "fingerprint": t.get("index.fingerprint")}
+
+
+def resolve_champion(settings: Settings) -> Champion:
+    c = client(settings.tracking_uri)
+    mv = get_alias(c, settings.registered_model, CHAMPION)
+    if mv is None:
+        raise NoChampion(f"no '{CHAMPION}' version of model {settings.registered_model!r} at {settings.tracking_uri} "
+                         "(run `lensflow retrain --auto-approve` first)")
+    return Champion(settings.registered_model, int(mv.version), version_tags(mv), mv.source)
+
+
+def index_problems(champ: Champion) -> list[str]:
+    """Every way the index on disk differs from what the champion's version records."""
+    import lancedb
+
+    idx = champ.index
+    if not idx["uri"] or not idx["table"]:
+        return [f"model version {champ.version} records no index"]
+    db = lancedb.connect(idx["uri"])
+    if idx["table"] not in db.list_tables().tables:
+        return [f"table {idx['table']!r} is missing from {idx['uri']}"]
+    tbl = db.open_table(idx["table"])
+    problems = []
+    if tbl.version != idx["version"]:
+        problems.append(f"table {idx['table']!r} is at version {tbl.version}, the champion recorded {idx['version']}")
+    rows = tbl.count_rows()
+    if rows != idx["rows"]:
+        problems.append(f"table {idx['table']!r} has {rows} rows, the champion recorded {idx['rows']}")
+    meta = table_metadata(tbl)
+    if str(meta.get("model_version")) != str(champ.version) or meta.get("model_name") != champ.name:
+        problems.append(f"table {idx['table']!r} was built for {meta.get('model_name')} v{meta.get('model_version')}, "
+                        f"not {champ.name} v{champ.version}")
+    if "://" not in idx["uri"]:
+        fp = dir_md5(table_dir(idx["uri"], idx["table"]))
+        if fp != idx["fingerprint"]:
+            problems.append(f"index fingerprint {fp} differs from the recorded {idx['fingerprint']}")
+    return problems
+
+
+def status(settings: Settings) -> dict:
+    try:
+        champ = resolve_champion(settings)
+    except NoChampion as exc:
+        return {"champion": None, "consistent": False, "problems": [str(exc)]}
+    problems = index_problems(champ)
+    idx = champ.index
+    return {
+        "champion": {"name": champ.name, "version": champ.version, "metrics": champ.metrics,
+                     "data_md5": champ.tags.get("data_md5"), "git_commit": champ.tags.get("git_commit"),
+                     "approval": {k: champ.tags.get(k) for k in ("approval", "approved_by", "approved_at")},
+                     "index": {k: idx[k] for k in ("uri", "table", "version", "rows", "fingerprint")}},
+        "consistent": not problems,
+        "problems": problems,
+    }
+
+
+def model_dir(source: str) -> Path:
+    import mlflow.artifacts
+
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
+
+
+@dataclass
+class Served:
+    champion: Champion
+    encoder: object
+    table: object
+
+
+def load_champion(settings: Settings, device: str = "cpu") -> Served:
+    """The champion encoder and exactly its index; IndexMismatch when they do not match."""
+    import lancedb
+
+    from models.encoder import load_encoder
+
+    champ = resolve_champion(settings)
+    problems = index_problems(champ)
+    if problems:
+        raise IndexMismatch(f"refusing to serve {champ.name} v{champ.version}: " + "; ".join(problems))
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    encoder = load_encoder(model_dir(champ.source), device=device)
+    table = lancedb.connect(champ.index["uri"]).open_table(champ.index["table"])
+    return Served(champ, encoder, table)
+
+
+def search(served: Served, text: str | None = None, image: Path | None = None, k: int = 10, where: str | None = None) -> list[dict]:
+    import torch
+    from PIL import Image
+
+    if (text is None) == (image is None):
+        raise ValueError("give exactly one of text or image")
+    with torch.inference_mode():
+        if text is not None:
+            if not text.strip():
+                raise ValueError("the text query is empty")
+            vec = served.encoder.encode_texts([text])[0]
+        else:
+            with Image.open(image) as im:
+                vec = served.encoder.encode_images(served.encoder.preprocess([im]))[0]
+    rows = vector_search(served.table, np.asarray(vec.cpu()), k, where, query=table_metadata(served.table).get("query"))
+    return [{"product_id": r["product_id"], "title": r["title"], "category": r["category"], "score": round(r["score"], 6)} for r in rows]

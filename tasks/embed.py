@@ -1,0 +1,42 @@
+"""Embed the catalog in batches with the trained encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tasks import stage
+from tqdm.auto import tqdm
+
+from models.encoder import DualEncoder
+from tasks.images import encode_image_files
+
+
+@torch.inference_mode()
+def embed_catalog(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, tower_features: np.ndarray | None = None,
+                  batch_size: int = 128, loader_workers: int = 0, progress: bool = True) -> np.ndarray:
+    """L2-normalised float32 [N, D] image embeddings in catalog order.
+
+    With `tower_features` (the frozen image tower's output for these rows, e.g. from the
+    training feature cache) only the head runs; otherwise every image is read and encoded.
+    """
+    if tower_features is not None:
+        if len(tower_features) != len(catalog):
+            raise ValueError(f"tower_features has {len(tower_features)} rows but the catalog has {len(catalog)}")
+        out = []
+        for i in tqdm(range(0, len(catalog), 4096), desc="embed (head on cached features)", disable=not progress):
+            out.append(encoder.image_head(torch.from_numpy(np.asarray(tower_features[i : i + 4096])).to(encoder.device)).cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+    return encode_image_files(encoder.encode_images, data_dir, catalog["image_path"].tolist(), encoder.preprocess,
+                              device=str(encoder.device), batch_size=batch_size, workers=loader_workers,
+                              desc="embed catalog", progress=progress)
+
+
+@torch.inference_mode()
+def embed_texts(encoder: DualEncoder, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    return torch.cat([encoder.encode_texts(texts[i : i + batch_size]).cpu() for i in range(0, len(texts), batch_size)]).numpy()
+
+
+embed_catalog_task = stage(embed_catalog, name="embed-catalog")

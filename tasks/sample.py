@@ -1,0 +1,100 @@
+"""Build the bundled sample catalog from Fashion-MNIST (Debian package `dataset-fashion-mnist`)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+_NOUNS = ["t-shirt", "trousers", "pullover", "dress", "coat", "sandals", "shirt", "sneakers", "bag", "ankle boots"]
+_STYLES = ["Classic", "Everyday", "Essential", "Casual", "Modern", "Relaxed", "Urban", "Timeless"]
+TRAIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+VAL_FROM_TRAIN = 5_000  # the last 5,000 Fashion-MNIST training images form the val split
+SAMPLE_MARK = "lensflow.sample"
+
+
+def read_idx(images_gz: Path, labels_gz: Path) -> tuple[np.ndarray, np.ndarray]:
+    """IDX files -> uint8 images [N, 28, 28] and labels [N]."""
+    with gzip.open(images_gz) as f:
+        images = np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(labels_gz) as f:
+        labels = np.frombuffer(f.read(), dtype=np.uint8, offset=8)
+    if len(images) != len(labels):
+        raise ValueError(f"{images_gz}: {len(images)} images but {len(labels_gz)} has {len(labels)} labels")
+    return images, labels
+
+
+def split_counts(limit: int | None, n_train: int = 60_000, n_test: int = 10_000) -> tuple[int, int, int]:
+    """(train, val, test) row counts, keeping Fashion-MNIST's 55:5:10 proportions under `limit`."""
+    total = n_train + n_test
+    if limit is None or limit >= total:
+        return n_train - VAL_FROM_TRAIN, VAL_FROM_TRAIN, n_test
+    if limit < 10:
+        raise ValueError(f"--limit must be at least 10, got {limit}")
+    test = max(1, round(limit * n_test / total))
+    val = max(1, round(limit * VAL_FROM_TRAIN / total))
+    return limit - test - val, val, test
+
+
+def title_for(product_id: str, label: int) -> str:
+    style = _STYLES[int(hashlib.sha256(product_id.encode()).hexdigest(), 16) % len(_STYLES)]
+    return f"{style} {_NOUNS[label]}"
+
+
+def build_sample_catalog(data_dir: Path, limit: int | None = None, source: Path = FASHION_MNIST_DIR, force: bool = False) -> pd.DataFrame:
+    """Write data/images/<split>/<id>.png, data/catalog.parquet and data/categories.json.
+
+    Deterministic: the same source and limit give byte-identical files (and so the same DVC md5).
+    """
+    files = [source / f for f in (*TRAIN_FILES, *TEST_FILES)]
+    absent = [str(f) for f in files if not f.exists()]
+    if absent:
+        raise FileNotFoundError(
+            f"Fashion-MNIST not found ({', '.join(absent)}). Install it with: apt-get install -y dataset-fashion-mnist"
+        )
+    catalog_path = data_dir / "catalog.parquet"
+    if catalog_path.exists() and not force:
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(catalog_path).metadata or {}
+        if SAMPLE_MARK.encode() not in meta:
+            raise FileExistsError(f"{catalog_path} is not a lensflow sample catalog; pass --force to overwrite it")
+    n_train, n_val, n_test = split_counts(limit)
+    train_x, train_y = read_idx(*files[:2])
+    test_x, test_y = read_idx(*files[2:])
+    parts = [
+        ("train", "tr", train_x[:n_train], train_y[:n_train], 0),
+        ("val", "tr", train_x[-VAL_FROM_TRAIN:][:n_val], train_y[-VAL_FROM_TRAIN:][:n_val], len(train_x) - VAL_FROM_TRAIN),
+        ("test", "te", test_x[:n_test], test_y[:n_test], 0),
+    ]
+    images_dir = data_dir / "images"
+    if images_dir.exists():
+        shutil.rmtree(images_dir)
+    rows = []
+    total = n_train + n_val + n_test
+    with tqdm(total=total, desc="sample catalog", unit="img") as bar:
+        for split, tag, xs, ys, offset in parts:
+            (images_dir / split).mkdir(parents=True, exist_ok=True)
+            for i, (pixels, label) in enumerate(zip(xs, ys)):
+                pid = f"fm-{tag}-{offset + i:05d}"
+                rel = f"images/{split}/{pid}.png"
+                Image.fromarray(pixels, mode="L").save(data_dir / rel, format="PNG", optimize=False, compress_level=6)
+                rows.append({"product_id": pid, "title": title_for(pid, int(label)), "category": CATEGORIES[int(label)],
+                             "image_path": rel, "split": split})
+                bar.update()
+    df = pd.DataFrame(rows)
+    table = __import__("pyarrow").Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata({SAMPLE_MARK: json.dumps({"source": "fashion-mnist", "limit": limit})})
+    __import__("pyarrow.parquet").parquet.write_table(table, catalog_path)
+    (data_dir / "categories.json").write_text(json.dumps(CATEGORIES, indent=1) + "\n")
+    return df

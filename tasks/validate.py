@@ -1,0 +1,169 @@
+"""Validate the catalog with a Great Expectations suite; quarantine failing rows with a reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+from tasks import stage
+from tqdm.auto import tqdm
+
+from tasks.catalog import SPLITS, load_catalog
+
+MAX_IMAGE_PIXELS = 50_000_000  # above this an upload or catalog image is treated as a decompression bomb
+
+
+class ValidationFailed(RuntimeError):
+    """Too many bad rows: the run stops, with the report naming them."""
+
+
+@dataclass
+class ValidationResult:
+    valid: pd.DataFrame
+    n_rows: int
+    n_quarantined: int
+    reasons: dict[str, int]
+    report_path: Path
+    quarantine_path: Path
+    docs_path: Path | None
+    gx_success: bool
+    categories: list[str] = field(default_factory=list)
+
+
+def image_problem(data_dir: Path, image_path: str | None) -> str | None:
+    """None when `image_path` is a decodable image inside data_dir, else the reason."""
+    if not image_path or not str(image_path).strip():
+        return "image_path is empty"
+    rel = Path(image_path)
+    if rel.is_absolute():
+        return f"image_path {image_path!r} is absolute; it must be relative to the data directory"
+    root = data_dir.resolve()
+    full = (root / rel).resolve()
+    if not full.is_relative_to(root):
+        return f"image_path {image_path!r} escapes the data directory"
+    if not full.exists():
+        return f"image file {image_path!r} does not exist"
+    if not full.is_file():
+        return f"image_path {image_path!r} is not a regular file"
+    try:
+        with Image.open(full) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                return f"image {image_path!r} is {w}x{h}: more than {MAX_IMAGE_PIXELS:,} pixels"
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                im.load()
+    except Exception as exc:  # noqa: BLE001 - every decoder failure is a quarantine reason
+        return f"image {image_path!r} does not decode: {type(exc).__name__}: {exc}"
+    return None
+
+
+def check_images(data_dir: Path, paths: list, workers: int = 4, progress: bool = True) -> list[str | None]:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        it = pool.map(lambda p: image_problem(data_dir, p), paths, chunksize=256)
+        return list(tqdm(it, total=len(paths), desc="check images", unit="img", disable=not progress))
+
+
+def _suite_results(df: pd.DataFrame, categories: list[str] | None, docs_dir: Path) -> tuple[bool, dict[str, list[int]], Path | None]:
+    """Run the GX suite on df; return success, {reason: [row numbers]} and the Data Docs index."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    site = "lensflow_docs"
+    context.add_data_docs_site(
+        site_name=site,
+        site_config={"class_name": "SiteBuilder",
+                     "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+                     "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}},
+    )
+    asset = context.data_sources.add_pandas("catalog").add_dataframe_asset("catalog")
+    batch_def = asset.add_batch_definition_whole_dataframe("all rows")
+    checks: list[tuple[str, object]] = [
+        ("product_id is missing", gxe.ExpectColumnValuesToNotBeNull(column="product_id")),
+        ("duplicate product_id", gxe.ExpectColumnValuesToBeUnique(column="product_id")),
+        ("title is missing", gxe.ExpectColumnValuesToNotBeNull(column="title")),
+        ("title is empty", gxe.ExpectColumnValuesToNotMatchRegex(column="title", regex=r"^\s*$")),
+        ("category is missing", gxe.ExpectColumnValuesToNotBeNull(column="category")),
+        (f"split is not one of {list(SPLITS)}", gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS))),
+        ("image problem", gxe.ExpectColumnValuesToBeNull(column="image_problem")),
+    ]
+    if categories:
+        checks.append(("unknown category", gxe.ExpectColumnValuesToBeInSet(column="category", value_set=categories)))
+    suite = context.suites.add(gx.ExpectationSuite(name="catalog"))
+    reason_of = {}
+    for reason, expectation in checks:
+        reason_of[suite.add_expectation(expectation).id] = reason
+    vd = context.validation_definitions.add(gx.ValidationDefinition(name="catalog", data=batch_def, suite=suite))
+    checkpoint = context.checkpoints.add(gx.Checkpoint(
+        name="catalog", validation_definitions=[vd],
+        actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[site])],
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["row"]},
+    ))
+    run = checkpoint.run(batch_parameters={"dataframe": df})
+    result = next(iter(run.run_results.values()))
+    failing: dict[str, list[int]] = {}
+    for res in result.results:
+        reason = reason_of[res.expectation_config.id]
+        rows = [int(r["row"]) for r in (res.result.get("unexpected_index_list") or [])]
+        if rows:
+            failing[reason] = rows
+    index = docs_dir / "index.html"
+    return bool(result.success), failing, index if index.exists() else None
+
+
+def validate_catalog(
+    data_dir: Path,
+    report_dir: Path,
+    categories: list[str] | None = None,
+    max_bad_fraction: float = 0.05,
+    progress: bool = True,
+) -> ValidationResult:
+    """Check every row; write report.json, quarantine.csv and Data Docs under report_dir.
+
+    Categories default to data/categories.json when it exists. Raises ValidationFailed when
+    more than `max_bad_fraction` of the rows fail (the report is written first).
+    """
+    df = load_catalog(data_dir)
+    if categories is None and (data_dir / "categories.json").exists():
+        categories = json.loads((data_dir / "categories.json").read_text())
+    df["image_problem"] = check_images(data_dir, df["image_path"].tolist(), workers=min(8, (os.cpu_count() or 2) * 2), progress=progress)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    success, failing, docs = _suite_results(df, categories, report_dir / "data_docs")
+    reasons_by_row: dict[int, list[str]] = {}
+    problems = dict(zip(df["row"], df["image_problem"]))
+    for reason, rows in failing.items():
+        for r in rows:
+            reasons_by_row.setdefault(r, []).append(problems[r] if reason == "image problem" else reason)
+    bad = df[df["row"].isin(reasons_by_row)].copy()
+    bad["reason"] = bad["row"].map(lambda r: "; ".join(reasons_by_row[r]))
+    quarantine_path = report_dir / "quarantine.csv"
+    bad[["row", "product_id", "image_path", "reason"]].to_csv(quarantine_path, index=False)
+    counts = {reason: len(rows) for reason, rows in failing.items()}
+    report = {
+        "catalog_rows": len(df), "valid_rows": len(df) - len(bad), "quarantined_rows": len(bad),
+        "max_bad_fraction": max_bad_fraction, "gx_success": success, "failures": counts,
+        "categories": categories, "quarantine": str(quarantine_path), "data_docs": str(docs) if docs else None,
+    }
+    report_path = report_dir / "report.json"
+    report_path.write_text(json.dumps(report, indent=2))
+    if len(bad) > max_bad_fraction * len(df):
+        examples = "\n".join(f"  row {r.row} ({r.product_id!r}, {r.image_path!r}): {r.reason}" for r in bad.head(10).itertuples())
+        raise ValidationFailed(
+            f"{len(bad)} of {len(df)} catalog rows failed validation (limit {max_bad_fraction:.0%}); "
+            f"see {quarantine_path}. First failures:\n{examples}"
+        )
+    valid = df[~df["row"].isin(reasons_by_row)].drop(columns=["image_problem"]).reset_index(drop=True)
+    found = sorted(valid["category"].unique())
+    return ValidationResult(valid, len(df), len(bad), counts, report_path, quarantine_path, docs, success,
+                            categories or found)
+
+
+validate_catalog_task = stage(validate_catalog, name="validate-catalog")

@@ -1,0 +1,96 @@
+"""DVC versioning of the catalog (and fingerprints of index directories), plus the git commit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from tasks import stage
+
+
+class DvcError(RuntimeError):
+    pass
+
+
+def run_dvc(root: Path, *args: str) -> str:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DvcError(f"`dvc {' '.join(args)}` failed in {root}:\n{(proc.stderr or proc.stdout).strip()}")
+    return proc.stdout
+
+
+def ensure_dvc(root: Path, remote: Path) -> None:
+    """A DVC repo at root with a default remote (a local folder unless configured otherwise)."""
+    if not (root / ".dvc").exists():
+        run_dvc(root, "init", "-q", *([] if (root / ".git").exists() else ["--no-scm"]))
+    try:
+        has_default = bool(run_dvc(root, "remote", "default").strip())
+    except DvcError:
+        has_default = False
+    if not has_default:
+        remote.mkdir(parents=True, exist_ok=True)
+        # Relative (dvc rewrites it against .dvc/) when inside the project, so a committed .dvc/config works in every clone.
+        url = os.path.relpath(remote, root) if remote.resolve().is_relative_to(root.resolve()) else str(remote)
+        run_dvc(root, "remote", "add", "-d", "local", url)
+
+
+def read_dvc_md5(dvc_file: Path) -> str:
+    if not dvc_file.exists():
+        raise DvcError(f"{dvc_file} does not exist: the data is not tracked by DVC yet (run `lensflow data sample`)")
+    outs = yaml.safe_load(dvc_file.read_text()).get("outs") or []
+    if not outs or "md5" not in outs[0]:
+        raise DvcError(f"{dvc_file} has no md5 in outs[0]")
+    return outs[0]["md5"]
+
+
+@dataclass
+class DataVersion:
+    md5: str
+    dvc_file: Path
+    pushed: bool
+
+
+def version_data(root: Path, data_dir: Path, remote: Path, push: bool = True) -> DataVersion:
+    """`dvc add` the data directory (cheap when unchanged) and push it to the remote."""
+    ensure_dvc(root, remote)
+    run_dvc(root, "add", "-q", str(data_dir.resolve()))
+    dvc_file = data_dir.resolve().parent / f"{data_dir.name}.dvc"
+    if push:
+        run_dvc(root, "push", "-q", str(dvc_file))
+    return DataVersion(read_dvc_md5(dvc_file), dvc_file, push)
+
+
+def dir_md5(path: Path) -> str:
+    """The md5 DVC gives a directory (`<md5>.dir`): md5 of the sorted JSON list of file md5s."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not a directory")
+    entries = []
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h = hashlib.md5()
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        entries.append({"md5": h.hexdigest(), "relpath": file.relative_to(path).as_posix()})
+    entries.sort(key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
+def git_commit(root: Path) -> str:
+    """HEAD's commit ('+dirty' when the tree has changes), or 'unknown' outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown"
+
+
+version_data_task = stage(version_data, name="version-data", retries=1)
