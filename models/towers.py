@@ -201,6 +201,28 @@ class HashTextTower(Tower):
         return tower
 
 
+def load_hf_half(cls, folder: str, half: str):
+    """Load one half (vision/text) of a CLIP or SigLIP checkpoint, full or already split.
+
+    A full CLIP config keeps `projection_dim` at the top level; the half's own config would
+    default it (512) and transformers would silently re-initialise the projection. So the
+    half's config is taken from the full one, and any missing or mismatched weight is an error.
+    """
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(folder)
+    sub = getattr(config, f"{half}_config", None)
+    if sub is not None:
+        if hasattr(config, "projection_dim"):
+            sub.projection_dim = config.projection_dim
+        config = sub
+    model, info = cls.from_pretrained(folder, config=config, output_loading_info=True)
+    bad = list(info.get("missing_keys", [])) + [str(k) for k in info.get("mismatched_keys", [])]
+    if bad:
+        raise ValueError(f"{folder}: the {half} weights do not fit {cls.__name__} (missing or mismatched: {bad[:5]})")
+    return model
+
+
 def resolve_source(source: str) -> Path | str:
     """Named bundled weights ('minilm') -> local folder; anything else is a path (or hub id)."""
     if source == "minilm":
@@ -265,7 +287,7 @@ class HFClipVisionTower(Tower):
         family = "siglip" if self.model_type.startswith("siglip") else "clip"
         cls = transformers.SiglipVisionModel if family == "siglip" else transformers.CLIPVisionModelWithProjection
         self.family = family
-        self.model = cls.from_pretrained(folder)
+        self.model = load_hf_half(cls, folder, "vision")
         self.preprocess = self._preprocess_from(folder, self.model.config.image_size)
         self.out_dim = self.model.config.hidden_size if family == "siglip" else self.model.config.projection_dim
         self._folder_files = folder
@@ -314,7 +336,7 @@ class HFClipTextTower(Tower):
         model_type = AutoConfig.from_pretrained(folder).model_type
         self.family = "siglip" if model_type.startswith("siglip") else "clip"
         cls = transformers.SiglipTextModel if self.family == "siglip" else transformers.CLIPTextModelWithProjection
-        self.model = cls.from_pretrained(folder)
+        self.model = load_hf_half(cls, folder, "text")
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.max_length = self.model.config.max_position_embeddings
         self.out_dim = self.model.config.hidden_size if self.family == "siglip" else self.model.config.projection_dim

@@ -1,0 +1,72 @@
+"""Shared fixtures: an isolated project root per test, a tiny synthetic catalog, the Prefect harness."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from lensflow.runtime import OFFLINE_ENV
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+COLOURS = {"Red shirt": (200, 30, 30), "Green bag": (30, 170, 60), "Blue shoe": (40, 60, 210)}
+
+
+def pytest_configure(config):
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="lensflow-prefect-"))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """Settings rooted in a fresh temporary project (own DVC repo, MLflow sqlite, LanceDB dir)."""
+    from lensflow.settings import get_settings
+
+    monkeypatch.setenv("LENSFLOW_ROOT", str(tmp_path))
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+def write_synthetic_catalog(data_dir: Path, per_category: int = 12, seed: int = 0) -> pd.DataFrame:
+    """A tiny catalog: three categories told apart by colour, noisy, non-square PNG and JPEG files."""
+    rng = np.random.default_rng(seed)
+    (data_dir / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for ci, (category, colour) in enumerate(COLOURS.items()):
+        for i in range(per_category):
+            pid = f"p{ci}{i:03d}"
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (30, 40, 3)), 0, 255).astype(np.uint8)
+            ext = "jpg" if i % 3 == 0 else "png"
+            Image.fromarray(pixels).save(data_dir / "images" / f"{pid}.{ext}")
+            split = "test" if i % 4 == 0 else "val" if i % 4 == 1 else "train"
+            rows.append({"product_id": pid, "title": f"{category} number {i}", "category": category,
+                         "image_path": f"images/{pid}.{ext}", "split": split})
+    df = pd.DataFrame(rows)
+    df.to_parquet(data_dir / "catalog.parquet", index=False)
+    (data_dir / "categories.json").write_text(json.dumps(sorted(COLOURS)))
+    return df
+
+
+@pytest.fixture
+def tiny_catalog(project):
+    return write_synthetic_catalog(project.data_path)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+needs_fashion_mnist = pytest.mark.skipif(not FASHION_MNIST.exists(), reason="Debian package dataset-fashion-mnist not installed (make test installs it)")

@@ -1,0 +1,55 @@
+import json
+
+import pytest
+import torch
+
+from models.encoder import build_encoder, load_encoder, load_preset
+from models.train import HeadsTrainConfig, train_heads
+
+
+def test_tiny_encoder_outputs_normalised_float32():
+    enc = build_encoder("tiny")
+    with torch.inference_mode():
+        img = enc.encode_images(torch.randn(3, 3, 32, 32))
+        txt = enc.encode_texts(["red shirt", "blue shoe"])
+    assert img.shape == (3, 16) and txt.shape == (2, 16)
+    assert img.dtype == torch.float32
+    assert torch.allclose(img.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(txt.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    enc = build_encoder("tiny", seed=3)
+    with torch.no_grad():
+        enc.image_head.net[1].weight.add_(0.5)  # make heads differ from a fresh init
+    enc.save(tmp_path / "m")
+    again = load_encoder(tmp_path / "m")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(enc.encode_images(x), again.encode_images(x))
+        assert torch.equal(enc.encode_texts(["a b c"]), again.encode_texts(["a b c"]))
+    meta = json.loads((tmp_path / "m" / "lensflow.json").read_text())
+    assert meta["image_tower"]["type"] == "tiny-conv" and meta["format"] == 1
+
+
+def test_load_rejects_foreign_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a lensflow encoder directory"):
+        load_encoder(tmp_path)
+
+
+def test_unknown_preset_lists_known_ones():
+    with pytest.raises(ValueError, match="known presets: .*tiny"):
+        load_preset("no-such-preset")
+
+
+def test_heads_training_separates_labels():
+    torch.manual_seed(0)
+    enc = build_encoder("tiny")
+    labels = torch.arange(60) % 3
+    feats = torch.randn(3, 32)[labels] + 0.1 * torch.randn(60, 32)
+    text_feats = torch.randn(3, 32)
+    history = train_heads(enc, feats, text_feats, labels.clone(), labels, HeadsTrainConfig(epochs=30, batch_size=30, lr=1e-2), progress=False)
+    assert history[-1]["loss"] < history[0]["loss"] * 0.7
+    with torch.no_grad():
+        sims = enc.image_head(feats) @ enc.text_head(text_feats).T
+    assert (sims.argmax(dim=1) == labels).float().mean() > 0.95

@@ -1,0 +1,20 @@
+import numpy as np
+
+from models.encoder import build_encoder
+from tasks.embed import embed_catalog
+from tasks.features import image_tower_features
+
+
+def test_cached_tower_features_give_the_same_embeddings(project, tiny_catalog):
+    enc = build_encoder("tiny")
+    data, cache = project.data_path, project.path(project.cache_dir)
+    feats, hit = image_tower_features(enc, tiny_catalog, data, cache, "md5-a", batch_size=7, progress=False)
+    assert not hit and feats.shape == (len(tiny_catalog), enc.image_tower.out_dim)
+    again, hit = image_tower_features(enc, tiny_catalog.iloc[::-1], data, cache, "md5-a", progress=False)
+    assert hit and np.array_equal(again, feats[::-1])                          # cached, aligned by product id
+    assert not image_tower_features(enc, tiny_catalog, data, cache, "md5-b", progress=False)[1]  # new data version
+    full = embed_catalog(enc, tiny_catalog, data, batch_size=5, progress=False)
+    fast = embed_catalog(enc, tiny_catalog, data, tower_features=feats, progress=False)
+    assert full.shape == (len(tiny_catalog), enc.embed_dim)
+    np.testing.assert_allclose(fast, full, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(full, axis=1), 1.0, atol=1e-5)

@@ -1,0 +1,37 @@
+from tasks.promote import GateConfig, champion_metrics, gate, promote
+from tasks.registry import CHAMPION, client, get_alias, register_version, set_tags, start_run, version_tags
+
+
+def test_gate_floors_and_regressions():
+    cfg = GateConfig(metrics=["p"], tolerance=0.01, floors={"p": 0.5})
+    assert gate({"p": 0.6}, None, cfg).passed
+    assert "below the floor" in gate({"p": 0.4}, None, cfg).reasons[0]
+    assert gate({"p": 0.795}, {"p": 0.80}, cfg).passed                 # within tolerance
+    d = gate({"p": 0.70}, {"p": 0.80}, cfg, champion_version=3)
+    assert not d.passed and "regresses from the champion's 0.8000" in d.reasons[0] and d.champion_version == 3
+    assert "missing" in gate({}, None, cfg).reasons[0]
+
+
+def _version(c, metrics):
+    run = start_run(c, "exp", "file:///tmp/unused-artifacts", "r", {})
+    v = register_version(c, "m", run, "file:///tmp/model", {"status": "ready"})
+    set_tags(c, "m", v, {"metrics": metrics})
+    return v
+
+
+def test_promotion_moves_champion_only_on_pass_and_approval(project):
+    c = client(project.tracking_uri)
+    v1 = _version(c, {"p": 0.8})
+    cfg = GateConfig(metrics=["p"], floors={})
+    assert promote(c, "m", v1, gate({"p": 0.8}, None, cfg), auto_approve=False) == "awaiting-approval"
+    assert get_alias(c, "m", CHAMPION) is None
+    assert promote(c, "m", v1, gate({"p": 0.8}, None, cfg), auto_approve=True) == "promoted"
+    tags = version_tags(get_alias(c, "m", CHAMPION))
+    assert tags["approval"] == "auto-approve" and tags["approved_by"] == "policy:auto-approve" and tags["approved_at"]
+    v2 = _version(c, {"p": 0.5})
+    champ_v, champ = champion_metrics(c, "m")
+    decision = gate({"p": 0.5}, champ, cfg, champ_v)
+    assert promote(c, "m", v2, decision, auto_approve=True) == "rejected"
+    assert int(get_alias(c, "m", CHAMPION).version) == v1
+    rejected = version_tags(c.get_model_version("m", str(v2)))
+    assert rejected["status"] == "rejected" and "regresses" in rejected["rejected_reason"]

@@ -1,0 +1,50 @@
+import pandas as pd
+import pytest
+
+from tasks.validate import ValidationFailed, validate_catalog
+
+
+def _break(data_dir, df):
+    df = df.copy()
+    df.loc[1, "product_id"] = df.loc[0, "product_id"]          # duplicate id (both rows)
+    df.loc[2, "title"] = "   "                                  # empty title
+    df.loc[3, "category"] = "Hat"                               # unknown category
+    df.loc[4, "image_path"] = "../outside.png"                  # escapes data/
+    (data_dir / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    df.loc[5, "image_path"] = "images/broken.png"               # does not decode
+    df.loc[6, "image_path"] = "images/missing.png"              # missing file
+    df.loc[7, "image_path"] = "/etc/passwd"                     # absolute
+    df.to_parquet(data_dir / "catalog.parquet", index=False)
+    return df
+
+
+def test_bad_rows_are_quarantined_with_reasons(project, tiny_catalog, tmp_path):
+    data = project.data_path
+    _break(data, tiny_catalog)
+    result = validate_catalog(data, tmp_path / "report", max_bad_fraction=0.5, progress=False)
+    q = pd.read_csv(result.quarantine_path).set_index("row")
+    assert result.n_rows == len(tiny_catalog)
+    assert result.n_rows == len(result.valid) + result.n_quarantined  # nothing silently dropped
+    assert set(q.index) == {1, 2, 3, 4, 5, 6, 7, 8}
+    assert q.loc[1, "reason"] == q.loc[2, "reason"] == "duplicate product_id"
+    assert q.loc[3, "reason"] == "title is empty"
+    assert q.loc[4, "reason"] == "unknown category"
+    assert "escapes the data directory" in q.loc[5, "reason"]
+    assert "does not decode" in q.loc[6, "reason"]
+    assert "does not exist" in q.loc[7, "reason"]
+    assert "is absolute" in q.loc[8, "reason"]
+    assert result.docs_path is not None and result.docs_path.exists()
+    assert result.report_path.exists() and not result.gx_success
+
+
+def test_too_many_bad_rows_stop_the_run_with_a_report(project, tiny_catalog, tmp_path):
+    _break(project.data_path, tiny_catalog)
+    with pytest.raises(ValidationFailed, match=r"(?s)8 of 36 catalog rows failed validation .*row 5 .*escapes"):
+        validate_catalog(project.data_path, tmp_path / "report", max_bad_fraction=0.1, progress=False)
+    assert (tmp_path / "report" / "quarantine.csv").exists()
+
+
+def test_clean_catalog_passes(project, tiny_catalog, tmp_path):
+    result = validate_catalog(project.data_path, tmp_path / "r", progress=False)
+    assert result.gx_success and result.n_quarantined == 0 and len(result.valid) == len(tiny_catalog)
+    assert result.categories == sorted(tiny_catalog["category"].unique())
