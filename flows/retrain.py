@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -40,13 +42,23 @@ class RetrainParams(BaseModel):
     progress: bool = Field(True, description="show progress bars")
 
 
+@contextmanager
+def timed(seconds: dict, stage: str):
+    t0 = time.perf_counter()
+    yield
+    seconds[stage] = round(time.perf_counter() - t0, 2)
+
+
 @flow(name="retrain", log_prints=True)
 def retrain(params: RetrainParams = RetrainParams()) -> dict:
     s = get_settings()
     log = get_run_logger()
-    data = version_data_task(s.root, s.data_path, s.path(s.dvc_remote), push=params.push_data)
+    took: dict[str, float] = {}
+    with timed(took, "version_data"):
+        data = version_data_task(s.root, s.data_path, s.path(s.dvc_remote), push=params.push_data)
     report_dir = s.path(s.reports_dir) / "validation" / data.md5.removesuffix(".dir")
-    checked = validate_catalog_task(s.data_path, report_dir, max_bad_fraction=params.max_bad_fraction, progress=params.progress)
+    with timed(took, "validate"):
+        checked = validate_catalog_task(s.data_path, report_dir, max_bad_fraction=params.max_bad_fraction, progress=params.progress)
     log.info("catalog %s: %d rows, %d quarantined (%s)", data.md5, checked.n_rows, checked.n_quarantined, checked.quarantine_path)
 
     s.path(s.cache_dir).mkdir(parents=True, exist_ok=True)
@@ -61,27 +73,31 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
         registry.log_metrics(c, run_id, {"catalog_rows": checked.n_rows, "quarantined_rows": checked.n_quarantined})
         c.log_artifacts(run_id, str(report_dir), "validation")
         cfg = HeadsTrainConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr, seed=params.seed)
-        trained = train_encoder_task(params.preset, checked.valid, s.data_path, data.md5, s.path(s.cache_dir),
-                                     work / "model", cfg, device=s.torch_device(), progress=params.progress)
+        with timed(took, "fine_tune"):
+            trained = train_encoder_task(params.preset, checked.valid, s.data_path, data.md5, s.path(s.cache_dir),
+                                         work / "model", cfg, device=s.torch_device(), progress=params.progress)
         for h in trained.history:
             registry.log_metrics(c, run_id, {"train_loss": h["loss"]}, step=h["epoch"])
         registry.log_params(c, run_id, {f"train.{k}": v for k, v in trained.params.items()})
         registry.log_metrics(c, run_id, {"train_seconds": trained.seconds, "feature_seconds": trained.feature_seconds,
                                          "feature_cache_hit": float(trained.feature_cache_hit)})
-        c.log_artifacts(run_id, str(trained.model_dir), "model")
-        source = f"{c.get_run(run_id).info.artifact_uri}/model"
-        version = registry.register_version_task(c, s.registered_model, run_id, source,
-                                                 {"status": "building", "data_md5": data.md5, "git_commit": commit, "run_id": run_id})
-
-        vectors = embed_catalog_task(trained.encoder, checked.valid, s.data_path, tower_features=trained.tower_features,
-                                     progress=params.progress)
+        with timed(took, "register"):
+            c.log_artifacts(run_id, str(trained.model_dir), "model")
+            source = f"{c.get_run(run_id).info.artifact_uri}/model"
+            version = registry.register_version_task(c, s.registered_model, run_id, source,
+                                                     {"status": "building", "data_md5": data.md5, "git_commit": commit, "run_id": run_id})
+        with timed(took, "embed"):
+            vectors = embed_catalog_task(trained.encoder, checked.valid, s.data_path, tower_features=trained.tower_features,
+                                         progress=params.progress)
         meta = {"model_name": s.registered_model, "model_version": version, "run_id": run_id, "data_md5": data.md5}
-        index = build_index_task(s.lancedb_path, table_name(s.registered_model, version), checked.valid, vectors, meta,
-                                 ann_min_rows=params.ann_min_rows, query=QueryParams(params.nprobes, params.refine_factor))
+        with timed(took, "index"):
+            index = build_index_task(s.lancedb_path, table_name(s.registered_model, version), checked.valid, vectors, meta,
+                                     ann_min_rows=params.ann_min_rows, query=QueryParams(params.nprobes, params.refine_factor))
         import lancedb
 
         table = lancedb.connect(index.uri).open_table(index.table)
-        result = evaluate_task(trained.encoder, table)
+        with timed(took, "evaluate"):
+            result = evaluate_task(trained.encoder, table)
         registry.log_metrics(c, run_id, result.metrics)
         registry.log_metrics(c, run_id, {f"{m}.{_slug(cat)}": v for cat, ms in result.per_category.items() for m, v in ms.items()})
         (work / "eval").mkdir()
@@ -95,9 +111,11 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
             "metrics": result.metrics, "eval_set_md5": result.eval_set_md5, "status": "ready"})
         c.set_registered_model_alias(s.registered_model, registry.CHALLENGER, str(version))
 
-        champ_version, champ = champion_metrics(c, s.registered_model)
-        decision = gate(result.metrics, champ, params.gate, champ_version)
-        outcome = promote_task(c, s.registered_model, version, decision, params.auto_approve)
+        with timed(took, "promote"):
+            champ_version, champ = champion_metrics(c, s.registered_model)
+            decision = gate(result.metrics, champ, params.gate, champ_version)
+            outcome = promote_task(c, s.registered_model, version, decision, params.auto_approve)
+        registry.log_metrics(c, run_id, {f"stage_seconds.{k}": v for k, v in took.items()})
         c.set_terminated(run_id, "FINISHED")
     except BaseException as exc:
         if version is not None:
@@ -111,6 +129,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
         "catalog_rows": checked.n_rows, "quarantined_rows": checked.n_quarantined, "index": index.as_dict(),
         "metrics": result.metrics, "gate": {"passed": decision.passed, "reasons": decision.reasons, "champion_version": champ_version},
         "train_seconds": round(trained.seconds, 1), "feature_seconds": round(trained.feature_seconds, 1),
+        "stage_seconds": took,
     }
     log.info("retrain finished: %s", json.dumps({k: summary[k] for k in ("outcome", "version", "data_md5")}))
     return summary

@@ -110,6 +110,7 @@ def retrain(
         f"zero-shot acc    {m['zero_shot_accuracy']:.3f}" + (f"   ANN recall@10 vs exact {m['index_recall_at_10']:.3f}" if "index_recall_at_10" in m else ""),
         f"gate             {'passed' if summary['gate']['passed'] else 'failed: ' + '; '.join(summary['gate']['reasons'])}",
         f"time             {summary['wall_seconds']} s (tower features {summary['feature_seconds']} s, heads {summary['train_seconds']} s)",
+        "stages           " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["stage_seconds"].items()),
     ]
     typer.echo("\n".join(lines))
 
