@@ -1,0 +1,1 @@
+"""Search service (FastAPI) and its page: loads the champion encoder and exactly its index."""
