@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 from pathlib import Path
 
@@ -40,6 +41,21 @@ class Tower(nn.Module):
 
     def load_weights(self, directory: Path) -> None:
         self.load_state_dict(load_file(str(directory / WEIGHTS)))
+
+    @classmethod
+    def from_spec(cls, spec: dict, directory: Path | None) -> "Tower":
+        """Rebuild from `spec` (keys named like __init__'s parameters); load weights from `directory`.
+
+        Without a directory a tower that has pretrained weights starts from them.
+        """
+        params = inspect.signature(cls.__init__).parameters
+        kwargs = {k: v for k, v in spec.items() if k in params and k != "self"}
+        if "pretrained" in params:
+            kwargs["pretrained"] = directory is None
+        tower = cls(**kwargs)
+        if directory is not None:
+            tower.load_weights(directory)
+        return tower
 
     def fingerprint(self) -> str:
         """Identity of what this tower computes (architecture + weights source + preprocessing)."""
@@ -119,14 +135,6 @@ class EfficientNetLiteTower(Tower):
         return {"type": self.kind, "name": self.name, "size": self.size, "fold_bn": self.folded,
                 "preprocess": self.preprocess.fingerprint()}
 
-    @classmethod
-    def from_spec(cls, spec: dict, directory: Path | None) -> "EfficientNetLiteTower":
-        tower = cls(spec.get("name", "efficientnet-lite0"), spec.get("size", 96),
-                    fold_bn=spec.get("fold_bn", True), pretrained=directory is None)
-        if directory is not None:
-            tower.load_weights(directory)
-        return tower
-
 
 class TinyConvTower(Tower):
     """A tiny random conv net for tests: seconds to build, no downloads."""
@@ -153,13 +161,6 @@ class TinyConvTower(Tower):
     def spec(self) -> dict:
         return {"type": self.kind, "size": self.size, "width": self.width, "seed": self.seed,
                 "preprocess": self.preprocess.fingerprint()}
-
-    @classmethod
-    def from_spec(cls, spec: dict, directory: Path | None) -> "TinyConvTower":
-        tower = cls(spec.get("size", 32), spec.get("width", 16), spec.get("seed", 0))
-        if directory is not None:
-            tower.load_weights(directory)
-        return tower
 
 
 # ----------------------------------------------------------------------------- text towers
@@ -192,13 +193,6 @@ class HashTextTower(Tower):
 
     def spec(self) -> dict:
         return {"type": self.kind, "dim": self.dim, "buckets": self.buckets, "seed": self.seed}
-
-    @classmethod
-    def from_spec(cls, spec: dict, directory: Path | None) -> "HashTextTower":
-        tower = cls(spec.get("dim", 32), spec.get("buckets", 4096), spec.get("seed", 0))
-        if directory is not None:
-            tower.load_weights(directory)
-        return tower
 
 
 def load_hf_half(cls, folder: str, half: str):
