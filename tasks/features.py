@@ -18,7 +18,7 @@ def feature_cache_key(data_md5: str, tower_fingerprint: str) -> str:
 
 
 def image_tower_features(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, cache_dir: Path, data_md5: str,
-                         batch_size: int = 128, workers: int = 1, progress: bool = True) -> tuple[np.ndarray, bool]:
+                         batch_size: int = 128, workers: int = 0, progress: bool = True) -> tuple[np.ndarray, bool]:
     """Image tower features [N, F] aligned with catalog rows, and whether they came from the cache."""
     key = feature_cache_key(data_md5, encoder.image_tower.fingerprint())
     folder = cache_dir / "features" / key

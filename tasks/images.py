@@ -28,17 +28,19 @@ class CatalogImages(Dataset):
 
 
 def image_batches(data_dir: Path, image_paths: list[str], preprocess: ImagePreprocess, batch_size: int = 128,
-                  workers: int = 1) -> Iterator[torch.Tensor]:
-    """Normalised pixel batches in catalog order; decoding runs in `workers` processes."""
+                  workers: int = 0) -> Iterator[torch.Tensor]:
+    """Normalised pixel batches in catalog order; with workers > 0 decoding runs in that many
+    spawned processes (not forked: the flow's process holds Prefect, LanceDB and torch threads)."""
     loader = DataLoader(CatalogImages(data_dir, image_paths, preprocess), batch_size=batch_size, num_workers=workers,
-                        collate_fn=np.stack, persistent_workers=False, prefetch_factor=4 if workers else None)
+                        collate_fn=np.stack, prefetch_factor=4 if workers else None,
+                        multiprocessing_context="spawn" if workers else None)
     for arrays in loader:
         yield preprocess.to_tensor(arrays)
 
 
 @torch.inference_mode()
 def encode_image_files(fn, data_dir: Path, image_paths: list[str], preprocess: ImagePreprocess, device: str = "cpu",
-                       batch_size: int = 128, workers: int = 1, desc: str = "encode images", progress: bool = True) -> np.ndarray:
+                       batch_size: int = 128, workers: int = 0, desc: str = "encode images", progress: bool = True) -> np.ndarray:
     """Apply `fn(pixels) -> [B, D]` to every image; float32 [N, D] in input order."""
     tune_malloc()
     out = []

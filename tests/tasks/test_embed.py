@@ -13,7 +13,7 @@ def test_cached_tower_features_give_the_same_embeddings(project, tiny_catalog):
     again, hit = image_tower_features(enc, tiny_catalog.iloc[::-1], data, cache, "md5-a", progress=False)
     assert hit and np.array_equal(again, feats[::-1])                          # cached, aligned by product id
     assert not image_tower_features(enc, tiny_catalog, data, cache, "md5-b", progress=False)[1]  # new data version
-    full = embed_catalog(enc, tiny_catalog, data, batch_size=5, progress=False)
+    full = embed_catalog(enc, tiny_catalog, data, batch_size=5, loader_workers=1, progress=False)  # decode in a worker
     fast = embed_catalog(enc, tiny_catalog, data, tower_features=feats, progress=False)
     assert full.shape == (len(tiny_catalog), enc.embed_dim)
     np.testing.assert_allclose(fast, full, atol=1e-5)
