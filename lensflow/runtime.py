@@ -28,6 +28,8 @@ def offline_env(root: Path) -> None:
         os.environ.setdefault(key, value)
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", "5")  # progress lines in logs, not a flood
 
 
 def tune_malloc() -> bool:

@@ -35,7 +35,8 @@ def train_heads(
     """Fit image/text heads so that each image lands near the texts that share its label.
 
     image_features [N, Fi]; text_features [T, Ft] for the T distinct texts; text_index [N] maps
-    each image to its own text; labels [N] define positives (same label = positive pair).
+    each image to its own text, or [N, A] to A alternative texts (one drawn per item and batch);
+    labels [N] define positives (same label = positive pair).
     Returns one dict per epoch (loss, seconds).
     """
     if len(image_features) < 2:
@@ -61,7 +62,11 @@ def train_heads(
             if len(idx) < 2:
                 continue
             img = encoder.image_head(image_features[idx])
-            txt = encoder.text_head(text_features[text_index[idx]])
+            choice = text_index[idx]
+            if choice.dim() == 2:
+                pick = torch.randint(choice.shape[1], (len(idx),), generator=gen).to(device)
+                choice = choice.gather(1, pick[:, None]).squeeze(1)
+            txt = encoder.text_head(text_features[choice])
             loss = multi_positive_contrastive(img, txt, labels[idx], encoder.logit_scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -24,6 +24,11 @@ def catalog_file(data_dir: Path) -> Path:
     raise CatalogError(f"no catalog in {data_dir}: expected one of {', '.join(CATALOG_FILES)} (try `lensflow data sample`)")
 
 
+def category_text(category: str) -> str:
+    """A category as a shopper would type it ("T-shirt/top" -> "t-shirt or top")."""
+    return category.replace("/", " or ").lower()
+
+
 def hash_split(product_id: str, val: float = 0.05, test: float = 0.15) -> str:
     """Deterministic split from the product id, for catalogs that do not bring one."""
     u = int.from_bytes(hashlib.sha256(product_id.encode()).digest()[:8], "big") / 2**64

@@ -17,15 +17,12 @@ import torch
 from tasks import stage
 
 from models.encoder import DualEncoder
+from tasks.catalog import category_text
 from tasks.embed import embed_texts
 from tasks.index import vector_search
 
 KS = (1, 5, 10)
 PROMPTS = ("{}", "a photo of a {}", "a product photo of a {}", "a {} for sale", "a close-up photo of a {}")
-
-
-def category_text(category: str) -> str:
-    return category.replace("/", " or ").lower()
 
 
 def topk(queries: np.ndarray, gallery: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:

@@ -55,6 +55,12 @@ def ann_params(rows: int, dim: int) -> dict:
     return {"type": "IVF_PQ", "distance": "cosine", "num_partitions": partitions, "num_sub_vectors": sub}
 
 
+def _column(values: pd.Series, name: str) -> pa.Array:
+    if name == "price":
+        return pa.array(pd.to_numeric(values), type=pa.float64(), from_pandas=True)
+    return pa.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in values], type=pa.string())
+
+
 def build_index(uri: str, name: str, catalog: pd.DataFrame, vectors: np.ndarray, metadata: dict,
                 ann_min_rows: int = 10_000, query: QueryParams | None = None) -> IndexInfo:
     """Create table `name` (it must not exist: tables are immutable once served) and its indexes."""
@@ -68,8 +74,7 @@ def build_index(uri: str, name: str, catalog: pd.DataFrame, vectors: np.ndarray,
     if name in db.list_tables().tables:
         raise FileExistsError(f"LanceDB table {name!r} already exists in {uri}; a model version's table is never overwritten")
     dim = vectors.shape[1]
-    cols = {c: pa.array(catalog[c].tolist(), type=pa.float64() if c == "price" else pa.string())
-            for c in TABLE_COLUMNS if c in catalog.columns}
+    cols = {c: _column(catalog[c], c) for c in TABLE_COLUMNS if c in catalog.columns}
     cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel()), dim)
     ann = ann_params(len(catalog), dim) if len(catalog) >= ann_min_rows else None
     meta = {**metadata, "embed_dim": dim, "rows": len(catalog), "ann": ann, "query": asdict(query)}

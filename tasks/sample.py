@@ -15,7 +15,12 @@ from tqdm.auto import tqdm
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-_NOUNS = ["t-shirt", "trousers", "pullover", "dress", "coat", "sandals", "shirt", "sneakers", "bag", "ankle boots"]
+_NOUNS = [  # a few ways shops name each category
+    ["t-shirt", "tee", "top"], ["trousers", "pants", "trouser"], ["pullover", "sweater", "jumper"],
+    ["dress", "summer dress", "midi dress"], ["coat", "jacket", "overcoat"], ["sandals", "sandal", "flip-flops"],
+    ["shirt", "button-down shirt", "blouse"], ["sneakers", "trainers", "sneaker"], ["bag", "handbag", "tote bag"],
+    ["ankle boots", "boots", "ankle boot"],
+]
 _STYLES = ["Classic", "Everyday", "Essential", "Casual", "Modern", "Relaxed", "Urban", "Timeless"]
 TRAIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -47,8 +52,9 @@ def split_counts(limit: int | None, n_train: int = 60_000, n_test: int = 10_000)
 
 
 def title_for(product_id: str, label: int) -> str:
-    style = _STYLES[int(hashlib.sha256(product_id.encode()).hexdigest(), 16) % len(_STYLES)]
-    return f"{style} {_NOUNS[label]}"
+    h = int(hashlib.sha256(product_id.encode()).hexdigest(), 16)
+    nouns = _NOUNS[label]
+    return f"{_STYLES[h % len(_STYLES)]} {nouns[(h // len(_STYLES)) % len(nouns)]}"
 
 
 def build_sample_catalog(data_dir: Path, limit: int | None = None, source: Path = FASHION_MNIST_DIR, force: bool = False) -> pd.DataFrame:

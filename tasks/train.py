@@ -13,6 +13,7 @@ from tasks import stage
 
 from models.encoder import DualEncoder, build_encoder
 from models.train import HeadsTrainConfig, train_heads
+from tasks.catalog import category_text
 from tasks.features import image_tower_features
 
 
@@ -54,15 +55,19 @@ def train_encoder(
     train = (catalog["split"] == "train").to_numpy()
     if train.sum() < 2:
         raise ValueError(f"the catalog has {int(train.sum())} train rows; at least 2 are needed to fine-tune")
+    # Each product is paired with its title or its category's name (drawn per batch), so that
+    # category searches work whatever wording the titles use.
     titles = catalog.loc[train, "title"].tolist()
-    unique = sorted(set(titles))
+    categories = catalog.loc[train, "category"].tolist()
+    unique = sorted(set(titles) | {category_text(c) for c in categories})
     text_feats = text_tower_features(encoder, unique)
     where = {t: i for i, t in enumerate(unique)}
-    cats = sorted(catalog["category"].unique())
-    labels = torch.tensor(catalog.loc[train, "category"].map({c: i for i, c in enumerate(cats)}).to_numpy())
+    text_index = torch.tensor([[where[t], where[category_text(c)]] for t, c in zip(titles, categories)])
+    cats = sorted(set(categories))
+    label_of = {c: i for i, c in enumerate(cats)}
+    labels = torch.tensor([label_of[c] for c in categories])
     t1 = time.perf_counter()
-    history = train_heads(encoder, torch.from_numpy(feats[train]), text_feats,
-                          torch.tensor([where[t] for t in titles]), labels, cfg, progress=progress)
+    history = train_heads(encoder, torch.from_numpy(feats[train]), text_feats, text_index, labels, cfg, progress=progress)
     seconds = time.perf_counter() - t1
     encoder.save(out_dir)
     params = {"preset": encoder.config.get("name", "custom"), "strategy": "heads", **vars(cfg),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +76,7 @@ def _suite_results(df: pd.DataFrame, categories: list[str] | None, docs_dir: Pat
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
     site = "lensflow_docs"
@@ -95,6 +97,8 @@ def _suite_results(df: pd.DataFrame, categories: list[str] | None, docs_dir: Pat
         (f"split is not one of {list(SPLITS)}", gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS))),
         ("image problem", gxe.ExpectColumnValuesToBeNull(column="image_problem")),
     ]
+    if "price" in df.columns:
+        checks.append(("price is not a non-negative number", gxe.ExpectColumnValuesToBeNull(column="price_problem")))
     if categories:
         checks.append(("unknown category", gxe.ExpectColumnValuesToBeInSet(column="category", value_set=categories)))
     suite = context.suites.add(gx.ExpectationSuite(name="catalog"))
@@ -134,6 +138,9 @@ def validate_catalog(
     df = load_catalog(data_dir)
     if categories is None and (data_dir / "categories.json").exists():
         categories = json.loads((data_dir / "categories.json").read_text())
+    if "price" in df.columns:
+        price = pd.to_numeric(df["price"], errors="coerce")
+        df["price_problem"] = ((price.isna() & df["price"].notna()) | (price < 0)).map({True: "bad price", False: None})
     df["image_problem"] = check_images(data_dir, df["image_path"].tolist(), workers=min(8, (os.cpu_count() or 2) * 2), progress=progress)
     report_dir.mkdir(parents=True, exist_ok=True)
     success, failing, docs = _suite_results(df, categories, report_dir / "data_docs")
@@ -160,7 +167,10 @@ def validate_catalog(
             f"{len(bad)} of {len(df)} catalog rows failed validation (limit {max_bad_fraction:.0%}); "
             f"see {quarantine_path}. First failures:\n{examples}"
         )
-    valid = df[~df["row"].isin(reasons_by_row)].drop(columns=["image_problem"]).reset_index(drop=True)
+    valid = df[~df["row"].isin(reasons_by_row)].drop(columns=["image_problem", "price_problem"], errors="ignore")
+    if "price" in valid.columns:
+        valid["price"] = pd.to_numeric(valid["price"])
+    valid = valid.reset_index(drop=True)
     found = sorted(valid["category"].unique())
     return ValidationResult(valid, len(df), len(bad), counts, report_path, quarantine_path, docs, success,
                             categories or found)

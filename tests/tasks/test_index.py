@@ -56,3 +56,15 @@ def test_ann_params_divide_the_dimension():
     assert p["num_sub_vectors"] == 32 and 256 % p["num_sub_vectors"] == 0
     assert p["num_partitions"] == 264
     assert 12 % ann_params(5000, 12)["num_sub_vectors"] == 0
+
+
+def test_optional_columns_keep_types_and_missing_values(tmp_path):
+    df, vecs = _catalog(4)
+    df["price"] = [9.5, None, 3.0, 1.25]
+    df["brand"] = ["acme", None, "acme", float("nan")]
+    build_index(str(tmp_path), "m-v1", df, vecs, {})
+    import lancedb
+
+    got = lancedb.connect(str(tmp_path)).open_table("m-v1").to_arrow()
+    assert got.schema.field("price").type == "double" and got["price"].to_pylist()[0] == 9.5
+    assert got["brand"].to_pylist() == ["acme", None, "acme", None]

@@ -48,3 +48,15 @@ def test_clean_catalog_passes(project, tiny_catalog, tmp_path):
     result = validate_catalog(project.data_path, tmp_path / "r", progress=False)
     assert result.gx_success and result.n_quarantined == 0 and len(result.valid) == len(tiny_catalog)
     assert result.categories == sorted(tiny_catalog["category"].unique())
+
+
+def test_prices_must_be_numbers(project, tiny_catalog, tmp_path):
+    df = tiny_catalog.assign(price=["19.90"] * len(tiny_catalog))
+    df.loc[2, "price"] = "cheap"
+    df.loc[3, "price"] = "-5"
+    df.to_csv(project.data_path / "catalog.csv", index=False)
+    (project.data_path / "catalog.parquet").unlink()
+    result = validate_catalog(project.data_path, tmp_path / "r", max_bad_fraction=0.2, progress=False)
+    q = pd.read_csv(result.quarantine_path)
+    assert q["row"].tolist() == [3, 4] and set(q["reason"]) == {"price is not a non-negative number"}
+    assert result.valid["price"].dtype == float and result.valid["price"].eq(19.9).all()
