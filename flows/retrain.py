@@ -1,4 +1,5 @@
-"""The retrain flow: version data -> validate -> fine-tune -> embed -> index -> evaluate -> register -> promote."""
+"""The retrain flow: version data -> validate -> fine-tune -> register -> embed -> index -> evaluate (challenger and
+champion on the same eval set) -> promote."""
 
 from __future__ import annotations
 
@@ -9,16 +10,22 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from typing import Literal
+
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from lensflow.settings import get_settings
-from models.train import HeadsTrainConfig
+from models.train import load_strategy
 from tasks import registry
+from tasks.baseline import champion_on_eval_set_task
 from tasks.embed import embed_catalog_task
 from tasks.evaluate import evaluate_task
 from tasks.index import QueryParams, build_index_task, table_name
-from tasks.promote import GateConfig, champion_metrics, gate, promote_task
+from tasks.promote import GateConfig, gate, promote_task
+from tasks.report import comparison_table, per_category_plot, recall_curves_plot, worst_queries_sheet
+from tasks.shopper import example_sheet, shopper_queries_task
 from tasks.train import train_encoder_task
 from tasks.validate import validate_catalog_task
 from tasks.versioning import git_commit, version_data_task
@@ -28,10 +35,15 @@ class RetrainParams(BaseModel):
     """Parameters of a retrain run (rendered as a form in the Prefect UI)."""
 
     preset: str = Field("lit-lite0-minilm", description="encoder preset in models/configs (or a JSON path)")
-    epochs: int = Field(10, ge=1, description="epochs of head training")
-    batch_size: int = Field(512, ge=2, description="contrastive batch size")
-    lr: float = Field(1e-3, gt=0, description="peak learning rate (one-cycle schedule)")
-    seed: int = Field(0, description="random seed (heads init, batch order)")
+    strategy: Literal["heads", "partial", "full"] = Field(
+        "heads", description="heads: frozen towers; partial: last blocks unfrozen; full: everything trained "
+                             "(settings from models/configs/strategies/<strategy>.json)")
+    epochs: int | None = Field(None, ge=1, description="maximum epochs (early stopping on the val split); empty: the strategy's")
+    batch_size: int | None = Field(None, ge=2, description="contrastive batch size; empty: the strategy's")
+    lr: float | None = Field(None, gt=0, description="peak learning rate of the heads (warm-up + cosine); empty: the strategy's")
+    instance_weight: float | None = Field(None, ge=0, description="weight of the shopper-photo instance loss; empty: the strategy's")
+    seed: int = Field(0, description="random seed (heads init, batch order, augmentation draws)")
+    shopper_queries: int | None = Field(None, ge=1, description="shopper-photo queries (test products); empty: all")
     auto_approve: bool = Field(False, description="promote without a reviewer when the gate passes (recorded as such)")
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="stop the run when more catalog rows than this fail validation")
     ann_min_rows: int = Field(10_000, ge=1, description="build an IVF_PQ index when the table has at least this many rows")
@@ -72,12 +84,14 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
     try:
         registry.log_metrics(c, run_id, {"catalog_rows": checked.n_rows, "quarantined_rows": checked.n_quarantined})
         c.log_artifacts(run_id, str(report_dir), "validation")
-        cfg = HeadsTrainConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr, seed=params.seed)
+        cfg = load_strategy(params.strategy, epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
+                            instance_weight=params.instance_weight, seed=params.seed)
+        cache = s.path(s.cache_dir)
         with timed(took, "fine_tune"):
-            trained = train_encoder_task(params.preset, checked.valid, s.data_path, data.md5, s.path(s.cache_dir),
+            trained = train_encoder_task(params.preset, checked.valid, s.data_path, data.md5, cache,
                                          work / "model", cfg, device=s.torch_device(), progress=params.progress)
         for h in trained.history:
-            registry.log_metrics(c, run_id, {"train_loss": h["loss"]}, step=h["epoch"])
+            registry.log_metrics(c, run_id, {f"train.{k}": v for k, v in h.items() if k not in ("epoch", "seconds")}, step=h["epoch"])
         registry.log_params(c, run_id, {f"train.{k}": v for k, v in trained.params.items()})
         registry.log_metrics(c, run_id, {"train_seconds": trained.seconds, "feature_seconds": trained.feature_seconds,
                                          "feature_cache_hit": float(trained.feature_cache_hit)})
@@ -97,22 +111,42 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
 
         table = lancedb.connect(index.uri).open_table(index.table)
         with timed(took, "evaluate"):
-            result = evaluate_task(trained.encoder, table)
+            shopper = shopper_queries_task(trained.encoder, checked.valid, s.data_path, cache, data.md5,
+                                           limit=params.shopper_queries, progress=params.progress)
+            result = evaluate_task(trained.encoder, table, shopper)
+            baseline = champion_on_eval_set_task(c, s.registered_model, checked.valid, s.data_path, cache, data.md5,
+                                                 params.shopper_queries, s.torch_device(), params.progress)
+        champ_version, champ = (baseline.version, baseline.result.metrics) if baseline else (None, None)
         registry.log_metrics(c, run_id, result.metrics)
         registry.log_metrics(c, run_id, {f"{m}.{_slug(cat)}": v for cat, ms in result.per_category.items() for m, v in ms.items()})
-        (work / "eval").mkdir()
-        (work / "eval" / "evaluation.json").write_text(json.dumps(
-            {"metrics": result.metrics, "per_category": result.per_category, "eval_set_md5": result.eval_set_md5,
-             "queries": result.queries, "index": index.as_dict()}, indent=2))
-        c.log_artifacts(run_id, str(work / "eval"), "evaluation")
+        if baseline:
+            registry.log_metrics(c, run_id, {f"champion.{k}": v for k, v in champ.items()})
+        report = work / "eval"
+        report.mkdir()
+        (report / "evaluation.json").write_text(json.dumps(
+            result.as_dict() | {"index": index.as_dict(), "champion": {"version": champ_version, **(baseline.result.as_dict() if baseline else {})}},
+            indent=2))
+        table_md = comparison_table(result.metrics, champ, f"champion v{champ_version}" if baseline else "champion")
+        (report / "comparison.md").write_text(table_md + "\n")
+        recall_curves_plot(result, baseline.result if baseline else None, report / "recall_at_k.png",
+                           ("challenger", f"champion v{champ_version}"))
+        per_category_plot(result, report / "per_category.png")
+        worst_queries_sheet(result, checked.valid, s.data_path, report / "worst_shopper_queries.png")
+        example_sheet(checked.valid, s.data_path, report / "shopper_examples.png")
+        c.log_artifacts(run_id, str(report), "evaluation")
         registry.set_tags(c, s.registered_model, version, {
             "index.uri": index.uri, "index.table": index.table, "index.version": str(index.version),
             "index.rows": str(index.rows), "index.fingerprint": index.fingerprint, "index.ann": index.ann or {},
             "metrics": result.metrics, "eval_set_md5": result.eval_set_md5, "status": "ready"})
         c.set_registered_model_alias(s.registered_model, registry.CHALLENGER, str(version))
 
+        create_markdown_artifact(
+            key="retrain-evaluation",
+            markdown=f"## {s.registered_model} v{version} (challenger) vs the champion on the same eval set\n\n"
+                     f"eval set md5 `{result.eval_set_md5}`, data `{data.md5}`, strategy `{cfg.strategy}`, MLflow run `{run_id}`\n\n"
+                     + table_md,
+            description="challenger vs champion, same evaluation set")
         with timed(took, "promote"):
-            champ_version, champ = champion_metrics(c, s.registered_model)
             decision = gate(result.metrics, champ, params.gate, champ_version)
             outcome = promote_task(c, s.registered_model, version, decision, params.auto_approve)
         registry.log_metrics(c, run_id, {f"stage_seconds.{k}": v for k, v in took.items()})
@@ -127,7 +161,8 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
     summary = {
         "outcome": outcome, "version": version, "run_id": run_id, "data_md5": data.md5,
         "catalog_rows": checked.n_rows, "quarantined_rows": checked.n_quarantined, "index": index.as_dict(),
-        "metrics": result.metrics, "gate": {"passed": decision.passed, "reasons": decision.reasons, "champion_version": champ_version},
+        "metrics": result.metrics, "champion_metrics": champ, "eval_set_md5": result.eval_set_md5, "strategy": cfg.strategy,
+        "epochs_run": len(trained.history), "gate": {"passed": decision.passed, "reasons": decision.reasons, "champion_version": champ_version},
         "train_seconds": round(trained.seconds, 1), "feature_seconds": round(trained.feature_seconds, 1),
         "stage_seconds": took,
     }

@@ -74,7 +74,8 @@ def retrain(
     limit: Optional[int] = typer.Option(None, "--limit", help="(re)build the sample catalog with N products first"),
     auto_approve: bool = typer.Option(False, "--auto-approve", help="promote when the gate passes, recorded as auto-approved"),
     preset: str = typer.Option("lit-lite0-minilm", "--preset", help="encoder preset (models/configs) or JSON path"),
-    epochs: int = typer.Option(10, "--epochs", min=1),
+    strategy: str = typer.Option("heads", "--strategy", help="fine-tuning strategy: heads | partial | full"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="maximum epochs (default: the strategy's)"),
     json_out: bool = typer.Option(False, "--json", help="print the run summary as JSON"),
 ) -> None:
     """Run the retrain flow on the catalog in data/."""
@@ -91,7 +92,7 @@ def retrain(
 
     t0 = time.perf_counter()
     try:
-        summary = retrain_flow(params=RetrainParams(preset=preset, epochs=epochs, auto_approve=auto_approve,
+        summary = retrain_flow(params=RetrainParams(preset=preset, strategy=strategy, epochs=epochs, auto_approve=auto_approve,
                                                     progress=sys.stderr.isatty() or not json_out))
     except (CatalogError, ValidationFailed, ValueError) as exc:
         _fail(str(exc))
@@ -107,9 +108,11 @@ def retrain(
         f"ANN {'IVF_PQ' if summary['index']['ann'] else 'none (exact)'}",
         f"image->product   P@10 {m['image_precision_at_10']:.3f}  R@1 {m['image_recall_at_1']:.3f}  MRR@10 {m['image_mrr_at_10']:.3f}  nDCG@10 {m['image_ndcg_at_10']:.3f}",
         f"text->product    P@10 {m['text_precision_at_10']:.3f}  R@1 {m['text_recall_at_1']:.3f}  MRR@10 {m['text_mrr_at_10']:.3f}  nDCG@10 {m['text_ndcg_at_10']:.3f}",
+        *([f"shopper photo    R@1 {m['shopper_recall_at_1']:.3f}  R@10 {m['shopper_recall_at_10']:.3f}  MRR@10 {m['shopper_mrr_at_10']:.3f}"
+           f"  (same product among {summary['catalog_rows']})"] if "shopper_recall_at_1" in m else []),
         f"zero-shot acc    {m['zero_shot_accuracy']:.3f}" + (f"   ANN recall@10 vs exact {m['index_recall_at_10']:.3f}" if "index_recall_at_10" in m else ""),
         f"gate             {'passed' if summary['gate']['passed'] else 'failed: ' + '; '.join(summary['gate']['reasons'])}",
-        f"time             {summary['wall_seconds']} s (tower features {summary['feature_seconds']} s, heads {summary['train_seconds']} s)",
+        f"time             {summary['wall_seconds']} s (tower features {summary['feature_seconds']} s, {summary['strategy']} training {summary['train_seconds']} s, {summary['epochs_run']} epochs)",
         "stages           " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["stage_seconds"].items()),
     ]
     typer.echo("\n".join(lines))

@@ -20,3 +20,10 @@ def multi_positive_contrastive(
     loss_i = -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
     loss_t = -(targets.t() * F.log_softmax(logits.t(), dim=1)).sum(dim=1).mean()
     return (loss_i + loss_t) / 2
+
+
+def instance_contrastive(view_emb: torch.Tensor, clean_emb: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE: each augmented view must find its own product's clean image in the batch."""
+    logits = view_emb @ clean_emb.t() / temperature
+    target = torch.arange(len(view_emb), device=view_emb.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2

@@ -10,6 +10,7 @@ import hashlib
 import importlib
 import inspect
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,8 +27,28 @@ def _fingerprint(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def weights_digest(modules) -> str:
+    """sha256 of the parameters and buffers of `modules` (a fine-tuned tower gets a new identity)."""
+    h = hashlib.sha256()
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().reshape(-1).clone().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class TowerSplit:
+    """forward(x) == suffix(prefix(x)); the prefix stays frozen (its outputs can be cached under
+    `fingerprint`), the suffix is trained."""
+
+    prefix: nn.Module
+    suffix: nn.Module
+    fingerprint: str
+
+
 class Tower(nn.Module):
-    """Common interface: `spec` (json-able config), `save(dir)`, `fingerprint`."""
+    """Common interface: `spec` (json-able config), `save(dir)`, `fingerprint`, `split`, `tail`."""
 
     kind: str = ""
     out_dim: int = 0
@@ -58,8 +79,35 @@ class Tower(nn.Module):
         return tower
 
     def fingerprint(self) -> str:
-        """Identity of what this tower computes (architecture + weights source + preprocessing)."""
-        return _fingerprint(self.spec())
+        """Identity of what this tower computes (architecture, preprocessing and the weights themselves)."""
+        return _fingerprint(self.spec() | {"weights": weights_digest([self])})
+
+    def split(self, trainable_blocks: int | None) -> TowerSplit:
+        """Frozen prefix + trainable suffix: 0 = all frozen (`heads`), N = last N blocks trainable
+        (`partial`), None = everything trainable (`full`)."""
+        if trainable_blocks == 0:
+            return TowerSplit(self, nn.Identity(), self.fingerprint())
+        if trainable_blocks is None:
+            return TowerSplit(nn.Identity(), self, _fingerprint({"identity": self.spec().get("preprocess")}))
+        if trainable_blocks < 0:
+            raise ValueError(f"trainable_blocks must be >= 0 or None, got {trainable_blocks}")
+        prefix, suffix = self._split_blocks(trainable_blocks)
+        spec = self.spec() | {"prefix_of": trainable_blocks, "weights": weights_digest([prefix])}
+        return TowerSplit(prefix, suffix, _fingerprint(spec))
+
+    def _split_blocks(self, n: int) -> tuple[nn.Module, nn.Module]:
+        raise ValueError(f"the {self.kind} tower cannot unfreeze its last blocks alone; use the 'heads' or 'full' strategy")
+
+    def tail(self, n: int | None) -> list[nn.Module]:
+        """The modules to train when the last `n` layers of this tower are unfrozen (None: all)."""
+        if n is None:
+            return [self]
+        if n == 0:
+            return []
+        return self._tail(n)
+
+    def _tail(self, n: int) -> list[nn.Module]:
+        raise ValueError(f"the {self.kind} tower cannot unfreeze its last layers alone; use the 'heads' or 'full' strategy")
 
 
 # ----------------------------------------------------------------------------- image towers
@@ -131,9 +179,38 @@ class EfficientNetLiteTower(Tower):
         x = self.net.extract_features(pixels.contiguous(memory_format=torch.channels_last))
         return x.mean(dim=(2, 3))
 
+    def _split_blocks(self, n: int) -> tuple[nn.Module, nn.Module]:
+        blocks = len(self.net._blocks)
+        if n > blocks:
+            raise ValueError(f"{self.name} has {blocks} blocks; cannot unfreeze {n}")
+        return _EffNetPart(self.net, 0, blocks - n, stem=True), _EffNetPart(self.net, blocks - n, blocks, head=True)
+
     def spec(self) -> dict:
         return {"type": self.kind, "name": self.name, "size": self.size, "fold_bn": self.folded,
                 "preprocess": self.preprocess.fingerprint()}
+
+
+class _EffNetPart(nn.Module):
+    """Blocks [start, stop) of an EfficientNet, with the stem before and/or the pooled head after."""
+
+    def __init__(self, net: nn.Module, start: int, stop: int, stem: bool = False, head: bool = False):
+        super().__init__()
+        self.blocks = nn.ModuleList(net._blocks[start:stop])
+        self.start, self.total = start, len(net._blocks)
+        self.rate = net._global_params.drop_connect_rate or 0.0
+        self.swish = net._swish
+        self.stem = nn.Sequential(net._conv_stem, net._bn0) if stem else None
+        self.head = nn.Sequential(net._conv_head, net._bn1) if head else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        if self.stem is not None:
+            x = self.swish(self.stem(x))
+        for i, block in enumerate(self.blocks, start=self.start):
+            x = block(x, drop_connect_rate=self.rate * i / self.total if self.rate else None)
+        if self.head is not None:
+            x = self.swish(self.head(x)).mean(dim=(2, 3))
+        return x
 
 
 class TinyConvTower(Tower):
@@ -158,9 +235,20 @@ class TinyConvTower(Tower):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.net(pixels).mean(dim=(2, 3))
 
+    def _split_blocks(self, n: int) -> tuple[nn.Module, nn.Module]:
+        cut = len(self.net) - 2 * n  # a block is conv + relu
+        if cut < 0:
+            raise ValueError(f"the tiny tower has {len(self.net) // 2} blocks; cannot unfreeze {n}")
+        return self.net[:cut], nn.Sequential(*self.net[cut:], _MeanPool())
+
     def spec(self) -> dict:
         return {"type": self.kind, "size": self.size, "width": self.width, "seed": self.seed,
                 "preprocess": self.preprocess.fingerprint()}
+
+
+class _MeanPool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
 
 
 # ----------------------------------------------------------------------------- text towers
@@ -190,6 +278,9 @@ class HashTextTower(Tower):
         flat = torch.tensor([i for row in ids for i in row], dtype=torch.long, device=self.bag.weight.device)
         offsets = torch.tensor([0] + [len(r) for r in ids[:-1]], device=flat.device).cumsum(0)
         return self.bag(flat, offsets)
+
+    def _tail(self, n: int) -> list[nn.Module]:
+        return [self.bag]
 
     def spec(self) -> dict:
         return {"type": self.kind, "dim": self.dim, "buckets": self.buckets, "seed": self.seed}
@@ -250,6 +341,9 @@ class HFMeanPoolTextTower(Tower):
         hidden = self.model(**tokens).last_hidden_state
         mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    def _tail(self, n: int) -> list[nn.Module]:
+        return list(self.model.encoder.layer[-n:])
 
     def spec(self) -> dict:
         return {"type": self.kind, "source": str(self.source), "max_length": self.max_length,
@@ -342,6 +436,12 @@ class HFClipTextTower(Tower):
         tokens = {k: v.to(self.model.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
         out = self.model(**tokens)
         return out.pooler_output if self.family == "siglip" else out.text_embeds
+
+    def _tail(self, n: int) -> list[nn.Module]:
+        text = self.model.text_model
+        extra = [m for m in (getattr(text, "final_layer_norm", None), getattr(text, "head", None),
+                             getattr(self.model, "text_projection", None)) if m is not None]
+        return list(text.encoder.layers[-n:]) + extra
 
     def spec(self) -> dict:
         return {"type": self.kind, "source": str(self.source), "family": self.family}

@@ -1,84 +1,275 @@
-"""Training loop for the projection heads on precomputed (frozen) tower features."""
+"""Contrastive fine-tuning of the dual encoder on cached tower inputs.
+
+One loop serves the three strategies: the frozen part of the image tower has already run (its
+outputs are cached by the harness), so each step only runs the trainable suffix (nothing for
+`heads`, the last blocks for `partial`, the whole tower for `full`) and the heads.
+
+Objective: a multi-positive image/text contrastive loss (catalog captions repeat across products)
+on clean and shopper-augmented views, plus an instance loss that pulls each augmented view to its
+own product's clean image against the other products in the batch. The first serves category
+search by text and photo; the second keeps the instance detail that same-product photo search
+needs and class-level training would otherwise erase.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from models.encoder import DualEncoder
-from models.loss import multi_positive_contrastive
+from models.loss import instance_contrastive, multi_positive_contrastive
+
+STRATEGIES = ("heads", "partial", "full")
+STRATEGIES_DIR = Path(__file__).parent / "configs" / "strategies"
 
 
 @dataclass
-class HeadsTrainConfig:
+class TrainConfig:
+    strategy: str = "heads"  # heads | partial | full
     epochs: int = 10
     batch_size: int = 512
-    lr: float = 1e-3
+    lr: float = 1e-3  # heads
+    tower_lr: float = 1e-4  # unfrozen tower layers
     weight_decay: float = 1e-4
+    warmup: float = 0.1  # share of steps with linear warm-up, then cosine decay
     seed: int = 0
+    unfreeze_blocks: int = 2  # partial: last N image-tower blocks
+    unfreeze_text_layers: int = 1  # partial: last N text-tower layers
+    aug_views: int = 1  # shopper-augmented views per training product (0: none)
+    instance_weight: float = 1.0  # weight of the instance loss (0: category loss only)
+    instance_temperature: float = 0.05
+    patience: int = 3  # epochs without a better validation score before stopping (0: never stop early)
+    val_fraction: float = 0.05
+    amp: bool = True  # bf16 autocast on CUDA
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown fine-tuning strategy {self.strategy!r}; choose one of {STRATEGIES}")
+
+    @property
+    def image_blocks(self) -> int | None:
+        """Trainable image-tower blocks for Tower.split: 0, N, or None (all)."""
+        return {"heads": 0, "partial": self.unfreeze_blocks, "full": None}[self.strategy]
+
+    @property
+    def text_layers(self) -> int | None:
+        return {"heads": 0, "partial": self.unfreeze_text_layers, "full": None}[self.strategy]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
-def train_heads(
-    encoder: DualEncoder,
-    image_features: torch.Tensor,
-    text_features: torch.Tensor,
-    text_index: torch.Tensor,
-    labels: torch.Tensor,
-    cfg: HeadsTrainConfig,
-    on_epoch: Callable[[int, dict], None] | None = None,
-    progress: bool = True,
-) -> list[dict]:
-    """Fit image/text heads so that each image lands near the texts that share its label.
+@dataclass
+class TrainData:
+    """Cached inputs of the trainable image suffix, and the texts each item is paired with.
 
-    image_features [N, Fi]; text_features [T, Ft] for the T distinct texts; text_index [N] maps
-    each image to its own text, or [N, A] to A alternative texts (one drawn per item and batch);
-    labels [N] define positives (same label = positive pair).
-    Returns one dict per epoch (loss, seconds).
+    clean [N, ...]; views [N, V, ...] or None; texts: the T distinct texts; text_index [N] or
+    [N, A] (A alternatives, one drawn per item and step); labels [N] (same label = positive).
     """
-    if len(image_features) < 2:
-        raise ValueError(f"need at least 2 training items, got {len(image_features)}")
-    torch.manual_seed(cfg.seed)
-    device = encoder.device
-    params = [*encoder.image_head.parameters(), *encoder.text_head.parameters(), encoder.logit_scale]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * max(1, -(-len(image_features) // cfg.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
-    image_features, text_features = image_features.to(device), text_features.to(device)
-    text_index, labels = text_index.to(device), labels.to(device)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history = []
-    encoder.image_head.train()
-    encoder.text_head.train()
-    bar = tqdm(range(cfg.epochs), desc="train heads", unit="epoch", disable=not progress)
-    for epoch in bar:
-        t0, total, batches = time.perf_counter(), 0.0, 0
-        order = torch.randperm(len(image_features), generator=gen).to(device)
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            if len(idx) < 2:
-                continue
-            img = encoder.image_head(image_features[idx])
-            choice = text_index[idx]
-            if choice.dim() == 2:
-                pick = torch.randint(choice.shape[1], (len(idx),), generator=gen).to(device)
-                choice = choice.gather(1, pick[:, None]).squeeze(1)
-            txt = encoder.text_head(text_features[choice])
-            loss = multi_positive_contrastive(img, txt, labels[idx], encoder.logit_scale)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                encoder.logit_scale.clamp_(0, 4.6052)  # temperature >= 0.01, as in CLIP
-            total, batches = total + loss.item(), batches + 1
-        record = {"epoch": epoch, "loss": total / max(batches, 1), "seconds": time.perf_counter() - t0}
-        history.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.4f}")
-        if on_epoch:
-            on_epoch(epoch, record)
-    encoder.eval()
-    return history
+
+    clean: torch.Tensor
+    views: torch.Tensor | None
+    texts: list[str]
+    text_index: torch.Tensor
+    labels: torch.Tensor
+
+
+def cosine_schedule(step: int, total: int, warmup: float) -> float:
+    warm = max(1, int(total * warmup))
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+class Trainer:
+    """Fits `encoder` in place; `suffix` is the trainable end of the image tower (Identity for heads)."""
+
+    def __init__(self, encoder: DualEncoder, suffix: nn.Module, cfg: TrainConfig):
+        self.encoder, self.suffix, self.cfg = encoder, suffix, cfg
+        self.device = encoder.device
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+        tower_params = [p for m in [suffix, *encoder.text_tower.tail(cfg.text_layers)] for p in m.parameters()]
+        head_params = [*encoder.image_head.parameters(), *encoder.text_head.parameters(), encoder.logit_scale]
+        for p in tower_params + head_params:
+            p.requires_grad_(True)
+        self.text_trainable = cfg.text_layers != 0
+        groups = [{"params": head_params, "lr": cfg.lr}]
+        if tower_params:
+            groups.append({"params": list({id(p): p for p in tower_params}.values()), "lr": cfg.tower_lr})
+        self.opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        self.base_lrs = [g["lr"] for g in groups]
+        self.autocast = cfg.amp and self.device.type == "cuda"
+
+    def image_embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            return self.encoder.image_head(self.suffix(inputs.to(self.device, non_blocking=True).float()))
+
+    def text_embed(self, texts: list[str], frozen: torch.Tensor | None, which: torch.Tensor) -> torch.Tensor:
+        """Head embeddings of texts[which]; each distinct text goes through the tower once."""
+        uniq, inverse = torch.unique(which, return_inverse=True)
+        if frozen is not None:
+            feats = frozen[uniq.cpu()].to(self.device)
+        else:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                feats = self.encoder.text_tower([texts[i] for i in uniq.tolist()])
+        return self.encoder.text_head(feats)[inverse.to(self.device)]
+
+    @torch.inference_mode()
+    def frozen_text_features(self, texts: list[str]) -> torch.Tensor | None:
+        if self.text_trainable:
+            return None
+        return torch.cat([self.encoder.text_tower(texts[i : i + 256]).float().cpu() for i in range(0, len(texts), 256)])
+
+    def fit(self, data: TrainData, validate: Callable[[], dict] | None = None, on_epoch: Callable[[int, dict], None] | None = None,
+            progress: bool = True) -> list[dict]:
+        """Train; after each epoch run `validate` (-> dict with 'val_score', higher is better), keep
+        the best state and stop after `patience` epochs without improvement. One record per epoch."""
+        cfg, n = self.cfg, len(data.clean)
+        if n < 2:
+            raise ValueError(f"need at least 2 training items, got {n}")
+        torch.manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        frozen = self.frozen_text_features(data.texts)
+        steps_per_epoch = max(1, -(-n // cfg.batch_size))
+        total, step = cfg.epochs * steps_per_epoch, 0
+        best, best_state, since_best, history = -math.inf, None, 0, []
+        bar = tqdm(range(cfg.epochs), desc=f"fine-tune ({cfg.strategy})", unit="epoch", disable=not progress)
+        for epoch in bar:
+            self._train_mode(True)
+            t0, sums, batches = time.perf_counter(), {"loss": 0.0, "text_loss": 0.0, "instance_loss": 0.0}, 0
+            order = torch.randperm(n, generator=gen)
+            for start in range(0, n, cfg.batch_size):
+                idx = order[start : start + cfg.batch_size]
+                if len(idx) < 2:
+                    continue
+                for g, base in zip(self.opt.param_groups, self.base_lrs):
+                    g["lr"] = base * cosine_schedule(step, total, cfg.warmup)
+                losses = self._step(data, idx, frozen, gen)
+                for k, v in losses.items():
+                    sums[k] += v
+                batches, step = batches + 1, step + 1
+            record = {"epoch": epoch, **{k: v / max(batches, 1) for k, v in sums.items()},
+                      "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+            if validate is not None:
+                self._train_mode(False)
+                record |= validate()
+                if record["val_score"] > best:
+                    best, since_best = record["val_score"], 0
+                    best_state = self._trainable_state()
+                else:
+                    since_best += 1
+            history.append(record)
+            bar.set_postfix({k: f"{record[k]:.4f}" for k in ("loss", "val_score") if k in record})
+            if on_epoch:
+                on_epoch(epoch, record)
+            if validate is not None and cfg.patience and since_best >= cfg.patience:
+                break
+        if best_state is not None:
+            self._load_trainable_state(best_state)
+        self._train_mode(False)
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        return history
+
+    def _step(self, data: TrainData, idx: torch.Tensor, frozen: torch.Tensor | None, gen: torch.Generator) -> dict:
+        cfg = self.cfg
+        choice = data.text_index[idx]
+        if choice.dim() == 2:
+            choice = choice.gather(1, torch.randint(choice.shape[1], (len(idx),), generator=gen)[:, None]).squeeze(1)
+        labels = data.labels[idx].to(self.device)
+        txt = self.text_embed(data.texts, frozen, choice)
+        clean = self.image_embed(data.clean[idx])
+        text_loss = multi_positive_contrastive(clean, txt, labels, self.encoder.logit_scale)
+        inst_loss = torch.zeros((), device=self.device)
+        if data.views is not None:
+            pick = torch.randint(data.views.shape[1], (len(idx),), generator=gen)
+            view = self.image_embed(data.views[idx, pick])
+            text_loss = (text_loss + multi_positive_contrastive(view, txt, labels, self.encoder.logit_scale)) / 2
+            if cfg.instance_weight:
+                inst_loss = instance_contrastive(view, clean, cfg.instance_temperature)
+        loss = text_loss + cfg.instance_weight * inst_loss
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            self.encoder.logit_scale.clamp_(0, 4.6052)  # temperature >= 0.01, as in CLIP
+        return {"loss": loss.item(), "text_loss": text_loss.item(), "instance_loss": inst_loss.item()}
+
+    def _train_mode(self, on: bool) -> None:
+        self.encoder.eval()  # frozen parts (and folded BatchNorm) always in eval mode
+        for m in [self.suffix, self.encoder.image_head, self.encoder.text_head, *self.encoder.text_tower.tail(self.cfg.text_layers)]:
+            m.train(on)
+
+    def _trainable_state(self) -> dict:
+        return {id(p): p.detach().clone() for g in self.opt.param_groups for p in g["params"]}
+
+    def _load_trainable_state(self, state: dict) -> None:
+        with torch.no_grad():
+            for g in self.opt.param_groups:
+                for p in g["params"]:
+                    p.copy_(state[id(p)])
+
+
+@torch.inference_mode()
+def embed_inputs(encoder: DualEncoder, suffix: nn.Module, inputs, batch_size: int = 1024) -> torch.Tensor:
+    """Image embeddings from cached suffix inputs (what the trained encoder gives on the pixels)."""
+    out = [encoder.image_head(suffix(torch.as_tensor(inputs[i : i + batch_size]).to(encoder.device).float())).float().cpu()
+           for i in range(0, len(inputs), batch_size)]
+    return torch.cat(out) if out else torch.zeros((0, encoder.embed_dim))
+
+
+@torch.inference_mode()
+def tower_outputs(suffix: nn.Module, inputs, device: torch.device, batch_size: int = 1024) -> torch.Tensor:
+    """Image tower features from cached suffix inputs."""
+    return torch.cat([suffix(torch.as_tensor(inputs[i : i + batch_size]).to(device).float()).float().cpu()
+                      for i in range(0, len(inputs), batch_size)])
+
+
+def validation_scores(encoder: DualEncoder, suffix: nn.Module, clean, views, labels: torch.Tensor,
+                      category_texts: list[str], label_names: list[int]) -> dict:
+    """Scores on held-out training products: image->image category P@10 (leave-one-out),
+    text->image category P@10, and shopper-view -> clean instance R@1 among the held-out items.
+    val_score is their mean (the instance term only when there are views)."""
+    img = embed_inputs(encoder, suffix, clean)
+    labels = labels.cpu()
+    k = min(10, len(img) - 1)
+    out = {}
+    if k >= 1:
+        sims = img @ img.T
+        sims.fill_diagonal_(-math.inf)
+        top = sims.topk(k, dim=1).indices
+        out["val_image_precision_at_10"] = float((labels[top] == labels[:, None]).float().mean())
+    with torch.inference_mode():
+        txt = encoder.encode_texts(category_texts).float().cpu()
+    top = (txt @ img.T).topk(min(10, len(img)), dim=1).indices
+    out["val_text_precision_at_10"] = float((labels[top] == torch.tensor(label_names)[:, None]).float().mean())
+    if views is not None:
+        view = embed_inputs(encoder, suffix, views[:, 0])
+        out["val_shopper_recall_at_1"] = float(((view @ img.T).argmax(dim=1) == torch.arange(len(img))).float().mean())
+    scores = [v for v in out.values()]
+    out["val_score"] = float(sum(scores) / len(scores))
+    return out
+
+
+def load_strategy(name_or_path: str, **overrides) -> TrainConfig:
+    """A TrainConfig from models/configs/strategies/<name>.json (or a JSON path), with overrides."""
+    path = Path(name_or_path)
+    if not path.exists():
+        path = STRATEGIES_DIR / f"{name_or_path}.json"
+    if not path.exists():
+        known = sorted(p.stem for p in STRATEGIES_DIR.glob("*.json"))
+        raise ValueError(f"unknown fine-tuning strategy preset {name_or_path!r}; known: {known}")
+    values = {k: v for k, v in json.loads(path.read_text()).items() if k != "description"}
+    unknown = set(values) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"{path}: unknown training settings {sorted(unknown)}")
+    return TrainConfig(**(values | {k: v for k, v in overrides.items() if v is not None}))

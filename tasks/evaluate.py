@@ -1,67 +1,60 @@
-"""Offline retrieval evaluation on the test split, against the index that was built.
+"""Offline retrieval evaluation on the test split, against the gallery that is served.
 
-Relevance here is category-level: a result is relevant when it has the query's category.
-precision_at_k = relevant share of the top k; recall_at_k = share of queries with at least one
-relevant result in the top k (the Recall@K of product-retrieval benchmarks: with one relevant
-item per query it is the usual recall); mrr_at_10 and ndcg_at_10 use binary relevance.
+Three query sets (metric definitions in tasks/metrics.py):
+- text:    one query per category (a prompt ensemble of its name), relevant = products of that
+           category among the non-test products;
+- image:   each test product's catalog photo, relevant = same category among non-test products;
+- shopper: each test product re-photographed (models/augment.py, fixed draws), relevant = that
+           very product among all products (instance relevance); `shopper_category_precision_at_10`
+           adds category relevance for the same queries.
+Plus zero-shot category accuracy (test photos vs category texts) and, for an ANN index, its
+recall@10 against exact search.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import torch
 from tasks import stage
 
 from models.encoder import DualEncoder
 from tasks.catalog import category_text
 from tasks.embed import embed_texts
-from tasks.index import vector_search
+from tasks.index import table_metadata, vector_search
+from tasks.metrics import grouped_metrics, label_relevance, ranking_metrics, recall_curve, topk
 
-KS = (1, 5, 10)
 PROMPTS = ("{}", "a photo of a {}", "a product photo of a {}", "a {} for sale", "a close-up photo of a {}")
 
 
-def topk(queries: np.ndarray, gallery: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
-    """Indices of the k highest inner products per query, best first (exact search)."""
-    k = min(k, len(gallery))
-    g = torch.from_numpy(np.ascontiguousarray(gallery, dtype=np.float32))
-    out = []
-    for i in range(0, len(queries), chunk):
-        s = torch.from_numpy(np.ascontiguousarray(queries[i : i + chunk], dtype=np.float32)) @ g.T
-        out.append(torch.topk(s, k, dim=1).indices.numpy())
-    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+@dataclass
+class ShopperQueries:
+    """Embedded shopper photos: `product_ids[i]` is the product that `vectors[i]` shows."""
+
+    product_ids: list[str]
+    vectors: np.ndarray
+    augment: dict
+    seed: int
 
 
-def ranking_metrics(relevant: np.ndarray, n_relevant: np.ndarray, prefix: str) -> dict[str, float]:
-    """relevant: bool [Q, K>=10] of ranked results; n_relevant: relevant items per query in the gallery."""
-    out = {}
-    for k in KS:
-        out[f"{prefix}_precision_at_{k}"] = float(relevant[:, :k].mean())
-        out[f"{prefix}_recall_at_{k}"] = float(relevant[:, :k].any(axis=1).mean())
-    top = relevant[:, :10]
-    first = np.where(top.any(axis=1), top.argmax(axis=1) + 1, np.inf)
-    out[f"{prefix}_mrr_at_10"] = float(np.mean(1.0 / first))
-    discounts = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
-    dcg = (top * discounts).sum(axis=1)
-    ideal = np.array([discounts[: min(int(n), top.shape[1])].sum() for n in n_relevant])
-    out[f"{prefix}_ndcg_at_10"] = float(np.mean(np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)))
-    return out
+@dataclass
+class Gallery:
+    """The served rows: ids, categories, splits and their vectors (catalog order)."""
 
+    ids: np.ndarray
+    categories: np.ndarray
+    split: np.ndarray
+    vectors: np.ndarray
 
-def query_metrics(queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
-                  prefix: str) -> tuple[dict, dict]:
-    """Overall and per-category metrics for one query set."""
-    idx = topk(queries, gallery, 10)
-    rel = gallery_labels[idx] == query_labels[:, None]
-    counts = pd.Series(gallery_labels).value_counts()
-    n_rel = np.array([counts.get(c, 0) for c in query_labels])
-    overall = ranking_metrics(rel, n_rel, prefix)
-    per_cat = {c: ranking_metrics(rel[query_labels == c], n_rel[query_labels == c], prefix) for c in sorted(set(query_labels))}
-    return overall, per_cat
+    @classmethod
+    def from_table(cls, tbl) -> "Gallery":
+        data = tbl.to_arrow().select(["product_id", "category", "split", "vector"])
+        ids = np.array(data["product_id"].to_pylist())
+        vecs = data["vector"].combine_chunks().flatten().to_numpy().reshape(len(ids), -1)
+        return cls(ids, np.array(data["category"].to_pylist()), np.array(data["split"].to_pylist()), vecs)
 
 
 @dataclass
@@ -70,50 +63,94 @@ class EvalResult:
     per_category: dict[str, dict[str, float]]
     eval_set_md5: str
     queries: dict[str, int] = field(default_factory=dict)
+    curves: dict[str, list[float]] = field(default_factory=dict)  # Recall@1..10 per query set
+    worst: list[dict] = field(default_factory=list)  # shopper queries whose product was ranked lowest
+
+    def as_dict(self) -> dict:
+        return {"metrics": self.metrics, "per_category": self.per_category, "eval_set_md5": self.eval_set_md5,
+                "queries": self.queries, "curves": self.curves, "worst": self.worst}
 
 
-def eval_set_md5(test_ids: list[str], gallery_ids: list[str], categories: list[str]) -> str:
+def eval_set_md5(gallery: Gallery, shopper: ShopperQueries | None) -> str:
+    """Identity of the evaluation set: queries, gallery, prompts and the shopper-photo recipe."""
     h = hashlib.md5()
-    for part in (test_ids, gallery_ids, categories):
+    rows = sorted(zip(gallery.ids.tolist(), gallery.split.tolist(), gallery.categories.tolist()))
+    for part in (["\t".join(r) for r in rows], list(PROMPTS)):
         h.update("\n".join(part).encode() + b"\0")
+    if shopper is not None:
+        h.update(json.dumps([shopper.augment, shopper.seed, shopper.product_ids], sort_keys=True).encode())
     return h.hexdigest()
 
 
-def evaluate(encoder: DualEncoder, tbl, ann_sample: int = 200, seed: int = 0) -> EvalResult:
-    """text->product (category prompts) and image->product (test photos) against the indexed gallery."""
-    data = tbl.to_arrow().select(["product_id", "category", "split", "vector"])
-    split = np.array(data["split"].to_pylist())
-    cats = np.array(data["category"].to_pylist())
-    ids = data["product_id"].to_pylist()
-    vecs = data["vector"].combine_chunks().flatten().to_numpy().reshape(len(ids), -1)
-    test, gallery = split == "test", split != "test"
-    if not test.any() or not gallery.any():
-        raise ValueError(f"evaluation needs test and non-test rows; the index has {int(test.sum())} test and {int(gallery.sum())} other rows")
-    categories = sorted(set(cats))
+def category_queries(encoder: DualEncoder, categories: list[str]) -> np.ndarray:
+    """One L2-normalised query per category: the mean of its prompt embeddings."""
     with torch.inference_mode():
         prompts = embed_texts(encoder, [p.format(category_text(c)) for c in categories for p in PROMPTS])
-    text_q = prompts.reshape(len(categories), len(PROMPTS), -1).mean(axis=1)
-    text_q /= np.linalg.norm(text_q, axis=1, keepdims=True)
-    metrics, per_cat = {}, {}
-    for prefix, q, labels in (("image", vecs[test], cats[test]), ("text", text_q, np.array(categories))):
-        overall, per = query_metrics(q, labels, vecs[gallery], cats[gallery], prefix)
-        metrics |= overall
-        for c, m in per.items():
-            per_cat.setdefault(c, {}).update(m)
-    zs = np.array(categories)[(vecs[test] @ text_q.T).argmax(axis=1)]
-    metrics["zero_shot_accuracy"] = float((zs == cats[test]).mean())
-    from tasks.index import table_metadata
+    q = prompts.reshape(len(categories), len(PROMPTS), -1).mean(axis=1)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
 
+
+def evaluate_vectors(encoder: DualEncoder, gallery: Gallery, shopper: ShopperQueries | None = None, worst: int = 8) -> EvalResult:
+    """All offline metrics for the encoder whose image vectors are `gallery.vectors`."""
+    test, rest = gallery.split == "test", gallery.split != "test"
+    if not test.any() or not rest.any():
+        raise ValueError(f"evaluation needs test and non-test rows; the gallery has {int(test.sum())} test and {int(rest.sum())} other rows")
+    vecs, cats = gallery.vectors, gallery.categories
+    categories = sorted(set(cats))
+    text_q = category_queries(encoder, categories)
+    metrics, per_cat, curves = {}, {}, {}
+    for prefix, q, labels in (("image", vecs[test], cats[test]), ("text", text_q, np.array(categories))):
+        rel, n_rel = label_relevance(topk(q, vecs[rest], 10), labels, cats[rest])
+        metrics |= ranking_metrics(rel, n_rel, prefix)
+        curves[prefix] = recall_curve(rel)
+        for c, m in grouped_metrics(rel, n_rel, labels, prefix).items():
+            per_cat.setdefault(c, {}).update(m)
+    metrics["zero_shot_accuracy"] = float((np.array(categories)[(vecs[test] @ text_q.T).argmax(axis=1)] == cats[test]).mean())
+    bad = []
+    if shopper is not None and len(shopper.product_ids):
+        row_of = {pid: i for i, pid in enumerate(gallery.ids)}
+        missing = [p for p in shopper.product_ids if p not in row_of]
+        if missing:
+            raise ValueError(f"{len(missing)} shopper queries show products that are not in the gallery, e.g. {missing[:3]}")
+        truth = np.array([row_of[p] for p in shopper.product_ids])
+        ranked = topk(shopper.vectors, vecs, 10)
+        rel = ranked == truth[:, None]
+        metrics |= ranking_metrics(rel, np.ones(len(truth)), "shopper")
+        metrics["shopper_category_precision_at_10"] = float((cats[ranked] == cats[truth][:, None]).mean())
+        curves["shopper"] = recall_curve(rel)
+        for c, m in grouped_metrics(rel, np.ones(len(truth)), cats[truth], "shopper").items():
+            per_cat.setdefault(c, {}).update(m)
+        # The worst queries: their product is missing from the top 10 (or ranked lowest), true score lowest first.
+        true_score = (shopper.vectors * vecs[truth]).sum(axis=1)
+        rank = np.where(rel.any(axis=1), rel.argmax(axis=1), 10)
+        for i in np.lexsort((true_score, -rank))[:worst]:
+            bad.append({"product_id": shopper.product_ids[i], "category": str(cats[truth[i]]), "rank": int(rank[i]) + 1 if rank[i] < 10 else None,
+                        "results": [str(gallery.ids[j]) for j in ranked[i, :3]]})
+    md5 = eval_set_md5(gallery, shopper)
+    queries = {"image": int(test.sum()), "text": len(categories), "gallery": int(rest.sum()),
+               "shopper": len(shopper.product_ids) if shopper is not None else 0}
+    return EvalResult(metrics, per_cat, md5, queries, curves, bad)
+
+
+def ann_recall(tbl, gallery: Gallery, sample: int = 200, seed: int = 0) -> float:
+    """Recall@10 of the table's ANN index against exact search, for test photos over the non-test rows."""
+    test, rest = gallery.split == "test", gallery.split != "test"
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(np.flatnonzero(test), size=min(sample, int(test.sum())), replace=False)
+    rest_ids = gallery.ids[rest]
+    exact = topk(gallery.vectors[rows], gallery.vectors[rest], 10)
+    hits = [len(set(rest_ids[e]) & {r["product_id"] for r in vector_search(tbl, gallery.vectors[s], 10, "split != 'test'", columns=("product_id",))}) / 10
+            for s, e in zip(rows, exact)]
+    return float(np.mean(hits))
+
+
+def evaluate(encoder: DualEncoder, tbl, shopper: ShopperQueries | None = None, ann_sample: int = 200, seed: int = 0) -> EvalResult:
+    """Evaluate against the index that was built (its rows and vectors), including its ANN recall."""
+    gallery = Gallery.from_table(tbl)
+    result = evaluate_vectors(encoder, gallery, shopper)
     if table_metadata(tbl).get("ann"):
-        rng = np.random.default_rng(seed)
-        sample = rng.choice(np.flatnonzero(test), size=min(ann_sample, int(test.sum())), replace=False)
-        gallery_ids = np.array(ids)[gallery]
-        exact = topk(vecs[sample], vecs[gallery], 10)
-        hits = [len(set(gallery_ids[e]) & {r["product_id"] for r in vector_search(tbl, vecs[s], 10, "split != 'test'", columns=("product_id",))}) / 10
-                for s, e in zip(sample, exact)]
-        metrics["index_recall_at_10"] = float(np.mean(hits))
-    md5 = eval_set_md5([i for i, t in zip(ids, test) if t], [i for i, g in zip(ids, gallery) if g], categories)
-    return EvalResult(metrics, per_cat, md5, {"image": int(test.sum()), "text": len(categories), "gallery": int(gallery.sum())})
+        result.metrics["index_recall_at_10"] = ann_recall(tbl, gallery, ann_sample, seed)
+    return result
 
 
 evaluate_task = stage(evaluate, name="evaluate")

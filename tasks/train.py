@@ -1,4 +1,9 @@
-"""Fine-tune the encoder's projection heads on frozen, cached tower features."""
+"""Fine-tune the encoder with the chosen strategy on cached tower inputs.
+
+The frozen part of the image tower (all of it for `heads`, all but the last blocks for `partial`,
+nothing for `full`) runs once per data version and is cached; so is its output on the shopper-
+augmented training views. A heads retrain on unchanged data never runs the image tower again.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,12 @@ import pandas as pd
 import torch
 from tasks import stage
 
+from models.augment import ShopperAugment
 from models.encoder import DualEncoder, build_encoder
-from models.train import HeadsTrainConfig, train_heads
+from models.towers import TowerSplit
+from models.train import TrainConfig, TrainData, Trainer, tower_outputs, validation_scores
 from tasks.catalog import category_text
-from tasks.features import image_tower_features
+from tasks.features import cached_image_features
 
 
 @dataclass
@@ -25,13 +32,28 @@ class TrainResult:
     seconds: float
     feature_seconds: float
     feature_cache_hit: bool
-    tower_features: np.ndarray  # image tower features for every catalog row (frozen towers: reusable by embed)
+    tower_features: np.ndarray  # trained image tower's features for every catalog row (the embed stage only runs the head)
     params: dict = field(default_factory=dict)
 
 
-@torch.inference_mode()
-def text_tower_features(encoder: DualEncoder, texts: list[str], batch_size: int = 256) -> torch.Tensor:
-    return torch.cat([encoder.text_tower(texts[i : i + batch_size]).float().cpu() for i in range(0, len(texts), batch_size)])
+def encoder_split(encoder: DualEncoder) -> TowerSplit:
+    """The frozen prefix / trained suffix of the encoder's image tower, as it was fine-tuned."""
+    strategy = encoder.config.get("fine_tune", {})
+    blocks = TrainConfig(**strategy).image_blocks if strategy else 0
+    return encoder.image_tower.split(blocks)
+
+
+def suffix_inputs(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, cache_dir: Path, data_md5: str,
+                  augment: ShopperAugment | None = None, seed: int = 0, batch_size: int = 128, workers: int = 0,
+                  progress: bool = True) -> tuple[TowerSplit, np.ndarray, bool]:
+    """Cached outputs of the frozen prefix for these rows (optionally of their shopper views)."""
+    split = encoder_split(encoder)
+    full = isinstance(split.prefix, torch.nn.Identity)
+    desc = ("pixels" if full else "frozen tower features") + (f" (shopper views, seed {seed})" if augment else "")
+    feats, hit = cached_image_features(split.prefix, split.fingerprint, encoder.preprocess, catalog, data_dir, cache_dir, data_md5,
+                                       augment, seed, str(encoder.device), batch_size, workers,
+                                       dtype=np.float16 if full else np.float32, desc=desc, progress=progress)
+    return split, feats, hit
 
 
 def train_encoder(
@@ -41,38 +63,67 @@ def train_encoder(
     data_md5: str,
     cache_dir: Path,
     out_dir: Path,
-    cfg: HeadsTrainConfig,
+    cfg: TrainConfig,
     device: str = "cpu",
     batch_size: int = 128,
     loader_workers: int = 0,
+    augment: ShopperAugment | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Build the encoder from a preset, fit its heads on the train split, save it to out_dir."""
+    """Build the encoder from a preset, fine-tune it on the train split (early stopping on the
+    val split when there is one), save it to out_dir."""
+    augment = augment or ShopperAugment()
     encoder = build_encoder(preset, seed=cfg.seed).to(device)
-    t0 = time.perf_counter()
-    feats, hit = image_tower_features(encoder, catalog, data_dir, cache_dir, data_md5, batch_size, loader_workers, progress)
-    feature_seconds = time.perf_counter() - t0
+    encoder.config["fine_tune"] = cfg.as_dict()
     train = (catalog["split"] == "train").to_numpy()
+    val = (catalog["split"] == "val").to_numpy()
     if train.sum() < 2:
         raise ValueError(f"the catalog has {int(train.sum())} train rows; at least 2 are needed to fine-tune")
-    # Each product is paired with its title or its category's name (drawn per batch), so that
+    t0 = time.perf_counter()
+    split, clean, hit = suffix_inputs(encoder, catalog, data_dir, cache_dir, data_md5, batch_size=batch_size,
+                                      workers=loader_workers, progress=progress)
+    learn = train | val
+    views = None
+    if cfg.aug_views:
+        per_view = []
+        for v in range(cfg.aug_views):
+            _, feats, view_hit = suffix_inputs(encoder, catalog[learn], data_dir, cache_dir, data_md5, augment, seed=v + 1,
+                                               batch_size=batch_size, workers=loader_workers, progress=progress)
+            per_view.append(feats)
+            hit = hit and view_hit
+        views = torch.from_numpy(np.stack(per_view, axis=1))  # [train+val rows, V, ...]
+    feature_seconds = time.perf_counter() - t0
+
+    # Each product is paired with its title or its category's name (drawn per step), so that
     # category searches work whatever wording the titles use.
-    titles = catalog.loc[train, "title"].tolist()
-    categories = catalog.loc[train, "category"].tolist()
-    unique = sorted(set(titles) | {category_text(c) for c in categories})
-    text_feats = text_tower_features(encoder, unique)
-    where = {t: i for i, t in enumerate(unique)}
-    text_index = torch.tensor([[where[t], where[category_text(c)]] for t, c in zip(titles, categories)])
+    titles, categories = catalog["title"].tolist(), catalog["category"].tolist()
     cats = sorted(set(categories))
+    texts = sorted(set(titles) | {category_text(c) for c in cats})
+    where = {t: i for i, t in enumerate(texts)}
+    text_index = torch.tensor([[where[t], where[category_text(c)]] for t, c in zip(titles, categories)])
     label_of = {c: i for i, c in enumerate(cats)}
     labels = torch.tensor([label_of[c] for c in categories])
+    clean_t = torch.from_numpy(np.asarray(clean))
+    tr, va = torch.from_numpy(np.flatnonzero(train)), torch.from_numpy(np.flatnonzero(val))
+    in_learn = {int(r): i for i, r in enumerate(np.flatnonzero(learn))}
+    view_rows = lambda rows: views[[in_learn[int(r)] for r in rows]] if views is not None else None  # noqa: E731
+    data = TrainData(clean_t[tr], view_rows(tr), texts, text_index[tr], labels[tr])
+    validate = None
+    if len(va) >= 2:
+        val_views = view_rows(va)
+        validate = lambda: validation_scores(encoder, split.suffix, clean_t[va], val_views, labels[va],  # noqa: E731
+                                             [category_text(c) for c in cats], list(range(len(cats))))
+    trainer = Trainer(encoder, split.suffix, cfg)
     t1 = time.perf_counter()
-    history = train_heads(encoder, torch.from_numpy(feats[train]), text_feats, text_index, labels, cfg, progress=progress)
+    history = trainer.fit(data, validate, progress=progress)
     seconds = time.perf_counter() - t1
+    tower_features = clean if cfg.strategy == "heads" else tower_outputs(split.suffix, clean_t, encoder.device).numpy()
     encoder.save(out_dir)
-    params = {"preset": encoder.config.get("name", "custom"), "strategy": "heads", **vars(cfg),
-              "train_rows": int(train.sum()), "distinct_titles": len(unique), "embed_dim": encoder.embed_dim}
-    return TrainResult(encoder, out_dir, history, seconds, feature_seconds, hit, feats, params)
+    best = max(history, key=lambda h: h.get("val_score", -1)) if validate else history[-1]
+    params = {"preset": encoder.config.get("name", "custom"), **cfg.as_dict(), "train_rows": int(train.sum()),
+              "val_rows": int(val.sum()), "distinct_texts": len(texts), "embed_dim": encoder.embed_dim,
+              "epochs_run": len(history), "best_epoch": best["epoch"], "augment": augment.fingerprint()}
+    return TrainResult(encoder, out_dir, history, seconds, feature_seconds, hit, np.asarray(tower_features), params)
 
 
-train_encoder_task = stage(train_encoder, name="fine-tune-heads")
+train_encoder_task = stage(train_encoder, name="fine-tune")

@@ -41,9 +41,22 @@ def test_retrain_end_to_end_then_second_version(project, tiny_catalog, prefect_h
     run = client(project.tracking_uri).get_run(first["run_id"])
     assert run.data.metrics["catalog_rows"] == len(tiny_catalog) and run.info.status == "FINISHED"
 
-    second = retrain(params=tiny_params(seed=1))
-    assert second["version"] == 2 and second["outcome"] == "promoted"
+    assert {"shopper_recall_at_1", "shopper_mrr_at_10", "shopper_category_precision_at_10"} <= set(first["metrics"])
+    arts = {a.path for a in client(project.tracking_uri).list_artifacts(first["run_id"], "evaluation")}
+    assert {"evaluation/evaluation.json", "evaluation/comparison.md", "evaluation/recall_at_k.png",
+            "evaluation/per_category.png", "evaluation/shopper_examples.png", "evaluation/worst_shopper_queries.png"} <= arts
+    assert first["champion_metrics"] is None
+
+    second = retrain(params=tiny_params(seed=1, strategy="partial"))
+    assert second["version"] == 2 and second["outcome"] == "promoted" and second["strategy"] == "partial"
     assert second["gate"]["champion_version"] == 1
+    # the champion was measured again on the challenger's eval set: same data, so v1's own numbers
+    assert second["eval_set_md5"] == first["eval_set_md5"]
+    assert second["champion_metrics"] == pytest.approx(first["metrics"], abs=1e-6)
+    from prefect.artifacts import Artifact
+
+    table = Artifact.get("retrain-evaluation").data
+    assert "challenger" in table and "champion v1" in table and "image_precision_at_10" in table
     assert status(project)["champion"]["version"] == 2 and status(project)["consistent"]
 
     # a gate that cannot pass: v3 is registered and rejected, champion stays v2 and consistent

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from models.encoder import build_encoder, load_encoder, load_preset
-from models.train import HeadsTrainConfig, train_heads
 
 
 def test_tiny_encoder_outputs_normalised_float32():
@@ -40,16 +39,3 @@ def test_load_rejects_foreign_directory(tmp_path):
 def test_unknown_preset_lists_known_ones():
     with pytest.raises(ValueError, match="known presets: .*tiny"):
         load_preset("no-such-preset")
-
-
-def test_heads_training_separates_labels():
-    torch.manual_seed(0)
-    enc = build_encoder("tiny")
-    labels = torch.arange(60) % 3
-    feats = torch.randn(3, 32)[labels] + 0.1 * torch.randn(60, 32)
-    text_feats = torch.randn(3, 32)
-    history = train_heads(enc, feats, text_feats, labels.clone(), labels, HeadsTrainConfig(epochs=30, batch_size=30, lr=1e-2), progress=False)
-    assert history[-1]["loss"] < history[0]["loss"] * 0.7
-    with torch.no_grad():
-        sims = enc.image_head(feats) @ enc.text_head(text_feats).T
-    assert (sims.argmax(dim=1) == labels).float().mean() > 0.95

@@ -18,3 +18,22 @@ def test_cached_tower_features_give_the_same_embeddings(project, tiny_catalog):
     assert full.shape == (len(tiny_catalog), enc.embed_dim)
     np.testing.assert_allclose(fast, full, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(full, axis=1), 1.0, atol=1e-5)
+
+
+def test_feature_cache_key_covers_data_tower_preprocessing_augmentation_and_seed(project, tiny_catalog):
+    from models.augment import ShopperAugment
+
+    data, cache = project.data_path, project.path(project.cache_dir)
+    enc = build_encoder("tiny")
+    base, hit = image_tower_features(enc, tiny_catalog, data, cache, "md5-a", progress=False)
+    assert not hit and image_tower_features(enc, tiny_catalog, data, cache, "md5-a", progress=False)[1]
+    bigger = build_encoder({"image_tower": {"type": "tiny-conv", "size": 40, "width": 16, "seed": 0},
+                            "text_tower": {"type": "hash-text", "dim": 32}, "embed_dim": 16})
+    assert not image_tower_features(bigger, tiny_catalog, data, cache, "md5-a", progress=False)[1]   # preprocessing
+    aug = ShopperAugment()
+    viewed, hit = image_tower_features(enc, tiny_catalog, data, cache, "md5-a", progress=False, augment=aug, seed=1)
+    assert not hit and not np.allclose(viewed, base)
+    assert image_tower_features(enc, tiny_catalog, data, cache, "md5-a", progress=False, augment=aug, seed=1)[1]
+    assert not image_tower_features(enc, tiny_catalog, data, cache, "md5-a", progress=False, augment=aug, seed=2)[1]
+    other = ShopperAugment(rotate=5.0)
+    assert not image_tower_features(enc, tiny_catalog, data, cache, "md5-a", progress=False, augment=other, seed=1)[1]

@@ -1,37 +1,64 @@
 import numpy as np
 import pytest
 
-from tasks.evaluate import query_metrics, ranking_metrics, topk
+from models.encoder import build_encoder
+from tasks.evaluate import Gallery, ShopperQueries, category_queries, eval_set_md5, evaluate_vectors
 
 
-def test_ranking_metrics_by_definition():
-    rel = np.zeros((2, 10), dtype=bool)
-    rel[0, [1, 3]] = True      # first hit at rank 2
-    rel[1, 0] = True           # first hit at rank 1
-    m = ranking_metrics(rel, np.array([2, 1]), "q")
-    assert m["q_precision_at_1"] == 0.5
-    assert m["q_precision_at_10"] == pytest.approx(3 / 20)
-    assert m["q_recall_at_1"] == 0.5 and m["q_recall_at_5"] == 1.0
-    assert m["q_mrr_at_10"] == pytest.approx((1 / 2 + 1) / 2)
-    ndcg0 = (1 / np.log2(3) + 1 / np.log2(5)) / (1 + 1 / np.log2(3))
-    assert m["q_ndcg_at_10"] == pytest.approx((ndcg0 + 1.0) / 2)
+def toy_gallery(enc, per_category=8):
+    """Products of three categories placed around their category's text query (so every search works)."""
+    cats = ["bag", "shirt", "shoe"]
+    centres = category_queries(enc, cats)
+    rng = np.random.default_rng(0)
+    ids, labels, split, vecs = [], [], [], []
+    for ci, c in enumerate(cats):
+        for i in range(per_category):
+            v = centres[ci] + 0.05 * rng.normal(size=centres.shape[1])
+            ids.append(f"{c}{i}"), labels.append(c), split.append("test" if i < 2 else "train"), vecs.append(v / np.linalg.norm(v))
+    return Gallery(np.array(ids), np.array(labels), np.array(split), np.array(vecs, dtype=np.float32))
 
 
-def test_no_hit_gives_zero_reciprocal_rank():
-    m = ranking_metrics(np.zeros((1, 10), dtype=bool), np.array([5]), "x")
-    assert m["x_mrr_at_10"] == 0.0 and m["x_ndcg_at_10"] == 0.0
+def test_category_and_instance_metrics_by_hand():
+    enc = build_encoder("tiny")
+    g = toy_gallery(enc)
+    row = {pid: i for i, pid in enumerate(g.ids)}
+    hits = ["bag0", "bag1", "shirt0", "shoe1"]          # shopper photos that look exactly like their product
+    misses = {"shirt1": "bag5", "shoe0": "bag6"}        # photos that look like another product entirely
+    qids = hits + list(misses)
+    vecs = np.array([g.vectors[row[p]] for p in hits] + [g.vectors[row[o]] for o in misses.values()])
+    shopper = ShopperQueries(qids, vecs, {"kind": "test"}, 5)
+    r = evaluate_vectors(enc, g, shopper)
+    m = r.metrics
+    assert m["text_precision_at_1"] == 1.0 and m["image_precision_at_1"] == 1.0 and m["zero_shot_accuracy"] == 1.0
+    assert m["shopper_recall_at_1"] == pytest.approx(4 / 6) and m["shopper_precision_at_1"] == pytest.approx(4 / 6)
+    assert m["shopper_mrr_at_10"] >= 4 / 6
+    assert {w["product_id"] for w in r.worst[:2]} == set(misses)          # worst queries first
+    assert r.worst[0]["results"][0] in misses.values()
+    assert r.per_category["bag"]["shopper_recall_at_1"] == 1.0 and r.per_category["shoe"]["shopper_recall_at_1"] == 0.5
+    assert r.queries == {"image": 6, "text": 3, "gallery": 18, "shopper": 6}
+    assert len(r.curves["shopper"]) == 10 and r.curves["shopper"][0] == pytest.approx(4 / 6)
 
 
-def test_topk_matches_brute_force():
-    rng = np.random.default_rng(1)
-    q, g = rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(300, 8)).astype(np.float32)
-    assert np.array_equal(topk(q, g, 5, chunk=7), np.argsort(-(q @ g.T), axis=1)[:, :5])
+def test_eval_set_md5_ignores_row_order_but_not_the_recipe():
+    enc = build_encoder("tiny")
+    g = toy_gallery(enc)
+    flipped = Gallery(g.ids[::-1], g.categories[::-1], g.split[::-1], g.vectors[::-1])
+    shopper = ShopperQueries(["bag0"], g.vectors[:1], {"kind": "a"}, 1)
+    assert eval_set_md5(g, shopper) == eval_set_md5(flipped, shopper)
+    assert eval_set_md5(g, shopper) != eval_set_md5(g, ShopperQueries(["bag0"], g.vectors[:1], {"kind": "a"}, 2))
+    assert eval_set_md5(g, shopper) != eval_set_md5(g, None)
 
 
-def test_separable_embeddings_score_perfectly_per_category():
-    labels = np.array(["a", "b", "c"] * 20)
-    centres = np.eye(3, 4)
-    gallery = centres[np.searchsorted(["a", "b", "c"], labels)] + 0.01 * np.random.default_rng(0).normal(size=(60, 4))
-    overall, per_cat = query_metrics(centres[:3], np.array(["a", "b", "c"]), gallery, labels, "text")
-    assert overall["text_precision_at_10"] == 1.0 and overall["text_ndcg_at_10"] == pytest.approx(1.0)
-    assert set(per_cat) == {"a", "b", "c"} and per_cat["b"]["text_mrr_at_10"] == 1.0
+def test_shopper_query_of_unknown_product_is_an_error():
+    enc = build_encoder("tiny")
+    g = toy_gallery(enc)
+    with pytest.raises(ValueError, match="not in the gallery"):
+        evaluate_vectors(enc, g, ShopperQueries(["nope"], g.vectors[:1], {}, 0))
+
+
+def test_gallery_without_test_rows_is_an_error():
+    enc = build_encoder("tiny")
+    g = toy_gallery(enc)
+    g.split[:] = "train"
+    with pytest.raises(ValueError, match="needs test and non-test rows"):
+        evaluate_vectors(enc, g)

@@ -1,0 +1,41 @@
+"""The current champion measured on the challenger's evaluation set, so the gate compares like with like."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from tasks import stage
+
+from models.encoder import load_encoder
+from models.train import embed_inputs
+from tasks.champion import model_dir
+from tasks.evaluate import EvalResult, Gallery, evaluate_vectors
+from tasks.registry import CHAMPION, get_alias
+from tasks.shopper import shopper_queries
+from tasks.train import suffix_inputs
+
+
+@dataclass
+class Baseline:
+    version: int
+    result: EvalResult
+
+
+def champion_on_eval_set(c, name: str, catalog: pd.DataFrame, data_dir: Path, cache_dir: Path, data_md5: str,
+                         shopper_limit: int | None = None, device: str = "cpu", progress: bool = True) -> Baseline | None:
+    """Load the champion's encoder, embed this catalog with it (frozen-tower features come from the
+    cache) and evaluate it exactly as the challenger is. None when there is no champion yet."""
+    mv = get_alias(c, name, CHAMPION)
+    if mv is None:
+        return None
+    encoder = load_encoder(model_dir(mv.source), device=device)
+    split, inputs, _ = suffix_inputs(encoder, catalog, data_dir, cache_dir, data_md5, progress=progress)
+    vectors = embed_inputs(encoder, split.suffix, inputs).numpy()
+    gallery = Gallery(catalog["product_id"].to_numpy(str), catalog["category"].to_numpy(str), catalog["split"].to_numpy(str), vectors)
+    shopper = shopper_queries(encoder, catalog, data_dir, cache_dir, data_md5, limit=shopper_limit, progress=progress)
+    return Baseline(int(mv.version), evaluate_vectors(encoder, gallery, shopper))
+
+
+champion_on_eval_set_task = stage(champion_on_eval_set, name="evaluate-champion")

@@ -1,0 +1,100 @@
+"""Evaluation report: plots for MLflow and a challenger-vs-champion table for reviewers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from models.augment import ShopperAugment
+from tasks.evaluate import EvalResult
+from tasks.metrics import CURVE_KS
+from tasks.shopper import shopper_photo
+
+HEADLINE = ("image_precision_at_10", "text_precision_at_10", "zero_shot_accuracy", "shopper_recall_at_1",
+            "shopper_recall_at_10", "shopper_mrr_at_10", "image_recall_at_1", "image_ndcg_at_10", "text_ndcg_at_10",
+            "index_recall_at_10")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def recall_curves_plot(challenger: EvalResult, champion: EvalResult | None, out: Path, labels=("challenger", "champion")) -> Path:
+    """Recall@K (K = 1..10) per query set, challenger solid, champion dashed."""
+    plt = _pyplot()
+    sets = list(challenger.curves)
+    fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        ax.plot(CURVE_KS, challenger.curves[name], "o-", label=labels[0])
+        if champion is not None and name in champion.curves:
+            ax.plot(CURVE_KS, champion.curves[name], "s--", label=labels[1])
+        ax.set_title(f"{name} -> product")
+        ax.set_xlabel("K")
+        ax.set_ylabel("Recall@K")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def per_category_plot(result: EvalResult, out: Path,
+                      metrics=("image_precision_at_10", "text_precision_at_10", "shopper_recall_at_1")) -> Path:
+    """Grouped bars: one group per category, one bar per metric."""
+    plt = _pyplot()
+    cats = sorted(result.per_category)
+    shown = [m for m in metrics if any(m in result.per_category[c] for c in cats)]
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(cats)), 3.6))
+    width = 0.8 / max(1, len(shown))
+    for i, m in enumerate(shown):
+        ax.bar(np.arange(len(cats)) + i * width, [result.per_category[c].get(m, 0.0) for c in cats], width, label=m)
+    ax.set_xticks(np.arange(len(cats)) + width * (len(shown) - 1) / 2, cats, rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("per category")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def worst_queries_sheet(result: EvalResult, catalog: pd.DataFrame, data_dir: Path, out: Path,
+                        augment: ShopperAugment | None = None, thumb: int = 96) -> Path | None:
+    """Rows of thumbnails: shopper photo | its product | the top-3 results (for the worst queries)."""
+    if not result.worst:
+        return None
+    augment = augment or ShopperAugment()
+    path_of = dict(zip(catalog["product_id"], catalog["image_path"]))
+    sheet = Image.new("RGB", (5 * thumb, len(result.worst) * thumb), "white")
+    for r, q in enumerate(result.worst):
+        tiles = [shopper_photo(data_dir, path_of[q["product_id"]], augment)]
+        for pid in [q["product_id"], *q["results"]]:
+            with Image.open(data_dir / path_of[pid]) as im:
+                tiles.append(im.convert("RGB"))
+        for c, tile in enumerate(tiles[:5]):
+            sheet.paste(tile.resize((thumb, thumb)), (c * thumb, r * thumb))
+    sheet.save(out)
+    return out
+
+
+def comparison_table(challenger: dict[str, float], champion: dict[str, float] | None, champion_label: str = "champion") -> str:
+    """Markdown table of the headline metrics with deltas (champion measured on the same eval set)."""
+    names = [m for m in HEADLINE if m in challenger] + sorted(set(challenger) - set(HEADLINE))
+    lines = [f"| metric | challenger | {champion_label} | delta |", "|---|---|---|---|"]
+    for m in names:
+        c = challenger[m]
+        if champion and m in champion:
+            lines.append(f"| {m} | {c:.4f} | {champion[m]:.4f} | {c - champion[m]:+.4f} |")
+        else:
+            lines.append(f"| {m} | {c:.4f} | - | - |")
+    return "\n".join(lines)
