@@ -13,12 +13,13 @@ export MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_
 export PREFECT_HOME := $(CURDIR)/.prefect
 export TQDM_MININTERVAL ?= 2
 
-.PHONY: help install system-deps demo test test-fast clean
+.PHONY: help install system-deps demo test test-fast bench-quality clean
 
 help:
 	@echo "make demo       install, build the sample catalog, run the retrain flow, print a summary"
 	@echo "make test       install, then run every test tier CI checks"
 	@echo "make test-fast  the fast inner loop (no real weights, no subprocess CLI runs)"
+	@echo "make bench-quality  frozen features vs the heads and partial strategies on the catalog in data/"
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +51,9 @@ test: install system-deps
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not real and not cli"
+
+bench-quality: install
+	$(BIN)/python -m benchmarks.quality --strategies $(or $(STRATEGIES),heads,partial)
 
 clean:
 	rm -rf lancedb mlflow/mlflow.db mlflow/artifacts reports .cache .prefect dvc-remote

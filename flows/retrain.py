@@ -89,7 +89,8 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
         cache = s.path(s.cache_dir)
         with timed(took, "fine_tune"):
             trained = train_encoder_task(params.preset, checked.valid, s.data_path, data.md5, cache,
-                                         work / "model", cfg, device=s.torch_device(), progress=params.progress)
+                                         work / "model", cfg, device=s.torch_device(), loader_workers=s.loader_workers,
+                                         progress=params.progress)
         for h in trained.history:
             registry.log_metrics(c, run_id, {f"train.{k}": v for k, v in h.items() if k not in ("epoch", "seconds")}, step=h["epoch"])
         registry.log_params(c, run_id, {f"train.{k}": v for k, v in trained.params.items()})
@@ -112,10 +113,10 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
         table = lancedb.connect(index.uri).open_table(index.table)
         with timed(took, "evaluate"):
             shopper = shopper_queries_task(trained.encoder, checked.valid, s.data_path, cache, data.md5,
-                                           limit=params.shopper_queries, progress=params.progress)
+                                           limit=params.shopper_queries, workers=s.loader_workers, progress=params.progress)
             result = evaluate_task(trained.encoder, table, shopper)
             baseline = champion_on_eval_set_task(c, s.registered_model, checked.valid, s.data_path, cache, data.md5,
-                                                 params.shopper_queries, s.torch_device(), params.progress)
+                                                 params.shopper_queries, s.torch_device(), s.loader_workers, params.progress)
         champ_version, champ = (baseline.version, baseline.result.metrics) if baseline else (None, None)
         registry.log_metrics(c, run_id, result.metrics)
         registry.log_metrics(c, run_id, {f"{m}.{_slug(cat)}": v for cat, ms in result.per_category.items() for m, v in ms.items()})

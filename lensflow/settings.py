@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Path(".cache")
     reports_dir: Path = Path("reports")
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    loader_workers: int = Field(1, ge=0, description="processes that decode and augment images beside the model (0: in-process)")
 
     def path(self, p: Path | str) -> Path:
         p = Path(p)

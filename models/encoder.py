@@ -19,7 +19,14 @@ CONFIGS_DIR = Path(__file__).parent / "configs"
 
 
 class DualEncoder(nn.Module):
-    """`encode_images(pixels)` and `encode_texts(texts)` -> L2-normalised float32 [N, D]."""
+    """`encode_images(pixels)` and `encode_texts(texts)` -> L2-normalised float32 [N, D].
+
+    With `instance_dim` > 0 an image vector has two parts: the category space shared with text
+    (weight sqrt(w), w = `category_weight`) and an instance space (weight sqrt(1 - w)) trained to
+    recognise the same product in a shopper's photo. Text vectors live in the first part only
+    (zeros in the second), so text search ranks by the category space alone, while photo search
+    ranks by w * category similarity + (1 - w) * instance similarity: one index serves both.
+    """
 
     def __init__(self, config: dict, image_tower: Tower, text_tower: Tower):
         super().__init__()
@@ -28,11 +35,31 @@ class DualEncoder(nn.Module):
         dim, hidden = config["embed_dim"], config.get("head_hidden", 0)
         self.image_head = ProjectionHead(image_tower.out_dim, dim, hidden)
         self.text_head = ProjectionHead(text_tower.out_dim, dim, hidden)
+        inst = config.get("instance_dim", 0)
+        self.instance_head = ProjectionHead(image_tower.out_dim, inst, hidden) if inst else None
+        self.category_weight = float(config.get("category_weight", 0.3)) if inst else 1.0
+        if not 0 < self.category_weight <= 1:
+            raise ValueError(f"category_weight must be in (0, 1], got {self.category_weight}")
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.get("temperature", 0.07))))
 
     @property
     def embed_dim(self) -> int:
-        return self.config["embed_dim"]
+        """Dimension of the served vectors (category part + instance part)."""
+        return self.config["embed_dim"] + self.config.get("instance_dim", 0)
+
+    def image_parts(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Unit category and instance embeddings of image-tower features (instance None without that head)."""
+        return self.image_head(features), self.instance_head(features) if self.instance_head is not None else None
+
+    def combine(self, category: torch.Tensor, instance: torch.Tensor | None) -> torch.Tensor:
+        if instance is None:
+            return category.float()
+        w = self.category_weight
+        return torch.cat([math.sqrt(w) * category.float(), math.sqrt(1 - w) * instance.float()], dim=-1)
+
+    def embed_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Served image vectors from image-tower features."""
+        return self.combine(*self.image_parts(features))
 
     @property
     def preprocess(self):
@@ -43,14 +70,18 @@ class DualEncoder(nn.Module):
         return self.logit_scale.device
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.image_head(self.image_tower(pixels.to(self.device))).float()
+        return self.embed_features(self.image_tower(pixels.to(self.device))).float()
 
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        return self.text_head(self.text_tower(list(texts))).float()
+        t = self.text_head(self.text_tower(list(texts))).float()
+        pad = self.embed_dim - t.shape[-1]
+        return torch.cat([t, t.new_zeros(t.shape[0], pad)], dim=-1) if pad else t
 
     def heads_state(self) -> dict[str, torch.Tensor]:
         state = {f"image_head.{k}": v for k, v in self.image_head.state_dict().items()}
         state |= {f"text_head.{k}": v for k, v in self.text_head.state_dict().items()}
+        if self.instance_head is not None:
+            state |= {f"instance_head.{k}": v for k, v in self.instance_head.state_dict().items()}
         state["logit_scale"] = self.logit_scale.detach()
         return state
 
@@ -102,5 +133,7 @@ def load_encoder(directory: str | Path, device: str = "cpu") -> DualEncoder:
     with torch.no_grad():
         encoder.image_head.load_state_dict({k[len("image_head."):]: v for k, v in state.items() if k.startswith("image_head.")})
         encoder.text_head.load_state_dict({k[len("text_head."):]: v for k, v in state.items() if k.startswith("text_head.")})
+        if encoder.instance_head is not None:
+            encoder.instance_head.load_state_dict({k[len("instance_head."):]: v for k, v in state.items() if k.startswith("instance_head.")})
         encoder.logit_scale.copy_(state["logit_scale"])
     return encoder.to(device).eval()

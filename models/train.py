@@ -47,6 +47,7 @@ class TrainConfig:
     instance_weight: float = 1.0  # weight of the instance loss (0: category loss only)
     instance_temperature: float = 0.05
     patience: int = 3  # epochs without a better validation score before stopping (0: never stop early)
+    min_epochs: int | None = None  # never stop before this many epochs (default: half of `epochs`, while the LR is high)
     val_fraction: float = 0.05
     amp: bool = True  # bf16 autocast on CUDA
 
@@ -98,7 +99,8 @@ class Trainer:
         for p in encoder.parameters():
             p.requires_grad_(False)
         tower_params = [p for m in [suffix, *encoder.text_tower.tail(cfg.text_layers)] for p in m.parameters()]
-        head_params = [*encoder.image_head.parameters(), *encoder.text_head.parameters(), encoder.logit_scale]
+        heads = [encoder.image_head, encoder.text_head] + ([encoder.instance_head] if encoder.instance_head is not None else [])
+        head_params = [p for h in heads for p in h.parameters()] + [encoder.logit_scale]
         for p in tower_params + head_params:
             p.requires_grad_(True)
         self.text_trainable = cfg.text_layers != 0
@@ -109,9 +111,11 @@ class Trainer:
         self.base_lrs = [g["lr"] for g in groups]
         self.autocast = cfg.amp and self.device.type == "cuda"
 
-    def image_embed(self, inputs: torch.Tensor) -> torch.Tensor:
+    def image_embed(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(category, instance) embeddings; the instance one is the category one without an instance head."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            return self.encoder.image_head(self.suffix(inputs.to(self.device, non_blocking=True).float()))
+            category, instance = self.encoder.image_parts(self.suffix(inputs.to(self.device, non_blocking=True).float()))
+        return category.float(), (instance if instance is not None else category).float()
 
     def text_embed(self, texts: list[str], frozen: torch.Tensor | None, which: torch.Tensor) -> torch.Tensor:
         """Head embeddings of texts[which]; each distinct text goes through the tower once."""
@@ -132,7 +136,8 @@ class Trainer:
     def fit(self, data: TrainData, validate: Callable[[], dict] | None = None, on_epoch: Callable[[int, dict], None] | None = None,
             progress: bool = True) -> list[dict]:
         """Train; after each epoch run `validate` (-> dict with 'val_score', higher is better), keep
-        the best state and stop after `patience` epochs without improvement. One record per epoch."""
+        the best state and stop after `patience` epochs without improvement (not before
+        `min_epochs`). One record per epoch."""
         cfg, n = self.cfg, len(data.clean)
         if n < 2:
             raise ValueError(f"need at least 2 training items, got {n}")
@@ -162,16 +167,16 @@ class Trainer:
             if validate is not None:
                 self._train_mode(False)
                 record |= validate()
-                if record["val_score"] > best:
-                    best, since_best = record["val_score"], 0
-                    best_state = self._trainable_state()
-                else:
-                    since_best += 1
+                # a tie keeps the later (longer-trained) state but does not reset the patience
+                since_best = 0 if record["val_score"] > best else since_best + 1
+                if record["val_score"] >= best:
+                    best, best_state = record["val_score"], self._trainable_state()
             history.append(record)
             bar.set_postfix({k: f"{record[k]:.4f}" for k in ("loss", "val_score") if k in record})
             if on_epoch:
                 on_epoch(epoch, record)
-            if validate is not None and cfg.patience and since_best >= cfg.patience:
+            min_epochs = cfg.epochs // 2 if cfg.min_epochs is None else cfg.min_epochs
+            if validate is not None and cfg.patience and since_best >= cfg.patience and epoch + 1 >= min_epochs:
                 break
         if best_state is not None:
             self._load_trainable_state(best_state)
@@ -187,15 +192,15 @@ class Trainer:
             choice = choice.gather(1, torch.randint(choice.shape[1], (len(idx),), generator=gen)[:, None]).squeeze(1)
         labels = data.labels[idx].to(self.device)
         txt = self.text_embed(data.texts, frozen, choice)
-        clean = self.image_embed(data.clean[idx])
+        clean, clean_inst = self.image_embed(data.clean[idx])
         text_loss = multi_positive_contrastive(clean, txt, labels, self.encoder.logit_scale)
         inst_loss = torch.zeros((), device=self.device)
         if data.views is not None:
             pick = torch.randint(data.views.shape[1], (len(idx),), generator=gen)
-            view = self.image_embed(data.views[idx, pick])
+            view, view_inst = self.image_embed(data.views[idx, pick])
             text_loss = (text_loss + multi_positive_contrastive(view, txt, labels, self.encoder.logit_scale)) / 2
             if cfg.instance_weight:
-                inst_loss = instance_contrastive(view, clean, cfg.instance_temperature)
+                inst_loss = instance_contrastive(view_inst, clean_inst, cfg.instance_temperature)
         loss = text_loss + cfg.instance_weight * inst_loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -206,7 +211,8 @@ class Trainer:
 
     def _train_mode(self, on: bool) -> None:
         self.encoder.eval()  # frozen parts (and folded BatchNorm) always in eval mode
-        for m in [self.suffix, self.encoder.image_head, self.encoder.text_head, *self.encoder.text_tower.tail(self.cfg.text_layers)]:
+        heads = [self.encoder.image_head, self.encoder.text_head, self.encoder.instance_head]
+        for m in [self.suffix, *[h for h in heads if h is not None], *self.encoder.text_tower.tail(self.cfg.text_layers)]:
             m.train(on)
 
     def _trainable_state(self) -> dict:
@@ -222,7 +228,7 @@ class Trainer:
 @torch.inference_mode()
 def embed_inputs(encoder: DualEncoder, suffix: nn.Module, inputs, batch_size: int = 1024) -> torch.Tensor:
     """Image embeddings from cached suffix inputs (what the trained encoder gives on the pixels)."""
-    out = [encoder.image_head(suffix(torch.as_tensor(inputs[i : i + batch_size]).to(encoder.device).float())).float().cpu()
+    out = [encoder.embed_features(suffix(torch.as_tensor(inputs[i : i + batch_size]).to(encoder.device).float())).float().cpu()
            for i in range(0, len(inputs), batch_size)]
     return torch.cat(out) if out else torch.zeros((0, encoder.embed_dim))
 
@@ -236,27 +242,24 @@ def tower_outputs(suffix: nn.Module, inputs, device: torch.device, batch_size: i
 
 def validation_scores(encoder: DualEncoder, suffix: nn.Module, clean, views, labels: torch.Tensor,
                       category_texts: list[str], label_names: list[int]) -> dict:
-    """Scores on held-out training products: image->image category P@10 (leave-one-out),
-    text->image category P@10, and shopper-view -> clean instance R@1 among the held-out items.
-    val_score is their mean (the instance term only when there are views)."""
+    """Scores on held-out products that stay meaningful on small sets: image->image category
+    R@1 (leave-one-out nearest neighbour), zero-shot category accuracy (nearest category text) and
+    shopper-view -> clean instance R@1 among the held-out products. val_score is their mean (the
+    instance term only when there are views)."""
     img = embed_inputs(encoder, suffix, clean)
     labels = labels.cpu()
-    k = min(10, len(img) - 1)
     out = {}
-    if k >= 1:
+    if len(img) > 1:
         sims = img @ img.T
         sims.fill_diagonal_(-math.inf)
-        top = sims.topk(k, dim=1).indices
-        out["val_image_precision_at_10"] = float((labels[top] == labels[:, None]).float().mean())
+        out["val_image_recall_at_1"] = float((labels[sims.argmax(dim=1)] == labels).float().mean())
     with torch.inference_mode():
         txt = encoder.encode_texts(category_texts).float().cpu()
-    top = (txt @ img.T).topk(min(10, len(img)), dim=1).indices
-    out["val_text_precision_at_10"] = float((labels[top] == torch.tensor(label_names)[:, None]).float().mean())
+    out["val_zero_shot_accuracy"] = float((torch.tensor(label_names)[(img @ txt.T).argmax(dim=1)] == labels).float().mean())
     if views is not None:
         view = embed_inputs(encoder, suffix, views[:, 0])
         out["val_shopper_recall_at_1"] = float(((view @ img.T).argmax(dim=1) == torch.arange(len(img))).float().mean())
-    scores = [v for v in out.values()]
-    out["val_score"] = float(sum(scores) / len(scores))
+    out["val_score"] = float(sum(out.values()) / len(out))
     return out
 
 

@@ -24,17 +24,18 @@ class Baseline:
 
 
 def champion_on_eval_set(c, name: str, catalog: pd.DataFrame, data_dir: Path, cache_dir: Path, data_md5: str,
-                         shopper_limit: int | None = None, device: str = "cpu", progress: bool = True) -> Baseline | None:
+                         shopper_limit: int | None = None, device: str = "cpu", workers: int = 0,
+                         progress: bool = True) -> Baseline | None:
     """Load the champion's encoder, embed this catalog with it (frozen-tower features come from the
     cache) and evaluate it exactly as the challenger is. None when there is no champion yet."""
     mv = get_alias(c, name, CHAMPION)
     if mv is None:
         return None
     encoder = load_encoder(model_dir(mv.source), device=device)
-    split, inputs, _ = suffix_inputs(encoder, catalog, data_dir, cache_dir, data_md5, progress=progress)
+    split, inputs, _ = suffix_inputs(encoder, catalog, data_dir, cache_dir, data_md5, workers=workers, progress=progress)
     vectors = embed_inputs(encoder, split.suffix, inputs).numpy()
     gallery = Gallery(catalog["product_id"].to_numpy(str), catalog["category"].to_numpy(str), catalog["split"].to_numpy(str), vectors)
-    shopper = shopper_queries(encoder, catalog, data_dir, cache_dir, data_md5, limit=shopper_limit, progress=progress)
+    shopper = shopper_queries(encoder, catalog, data_dir, cache_dir, data_md5, limit=shopper_limit, workers=workers, progress=progress)
     return Baseline(int(mv.version), evaluate_vectors(encoder, gallery, shopper))
 
 

@@ -27,7 +27,7 @@ def embed_catalog(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, t
             raise ValueError(f"tower_features has {len(tower_features)} rows but the catalog has {len(catalog)}")
         out = []
         for i in tqdm(range(0, len(catalog), 4096), desc="embed (head on cached features)", disable=not progress):
-            out.append(encoder.image_head(torch.from_numpy(np.asarray(tower_features[i : i + 4096])).to(encoder.device)).cpu().numpy())
+            out.append(encoder.embed_features(torch.from_numpy(np.asarray(tower_features[i : i + 4096])).to(encoder.device)).cpu().numpy())
         return np.concatenate(out).astype(np.float32)
     return encode_image_files(encoder.encode_images, data_dir, catalog["image_path"].tolist(), encoder.preprocess,
                               device=str(encoder.device), batch_size=batch_size, workers=loader_workers,

@@ -119,7 +119,7 @@ def train_encoder(
     seconds = time.perf_counter() - t1
     tower_features = clean if cfg.strategy == "heads" else tower_outputs(split.suffix, clean_t, encoder.device).numpy()
     encoder.save(out_dir)
-    best = max(history, key=lambda h: h.get("val_score", -1)) if validate else history[-1]
+    best = max(reversed(history), key=lambda h: h.get("val_score", -1)) if validate else history[-1]  # last of the ties
     params = {"preset": encoder.config.get("name", "custom"), **cfg.as_dict(), "train_rows": int(train.sum()),
               "val_rows": int(val.sum()), "distinct_texts": len(texts), "embed_dim": encoder.embed_dim,
               "epochs_run": len(history), "best_epoch": best["epoch"], "augment": augment.fingerprint()}

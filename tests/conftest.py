@@ -31,6 +31,7 @@ def project(tmp_path, monkeypatch):
     from lensflow.settings import get_settings
 
     monkeypatch.setenv("LENSFLOW_ROOT", str(tmp_path))
+    monkeypatch.setenv("LENSFLOW_LOADER_WORKERS", "0")  # tiny catalogs: spawning decoder processes costs more than it saves
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()

@@ -11,7 +11,8 @@ def test_tiny_encoder_outputs_normalised_float32():
     with torch.inference_mode():
         img = enc.encode_images(torch.randn(3, 3, 32, 32))
         txt = enc.encode_texts(["red shirt", "blue shoe"])
-    assert img.shape == (3, 16) and txt.shape == (2, 16)
+    assert img.shape == (3, 24) and txt.shape == (2, 24)           # 16-d category + 8-d instance space
+    assert torch.count_nonzero(txt[:, 16:]) == 0                  # texts live in the category space only
     assert img.dtype == torch.float32
     assert torch.allclose(img.norm(dim=1), torch.ones(3), atol=1e-5)
     assert torch.allclose(txt.norm(dim=1), torch.ones(2), atol=1e-5)
@@ -39,3 +40,19 @@ def test_load_rejects_foreign_directory(tmp_path):
 def test_unknown_preset_lists_known_ones():
     with pytest.raises(ValueError, match="known presets: .*tiny"):
         load_preset("no-such-preset")
+
+
+def test_image_vectors_weight_category_and_instance_similarity():
+    enc = build_encoder("tiny")
+    x = torch.randn(5, 3, 32, 32)
+    with torch.inference_mode():
+        feats = enc.image_tower(x)
+        cat, inst = enc.image_parts(feats)
+        v = enc.encode_images(x)
+        t = enc.encode_texts(["red shirt"])
+    w = enc.category_weight
+    assert torch.allclose(v @ v.T, w * cat @ cat.T + (1 - w) * inst @ inst.T, atol=1e-5)
+    # text search ranks images by the category space alone
+    assert torch.equal(torch.argsort(t @ v.T, descending=True), torch.argsort(t[:, :16] @ cat.T, descending=True))
+    with pytest.raises(ValueError, match="category_weight"):
+        build_encoder(load_preset("tiny") | {"category_weight": 0.0})
