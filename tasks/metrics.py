@@ -26,11 +26,11 @@ def topk(queries: np.ndarray, gallery: np.ndarray, k: int, chunk: int = 1024) ->
     k = min(k, len(gallery))
     if k == 0 or len(queries) == 0:
         return np.zeros((len(queries), k), dtype=np.int64)
-    g = torch.from_numpy(np.ascontiguousarray(gallery, dtype=np.float32))
+    g = torch.from_numpy(np.require(gallery, np.float32, ["C", "W"]))
     extra = min(len(gallery), k + 8)
     out = []
     for i in range(0, len(queries), chunk):
-        s = torch.from_numpy(np.ascontiguousarray(queries[i : i + chunk], dtype=np.float32)) @ g.T
+        s = torch.from_numpy(np.require(queries[i : i + chunk], np.float32, ["C", "W"])) @ g.T
         vals, idx = torch.topk(s, extra, dim=1)
         # Order candidates by (-score, index); where the tie at rank k may reach past the
         # candidates, sort the whole row stably instead.
