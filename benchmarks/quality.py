@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from benchmarks.machine import describe
 from lensflow.runtime import offline_env
@@ -45,20 +44,8 @@ def frozen_row(preset: str, catalog, data_dir: Path, cache: Path, md5: str, devi
     _, shop, _ = suffix_inputs(enc, rows, data_dir, cache, md5, ShopperAugment(), SHOPPER_SEED)
     gallery = Gallery(catalog["product_id"].to_numpy(str), catalog["category"].to_numpy(str), catalog["split"].to_numpy(str), unit(feats))
     queries = ShopperQueries(rows["product_id"].tolist(), unit(np.asarray(shop)), {}, 0)
-    m = evaluate_vectors(_ImageOnly(enc, feats.shape[1]), gallery, queries).metrics
-    return {"model": "frozen image features", "train_seconds": 0.0, "feature_seconds": time.perf_counter() - t0,
-            **{k: v for k, v in m.items() if not k.startswith(("text_", "zero_shot"))}}
-
-
-class _ImageOnly:
-    """Text queries for frozen features: random unit vectors (the text metrics are dropped)."""
-
-    def __init__(self, enc, dim):
-        self.enc, self.dim = enc, dim
-
-    def encode_texts(self, texts):
-        g = torch.Generator().manual_seed(0)
-        return torch.nn.functional.normalize(torch.randn(len(texts), self.dim, generator=g), dim=-1)
+    m = evaluate_vectors(None, gallery, queries).metrics  # no text space: image and shopper queries only
+    return {"model": "frozen image features", "train_seconds": 0.0, "feature_seconds": time.perf_counter() - t0, **m}
 
 
 def strategy_row(strategy: str, preset: str, catalog, data_dir: Path, cache: Path, md5: str, device: str, out: Path,

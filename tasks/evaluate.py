@@ -90,22 +90,27 @@ def category_queries(encoder: DualEncoder, categories: list[str]) -> np.ndarray:
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
-def evaluate_vectors(encoder: DualEncoder, gallery: Gallery, shopper: ShopperQueries | None = None, worst: int = 8) -> EvalResult:
-    """All offline metrics for the encoder whose image vectors are `gallery.vectors`."""
+def evaluate_vectors(encoder: DualEncoder | None, gallery: Gallery, shopper: ShopperQueries | None = None, worst: int = 8) -> EvalResult:
+    """All offline metrics for the encoder whose image vectors are `gallery.vectors` (without an
+    encoder, e.g. raw image features, the text and zero-shot metrics are left out)."""
     test, rest = gallery.split == "test", gallery.split != "test"
     if not test.any() or not rest.any():
         raise ValueError(f"evaluation needs test and non-test rows; the gallery has {int(test.sum())} test and {int(rest.sum())} other rows")
     vecs, cats = gallery.vectors, gallery.categories
     categories = sorted(set(cats))
-    text_q = category_queries(encoder, categories)
+    query_sets = [("image", vecs[test], cats[test])]
+    if encoder is not None:
+        text_q = category_queries(encoder, categories)
+        query_sets.append(("text", text_q, np.array(categories)))
     metrics, per_cat, curves = {}, {}, {}
-    for prefix, q, labels in (("image", vecs[test], cats[test]), ("text", text_q, np.array(categories))):
+    for prefix, q, labels in query_sets:
         rel, n_rel = label_relevance(topk(q, vecs[rest], 10), labels, cats[rest])
         metrics |= ranking_metrics(rel, n_rel, prefix)
         curves[prefix] = recall_curve(rel)
         for c, m in grouped_metrics(rel, n_rel, labels, prefix).items():
             per_cat.setdefault(c, {}).update(m)
-    metrics["zero_shot_accuracy"] = float((np.array(categories)[(vecs[test] @ text_q.T).argmax(axis=1)] == cats[test]).mean())
+    if encoder is not None:
+        metrics["zero_shot_accuracy"] = float((np.array(categories)[(vecs[test] @ text_q.T).argmax(axis=1)] == cats[test]).mean())
     bad = []
     if shopper is not None and len(shopper.product_ids):
         row_of = {pid: i for i, pid in enumerate(gallery.ids)}
@@ -127,7 +132,7 @@ def evaluate_vectors(encoder: DualEncoder, gallery: Gallery, shopper: ShopperQue
             bad.append({"product_id": shopper.product_ids[i], "category": str(cats[truth[i]]), "rank": int(rank[i]) + 1 if rank[i] < 10 else None,
                         "results": [str(gallery.ids[j]) for j in ranked[i, :3]]})
     md5 = eval_set_md5(gallery, shopper)
-    queries = {"image": int(test.sum()), "text": len(categories), "gallery": int(rest.sum()),
+    queries = {"image": int(test.sum()), "text": len(categories) if encoder is not None else 0, "gallery": int(rest.sum()),
                "shopper": len(shopper.product_ids) if shopper is not None else 0}
     return EvalResult(metrics, per_cat, md5, queries, curves, bad)
 

@@ -105,12 +105,11 @@ def train_encoder(
     labels = torch.tensor([label_of[c] for c in categories])
     clean_t = torch.from_numpy(np.asarray(clean))
     tr, va = torch.from_numpy(np.flatnonzero(train)), torch.from_numpy(np.flatnonzero(val))
-    in_learn = {int(r): i for i, r in enumerate(np.flatnonzero(learn))}
-    view_rows = lambda rows: views[[in_learn[int(r)] for r in rows]] if views is not None else None  # noqa: E731
-    data = TrainData(clean_t[tr], view_rows(tr), texts, text_index[tr], labels[tr])
+    view_of = torch.from_numpy(np.cumsum(learn) - 1)  # catalog row -> its position among the viewed (train + val) rows
+    data = TrainData(clean_t[tr], views[view_of[tr]] if views is not None else None, texts, text_index[tr], labels[tr])
     validate = None
     if len(va) >= 2:
-        val_views = view_rows(va)
+        val_views = views[view_of[va]] if views is not None else None
         validate = lambda: validation_scores(encoder, split.suffix, clean_t[va], val_views, labels[va],  # noqa: E731
                                              [category_text(c) for c in cats], list(range(len(cats))))
     trainer = Trainer(encoder, split.suffix, cfg)

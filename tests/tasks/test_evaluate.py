@@ -62,3 +62,11 @@ def test_gallery_without_test_rows_is_an_error():
     g.split[:] = "train"
     with pytest.raises(ValueError, match="needs test and non-test rows"):
         evaluate_vectors(enc, g)
+
+
+def test_without_an_encoder_only_image_and_shopper_metrics():
+    enc = build_encoder("tiny")
+    g = toy_gallery(enc)
+    r = evaluate_vectors(None, g, ShopperQueries(["bag0"], g.vectors[:1], {}, 0))
+    assert "image_precision_at_10" in r.metrics and r.metrics["shopper_recall_at_1"] == 1.0
+    assert not any(k.startswith("text_") or k == "zero_shot_accuracy" for k in r.metrics) and r.queries["text"] == 0
