@@ -50,6 +50,7 @@ class TrainConfig:
     min_epochs: int | None = None  # never stop before this many epochs (default: half of `epochs`, while the LR is high)
     val_fraction: float = 0.05
     amp: bool = True  # bf16 autocast on CUDA
+    cuda_batch_size: int | None = None  # batch size on a GPU, where memory allows larger contrastive batches
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -139,12 +140,13 @@ class Trainer:
         the best state and stop after `patience` epochs without improvement (not before
         `min_epochs`). One record per epoch."""
         cfg, n = self.cfg, len(data.clean)
+        batch_size = cfg.cuda_batch_size if self.device.type == "cuda" and cfg.cuda_batch_size else cfg.batch_size
         if n < 2:
             raise ValueError(f"need at least 2 training items, got {n}")
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         frozen = self.frozen_text_features(data.texts)
-        steps_per_epoch = max(1, -(-n // cfg.batch_size))
+        steps_per_epoch = max(1, -(-n // batch_size))
         total, step = cfg.epochs * steps_per_epoch, 0
         best, best_state, since_best, history = -math.inf, None, 0, []
         bar = tqdm(range(cfg.epochs), desc=f"fine-tune ({cfg.strategy})", unit="epoch", disable=not progress)
@@ -152,8 +154,8 @@ class Trainer:
             self._train_mode(True)
             t0, sums, batches = time.perf_counter(), {"loss": 0.0, "text_loss": 0.0, "instance_loss": 0.0}, 0
             order = torch.randperm(n, generator=gen)
-            for start in range(0, n, cfg.batch_size):
-                idx = order[start : start + cfg.batch_size]
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
                 if len(idx) < 2:
                     continue
                 for g, base in zip(self.opt.param_groups, self.base_lrs):
@@ -275,4 +277,7 @@ def load_strategy(name_or_path: str, **overrides) -> TrainConfig:
     unknown = set(values) - set(TrainConfig.__dataclass_fields__)
     if unknown:
         raise ValueError(f"{path}: unknown training settings {sorted(unknown)}")
-    return TrainConfig(**(values | {k: v for k, v in overrides.items() if v is not None}))
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "batch_size" in overrides:  # an explicit batch size holds on every device
+        overrides.setdefault("cuda_batch_size", None)
+    return TrainConfig(**(values | overrides))
