@@ -24,8 +24,8 @@ from tasks.embed import embed_catalog_task
 from tasks.evaluate import evaluate_task
 from tasks.index import QueryParams, build_index_task, table_name
 from tasks.promote import GateConfig, gate, promote_task
-from tasks.report import comparison_table, per_category_plot, recall_curves_plot, worst_queries_sheet
-from tasks.shopper import example_sheet, shopper_queries_task
+from tasks.report import write_report
+from tasks.shopper import shopper_queries_task
 from tasks.train import train_encoder_task
 from tasks.validate import validate_catalog_task
 from tasks.versioning import git_commit, version_data_task
@@ -123,22 +123,14 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
         if baseline:
             registry.log_metrics(c, run_id, {f"champion.{k}": v for k, v in champ.items()})
         report = work / "eval"
-        report.mkdir()
-        (report / "evaluation.json").write_text(json.dumps(
-            result.as_dict() | {"index": index.as_dict(), "champion": {"version": champ_version, **(baseline.result.as_dict() if baseline else {})}},
-            indent=2))
-        table_md = comparison_table(result.metrics, champ, f"champion v{champ_version}" if baseline else "champion")
-        (report / "comparison.md").write_text(table_md + "\n")
-        recall_curves_plot(result, baseline.result if baseline else None, report / "recall_at_k.png",
-                           ("challenger", f"champion v{champ_version}"))
-        per_category_plot(result, report / "per_category.png")
-        worst_queries_sheet(result, checked.valid, s.data_path, report / "worst_shopper_queries.png")
-        example_sheet(checked.valid, s.data_path, report / "shopper_examples.png")
+        table_md = write_report(report, result, baseline.result if baseline else None, champ_version, checked.valid,
+                                s.data_path, {"index": index.as_dict()})
         c.log_artifacts(run_id, str(report), "evaluation")
         registry.set_tags(c, s.registered_model, version, {
             "index.uri": index.uri, "index.table": index.table, "index.version": str(index.version),
             "index.rows": str(index.rows), "index.fingerprint": index.fingerprint, "index.ann": index.ann or {},
-            "metrics": result.metrics, "eval_set_md5": result.eval_set_md5, "status": "ready"})
+            "metrics": result.metrics, "eval_set_md5": result.eval_set_md5, "status": "ready",
+            "compared_with": {"champion_version": champ_version, "metrics": champ} if baseline else {}})
         c.set_registered_model_alias(s.registered_model, registry.CHALLENGER, str(version))
 
         create_markdown_artifact(

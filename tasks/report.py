@@ -8,10 +8,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+import json
+
 from models.augment import ShopperAugment
 from tasks.evaluate import EvalResult
 from tasks.metrics import CURVE_KS
-from tasks.shopper import shopper_photo
+from tasks.shopper import example_sheet, shopper_photo
 
 HEADLINE = ("image_precision_at_10", "text_precision_at_10", "zero_shot_accuracy", "shopper_recall_at_1",
             "shopper_recall_at_10", "shopper_mrr_at_10", "image_recall_at_1", "image_ndcg_at_10", "text_ndcg_at_10",
@@ -98,3 +100,21 @@ def comparison_table(challenger: dict[str, float], champion: dict[str, float] | 
         else:
             lines.append(f"| {m} | {c:.4f} | - | - |")
     return "\n".join(lines)
+
+
+def write_report(out: Path, result: EvalResult, champion: EvalResult | None, champion_version: int | None,
+                 catalog: pd.DataFrame, data_dir: Path, extra: dict | None = None) -> str:
+    """Everything a reviewer looks at, into `out`: evaluation.json, comparison.md and the plots.
+    Returns the comparison table (markdown)."""
+    out.mkdir(parents=True, exist_ok=True)
+    label = f"champion v{champion_version}" if champion is not None else "champion"
+    (out / "evaluation.json").write_text(json.dumps(
+        result.as_dict() | (extra or {}) | {"champion": {"version": champion_version, **(champion.as_dict() if champion else {})}},
+        indent=2))
+    table = comparison_table(result.metrics, champion.metrics if champion else None, label)
+    (out / "comparison.md").write_text(table + "\n")
+    recall_curves_plot(result, champion, out / "recall_at_k.png", ("challenger", label))
+    per_category_plot(result, out / "per_category.png")
+    worst_queries_sheet(result, catalog, data_dir, out / "worst_shopper_queries.png")
+    example_sheet(catalog, data_dir, out / "shopper_examples.png")
+    return table
