@@ -98,15 +98,20 @@ class DualEncoder(nn.Module):
         return directory
 
 
-def load_preset(name_or_path: str) -> dict:
-    """A preset from models/configs/<name>.json, or a JSON file path."""
+def read_preset(name_or_path: str, folder: Path = CONFIGS_DIR, what: str = "encoder preset") -> dict:
+    """A JSON preset `<folder>/<name>.json`, or a JSON file path; the error lists the known names."""
     path = Path(name_or_path)
     if not path.exists():
-        path = CONFIGS_DIR / f"{name_or_path}.json"
+        path = folder / f"{name_or_path}.json"
     if not path.exists():
-        known = sorted(p.stem for p in CONFIGS_DIR.glob("*.json"))
-        raise ValueError(f"unknown encoder preset {name_or_path!r}; known presets: {known}")
+        known = sorted(p.stem for p in folder.glob("*.json"))
+        raise ValueError(f"unknown {what} {name_or_path!r}; known presets: {known}")
     return json.loads(path.read_text())
+
+
+def load_preset(name_or_path: str) -> dict:
+    """An encoder preset from models/configs/<name>.json, or a JSON file path."""
+    return read_preset(name_or_path)
 
 
 def build_encoder(config: dict | str, seed: int = 0) -> DualEncoder:

@@ -13,7 +13,6 @@ needs and class-level training would otherwise erase.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.encoder import DualEncoder
+from models.encoder import DualEncoder, read_preset
 from models.loss import instance_contrastive, multi_positive_contrastive
 
 STRATEGIES = ("heads", "partial", "full")
@@ -267,16 +266,10 @@ def validation_scores(encoder: DualEncoder, suffix: nn.Module, clean, views, lab
 
 def load_strategy(name_or_path: str, **overrides) -> TrainConfig:
     """A TrainConfig from models/configs/strategies/<name>.json (or a JSON path), with overrides."""
-    path = Path(name_or_path)
-    if not path.exists():
-        path = STRATEGIES_DIR / f"{name_or_path}.json"
-    if not path.exists():
-        known = sorted(p.stem for p in STRATEGIES_DIR.glob("*.json"))
-        raise ValueError(f"unknown fine-tuning strategy preset {name_or_path!r}; known: {known}")
-    values = {k: v for k, v in json.loads(path.read_text()).items() if k != "description"}
+    values = {k: v for k, v in read_preset(name_or_path, STRATEGIES_DIR, "fine-tuning strategy").items() if k != "description"}
     unknown = set(values) - set(TrainConfig.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"{path}: unknown training settings {sorted(unknown)}")
+        raise ValueError(f"strategy preset {name_or_path!r}: unknown training settings {sorted(unknown)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "batch_size" in overrides:  # an explicit batch size holds on every device
         overrides.setdefault("cuda_batch_size", None)

@@ -97,7 +97,7 @@ def test_strategy_presets_and_overrides():
     assert cfg.strategy == "partial" and cfg.epochs == 3 and cfg.lr == 1e-3 and cfg.image_blocks == 2
     assert load_strategy("full").image_blocks is None and load_strategy("heads").image_blocks == 0
     assert load_strategy("full").cuda_batch_size == 1024 and load_strategy("full", batch_size=64).cuda_batch_size is None
-    with pytest.raises(ValueError, match="known: .*heads"):
+    with pytest.raises(ValueError, match="unknown fine-tuning strategy 'no-such'; known presets: .*heads"):
         load_strategy("no-such")
     with pytest.raises(ValueError, match="unknown fine-tuning strategy"):
         TrainConfig(strategy="lora")
