@@ -132,7 +132,7 @@ def status(json_out: bool = typer.Option(False, "--json", help="print JSON")) ->
         ch = st["champion"]
         typer.echo(f"champion  {ch['name']} v{ch['version']} (data {ch['data_md5']})")
         typer.echo(f"index     {ch['index']['table']} v{ch['index']['version']}, {ch['index']['rows']} rows at {ch['index']['uri']}")
-        typer.echo(f"metrics   " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(ch["metrics"].items()) if k.endswith("_at_10")))
+        typer.echo("metrics   " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(ch["metrics"].items()) if k.endswith("_at_10")))
         typer.echo("consistent" if st["consistent"] else "INCONSISTENT: " + "; ".join(st["problems"]))
     if st["champion"] is not None and not st["consistent"]:
         raise typer.Exit(2)

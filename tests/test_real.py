@@ -1,6 +1,5 @@
 """One run on a small real Fashion-MNIST subset with the real pretrained towers."""
 
-import json
 
 import numpy as np
 import pytest

@@ -1,9 +1,7 @@
 """The whole retrain flow on the tiny random model and a tiny synthetic catalog, under the Prefect harness."""
 
-import json
 
 import lancedb
-import numpy as np
 import pytest
 
 from flows.retrain import RetrainParams, retrain
