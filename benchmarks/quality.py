@@ -25,8 +25,9 @@ from models.encoder import build_encoder
 from models.train import embed_inputs, load_strategy
 from tasks.catalog import load_catalog
 from tasks.evaluate import Gallery, ShopperQueries, evaluate_vectors
+from tasks.features import suffix_inputs
 from tasks.shopper import SHOPPER_SEED, shopper_queries, shopper_rows
-from tasks.train import suffix_inputs, train_encoder
+from tasks.train import train_encoder
 from tasks.versioning import dir_md5
 
 COLUMNS = ("image_precision_at_10", "image_recall_at_1", "text_precision_at_10", "zero_shot_accuracy",

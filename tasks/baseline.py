@@ -14,7 +14,7 @@ from tasks.champion import model_dir
 from tasks.evaluate import EvalResult, Gallery, evaluate_vectors
 from tasks.registry import CHAMPION, get_alias
 from tasks.shopper import shopper_queries
-from tasks.train import suffix_inputs
+from tasks.features import suffix_inputs
 
 
 @dataclass

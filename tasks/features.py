@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from models.augment import ShopperAugment
 from models.encoder import DualEncoder
 from models.preprocess import ImagePreprocess
+from models.towers import TowerSplit
+from models.train import TrainConfig
 from tasks.images import encode_image_files
 
 
@@ -53,11 +56,23 @@ def cached_image_features(fn: Callable, fingerprint: str, preprocess: ImagePrepr
     return feats, False
 
 
-def image_tower_features(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, cache_dir: Path, data_md5: str,
-                         batch_size: int = 128, workers: int = 0, progress: bool = True,
-                         augment: ShopperAugment | None = None, seed: int = 0) -> tuple[np.ndarray, bool]:
-    """Image tower features [N, F] aligned with catalog rows, and whether they came from the cache."""
-    tower = encoder.image_tower
-    desc = "image tower features" + (f" (shopper views, seed {seed})" if augment else "")
-    return cached_image_features(tower, tower.fingerprint(), encoder.preprocess, catalog, data_dir, cache_dir, data_md5,
-                                 augment, seed, str(encoder.device), batch_size, workers, desc=desc, progress=progress)
+def encoder_split(encoder: DualEncoder) -> TowerSplit:
+    """The frozen prefix / trained suffix of the encoder's image tower, as it was fine-tuned
+    (an encoder that records no fine-tuning is all frozen: the prefix is the whole tower)."""
+    strategy = encoder.config.get("fine_tune", {})
+    blocks = TrainConfig(**strategy).image_blocks if strategy else 0
+    return encoder.image_tower.split(blocks)
+
+
+def suffix_inputs(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, cache_dir: Path, data_md5: str,
+                  augment: ShopperAugment | None = None, seed: int = 0, batch_size: int = 128, workers: int = 0,
+                  progress: bool = True) -> tuple[TowerSplit, np.ndarray, bool]:
+    """Cached outputs of the frozen prefix for these rows (optionally of their shopper views), the
+    split they belong to, and whether they came from the cache."""
+    split = encoder_split(encoder)
+    full = isinstance(split.prefix, torch.nn.Identity)
+    desc = ("pixels" if full else "frozen tower features") + (f" (shopper views, seed {seed})" if augment else "")
+    feats, hit = cached_image_features(split.prefix, split.fingerprint, encoder.preprocess, catalog, data_dir, cache_dir, data_md5,
+                                       augment, seed, str(encoder.device), batch_size, workers,
+                                       dtype=np.float16 if full else np.float32, desc=desc, progress=progress)
+    return split, feats, hit

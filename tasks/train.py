@@ -18,10 +18,9 @@ from tasks import stage
 
 from models.augment import ShopperAugment
 from models.encoder import DualEncoder, build_encoder
-from models.towers import TowerSplit
 from models.train import TrainConfig, TrainData, Trainer, tower_outputs, validation_scores
 from tasks.catalog import category_text
-from tasks.features import cached_image_features
+from tasks.features import suffix_inputs
 
 
 @dataclass
@@ -34,26 +33,6 @@ class TrainResult:
     feature_cache_hit: bool
     tower_features: np.ndarray  # trained image tower's features for every catalog row (the embed stage only runs the head)
     params: dict = field(default_factory=dict)
-
-
-def encoder_split(encoder: DualEncoder) -> TowerSplit:
-    """The frozen prefix / trained suffix of the encoder's image tower, as it was fine-tuned."""
-    strategy = encoder.config.get("fine_tune", {})
-    blocks = TrainConfig(**strategy).image_blocks if strategy else 0
-    return encoder.image_tower.split(blocks)
-
-
-def suffix_inputs(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, cache_dir: Path, data_md5: str,
-                  augment: ShopperAugment | None = None, seed: int = 0, batch_size: int = 128, workers: int = 0,
-                  progress: bool = True) -> tuple[TowerSplit, np.ndarray, bool]:
-    """Cached outputs of the frozen prefix for these rows (optionally of their shopper views)."""
-    split = encoder_split(encoder)
-    full = isinstance(split.prefix, torch.nn.Identity)
-    desc = ("pixels" if full else "frozen tower features") + (f" (shopper views, seed {seed})" if augment else "")
-    feats, hit = cached_image_features(split.prefix, split.fingerprint, encoder.preprocess, catalog, data_dir, cache_dir, data_md5,
-                                       augment, seed, str(encoder.device), batch_size, workers,
-                                       dtype=np.float16 if full else np.float32, desc=desc, progress=progress)
-    return split, feats, hit
 
 
 def train_encoder(
