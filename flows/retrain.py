@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from lensflow.settings import get_settings
 from models.train import load_strategy
@@ -22,16 +21,17 @@ from tasks import registry
 from tasks.baseline import champion_on_eval_set_task
 from tasks.embed import embed_catalog_task
 from tasks.evaluate import evaluate_task
-from tasks.index import QueryParams, build_index_task, table_name
-from tasks.promote import GateConfig, gate, promote_task
+from tasks.index import QueryParams, build_index_task, table_dir, table_name
+from tasks.promote import ReviewPolicy
 from tasks.report import write_report
 from tasks.shopper import shopper_queries_task
 from tasks.train import train_encoder_task
 from tasks.validate import validate_catalog_task
-from tasks.versioning import git_commit, version_data_task
+from tasks.versioning import git_commit, track_dir_task, version_data_task
+from flows.promote import finish, review_and_promote, review_page
 
 
-class RetrainParams(BaseModel):
+class RetrainParams(ReviewPolicy):
     """Parameters of a retrain run (rendered as a form in the Prefect UI)."""
 
     preset: str = Field("lit-lite0-minilm", description="encoder preset in models/configs (or a JSON path)")
@@ -44,13 +44,11 @@ class RetrainParams(BaseModel):
     instance_weight: float | None = Field(None, ge=0, description="weight of the shopper-photo instance loss; empty: the strategy's")
     seed: int = Field(0, description="random seed (heads init, batch order, augmentation draws)")
     shopper_queries: int | None = Field(None, ge=1, description="shopper-photo queries (test products); empty: all")
-    auto_approve: bool = Field(False, description="promote without a reviewer when the gate passes (recorded as such)")
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="stop the run when more catalog rows than this fail validation")
     ann_min_rows: int = Field(10_000, ge=1, description="build an IVF_PQ index when the table has at least this many rows")
     nprobes: int = Field(20, ge=1, description="IVF partitions searched per query")
     refine_factor: int = Field(10, ge=1, description="re-rank refine_factor x k candidates with full vectors")
-    gate: GateConfig = Field(default_factory=GateConfig)
-    push_data: bool = Field(True, description="dvc push the catalog to the configured remote")
+    push_data: bool = Field(True, description="dvc push the catalog and the index to the configured remote")
     progress: bool = Field(True, description="show progress bars")
 
 
@@ -65,6 +63,9 @@ def timed(seconds: dict, stage: str):
 def retrain(params: RetrainParams = RetrainParams()) -> dict:
     s = get_settings()
     log = get_run_logger()
+    if params.approval == "reviewer" and not s.reviewers:
+        raise ValueError("approval=reviewer but no reviewers are configured: set LENSFLOW_REVIEWERS (comma-separated names), "
+                         "or choose approval=auto-approve or approval=later")
     took: dict[str, float] = {}
     with timed(took, "version_data"):
         data = version_data_task(s.root, s.data_path, s.path(s.dvc_remote), push=params.push_data)
@@ -108,6 +109,10 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
         with timed(took, "index"):
             index = build_index_task(s.lancedb_path, table_name(s.registered_model, version), checked.valid, vectors, meta,
                                      ann_min_rows=params.ann_min_rows, query=QueryParams(params.nprobes, params.refine_factor))
+            if "://" not in index.uri:
+                tracked = track_dir_task(s.root, s.path(s.dvc_remote), table_dir(index.uri, index.table), push=params.push_data)
+                if tracked != index.fingerprint:
+                    raise RuntimeError(f"DVC recorded md5 {tracked} for {index.table}, but it was built with {index.fingerprint}")
         import lancedb
 
         table = lancedb.connect(index.uri).open_table(index.table)
@@ -123,25 +128,16 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
         if baseline:
             registry.log_metrics(c, run_id, {f"champion.{k}": v for k, v in champ.items()})
         report = work / "eval"
-        table_md = write_report(report, result, baseline.result if baseline else None, champ_version, checked.valid,
+        write_report(report, result, baseline.result if baseline else None, champ_version, checked.valid,
                                 s.data_path, {"index": index.as_dict()})
         c.log_artifacts(run_id, str(report), "evaluation")
         registry.set_tags(c, s.registered_model, version, {
             "index.uri": index.uri, "index.table": index.table, "index.version": str(index.version),
             "index.rows": str(index.rows), "index.fingerprint": index.fingerprint, "index.ann": index.ann or {},
+            "index.tracked": "dvc" if "://" not in index.uri else "object store",
             "metrics": result.metrics, "eval_set_md5": result.eval_set_md5, "status": "ready",
             "compared_with": {"champion_version": champ_version, "metrics": champ} if baseline else {}})
         c.set_registered_model_alias(s.registered_model, registry.CHALLENGER, str(version))
-
-        create_markdown_artifact(
-            key="retrain-evaluation",
-            markdown=f"## {s.registered_model} v{version} (challenger) vs the champion on the same eval set\n\n"
-                     f"eval set md5 `{result.eval_set_md5}`, data `{data.md5}`, strategy `{cfg.strategy}`, MLflow run `{run_id}`\n\n"
-                     + table_md,
-            description="challenger vs champion, same evaluation set")
-        with timed(took, "promote"):
-            decision = gate(result.metrics, champ, params.gate, champ_version)
-            outcome = promote_task(c, s.registered_model, version, decision, params.auto_approve)
         registry.log_metrics(c, run_id, {f"stage_seconds.{k}": v for k, v in took.items()})
         c.set_terminated(run_id, "FINISHED")
     except BaseException as exc:
@@ -151,16 +147,22 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    champ_run = registry.version_tags(c.get_model_version(s.registered_model, str(champ_version))).get("run_id") if baseline else None
+    page = review_page(s, c, version, run_id, result.metrics, champ_version, champ, champ_run,
+                       {"data md5": data.md5, "eval set md5": result.eval_set_md5, "strategy": cfg.strategy,
+                        "index": f"{index.table} v{index.version} ({index.fingerprint})"})
+    with timed(took, "promote"):
+        outcome, decision = review_and_promote(s, c, version, page, result.metrics, champ_version, champ, params)
     summary = {
         "outcome": outcome, "version": version, "run_id": run_id, "data_md5": data.md5,
         "catalog_rows": checked.n_rows, "quarantined_rows": checked.n_quarantined, "index": index.as_dict(),
         "metrics": result.metrics, "champion_metrics": champ, "eval_set_md5": result.eval_set_md5, "strategy": cfg.strategy,
-        "epochs_run": len(trained.history), "gate": {"passed": decision.passed, "reasons": decision.reasons, "champion_version": champ_version},
+        "epochs_run": len(trained.history), "gate": decision,
         "train_seconds": round(trained.seconds, 1), "feature_seconds": round(trained.feature_seconds, 1),
         "stage_seconds": took,
     }
     log.info("retrain finished: %s", json.dumps({k: summary[k] for k in ("outcome", "version", "data_md5")}))
-    return summary
+    return finish(outcome, version, summary)
 
 
 def _slug(text: str) -> str:

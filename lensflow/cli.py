@@ -25,6 +25,12 @@ def _settings():
     return s
 
 
+def _prefect_api_url() -> str | None:
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(code)
@@ -72,7 +78,9 @@ def data_sample(
 @app.command()
 def retrain(
     limit: Optional[int] = typer.Option(None, "--limit", help="(re)build the sample catalog with N products first"),
-    auto_approve: bool = typer.Option(False, "--auto-approve", help="promote when the gate passes, recorded as auto-approved"),
+    approval: Optional[str] = typer.Option(None, "--approval", help="reviewer (pause for a reviewer; needs a Prefect server, "
+                                           "see `make up`) | auto-approve | later (stop after the gate; review with the promote flow)"),
+    auto_approve: bool = typer.Option(False, "--auto-approve", help="same as --approval auto-approve (recorded as auto-approved)"),
     preset: str = typer.Option("lit-lite0-minilm", "--preset", help="encoder preset (models/configs) or JSON path"),
     strategy: str = typer.Option("heads", "--strategy", help="fine-tuning strategy: heads | partial | full"),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="maximum epochs (default: the strategy's)"),
@@ -80,6 +88,14 @@ def retrain(
 ) -> None:
     """Run the retrain flow on the catalog in data/."""
     s = _settings()
+    if auto_approve and approval not in (None, "auto-approve"):
+        _fail(f"--auto-approve contradicts --approval {approval}", 2)
+    approval = "auto-approve" if auto_approve else approval or "reviewer"
+    if approval not in ("reviewer", "auto-approve", "later"):
+        _fail(f"--approval must be reviewer, auto-approve or later, not {approval!r}", 2)
+    if approval == "reviewer" and not _prefect_api_url():
+        _fail("a reviewer can only approve a run that a Prefect server knows about: start the platform (`make up`) and "
+              "trigger the `retrain` deployment, or set PREFECT_API_URL; otherwise pass --auto-approve or --approval later", 2)
     if limit is not None:
         is_sample, current = _sample_limit(s.data_path)
         if not is_sample:
@@ -92,7 +108,7 @@ def retrain(
 
     t0 = time.perf_counter()
     try:
-        summary = retrain_flow(params=RetrainParams(preset=preset, strategy=strategy, epochs=epochs, auto_approve=auto_approve,
+        summary = retrain_flow(params=RetrainParams(preset=preset, strategy=strategy, epochs=epochs, approval=approval,
                                                     progress=sys.stderr.isatty() or not json_out))
     except (CatalogError, ValidationFailed, ValueError) as exc:
         _fail(str(exc))
@@ -112,6 +128,7 @@ def retrain(
            f"  (same product among {summary['catalog_rows']})"] if "shopper_recall_at_1" in m else []),
         f"zero-shot acc    {m['zero_shot_accuracy']:.3f}" + (f"   ANN recall@10 vs exact {m['index_recall_at_10']:.3f}" if "index_recall_at_10" in m else ""),
         f"gate             {'passed' if summary['gate']['passed'] else 'failed: ' + '; '.join(summary['gate']['reasons'])}",
+        *([f"review           {r['outcome']} by {r['reviewer']}: {r['comment']}"] if (r := summary['gate'].get('review')) else []),
         f"time             {summary['wall_seconds']} s (tower features {summary['feature_seconds']} s, {summary['strategy']} training {summary['train_seconds']} s, {summary['epochs_run']} epochs)",
         "stages           " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["stage_seconds"].items()),
     ]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def find_root() -> Path:
@@ -34,6 +35,19 @@ class Settings(BaseSettings):
     reports_dir: Path = Path("reports")
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     loader_workers: int = Field(1, ge=0, description="processes that decode and augment images beside the model (0: in-process)")
+    reviewers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="names allowed to approve or reject a promotion (comma-separated in LENSFLOW_REVIEWERS)")
+    mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="MLflow UI, for links in review pages")
+    prefect_port: int = 4200
+    mlflow_port: int = 5000
+    work_pool: str = "lensflow-process"
+
+    @field_validator("reviewers", mode="before")
+    @classmethod
+    def _split_names(cls, value):
+        if isinstance(value, str):
+            value = value.split(",")
+        return [str(v).strip() for v in value if str(v).strip()]
 
     def path(self, p: Path | str) -> Path:
         p = Path(p)

@@ -11,7 +11,7 @@ import numpy as np
 from lensflow.settings import Settings
 from tasks.index import table_dir, table_metadata, vector_search
 from tasks.registry import CHAMPION, client, get_alias, version_tags
-from tasks.versioning import dir_md5
+from tasks.versioning import DvcError, dir_md5, restore_dir
 
 
 class NoChampion(LookupError):
@@ -43,11 +43,26 @@ class Champion:
 
 
 def resolve_champion(settings: Settings) -> Champion:
+    try:
+        return resolve_version(settings)
+    except NoChampion as exc:
+        raise NoChampion(f"{exc} (run `lensflow retrain --auto-approve` first)") from None
+
+
+def resolve_version(settings: Settings, version: int | None = None, alias: str = CHAMPION) -> Champion:
+    """A model version (by number, or behind `alias`) with its lensflow tags."""
+    from mlflow.exceptions import MlflowException
+
     c = client(settings.tracking_uri)
-    mv = get_alias(c, settings.registered_model, CHAMPION)
-    if mv is None:
-        raise NoChampion(f"no '{CHAMPION}' version of model {settings.registered_model!r} at {settings.tracking_uri} "
-                         "(run `lensflow retrain --auto-approve` first)")
+    if version is None:
+        mv = get_alias(c, settings.registered_model, alias)
+        if mv is None:
+            raise NoChampion(f"no '{alias}' version of model {settings.registered_model!r} at {settings.tracking_uri}")
+    else:
+        try:
+            mv = c.get_model_version(settings.registered_model, str(version))
+        except MlflowException as exc:
+            raise NoChampion(f"model {settings.registered_model!r} has no version {version}") from exc
     return Champion(settings.registered_model, int(mv.version), version_tags(mv), mv.source)
 
 
@@ -77,6 +92,19 @@ def index_problems(champ: Champion) -> list[str]:
         if fp != idx["fingerprint"]:
             problems.append(f"index fingerprint {fp} differs from the recorded {idx['fingerprint']}")
     return problems
+
+
+def restore_index(settings: Settings, champ: Champion) -> bool:
+    """Pull the champion's index directory from the DVC remote by its recorded md5 when it is not on disk.
+    Returns whether it was restored; what comes back is verified by `index_problems` like any index."""
+    idx = champ.index
+    if not idx["uri"] or not idx["table"] or "://" in idx["uri"] or not idx["fingerprint"]:
+        return False
+    path = table_dir(idx["uri"], idx["table"])
+    if path.exists():
+        return False
+    restore_dir(settings.root, settings.path(settings.dvc_remote), path, idx["fingerprint"])
+    return True
 
 
 def status(settings: Settings) -> dict:
@@ -110,12 +138,17 @@ class Served:
 
 
 def load_champion(settings: Settings, device: str = "cpu") -> Served:
-    """The champion encoder and exactly its index; IndexMismatch when they do not match."""
+    """The champion encoder and exactly its index (pulled from DVC when missing); IndexMismatch when they
+    do not match."""
     import lancedb
 
     from models.encoder import load_encoder
 
     champ = resolve_champion(settings)
+    try:
+        restore_index(settings, champ)
+    except DvcError as exc:
+        raise IndexMismatch(f"refusing to serve {champ.name} v{champ.version}: its index is not on disk and {exc}") from exc
     problems = index_problems(champ)
     if problems:
         raise IndexMismatch(f"refusing to serve {champ.name} v{champ.version}: " + "; ".join(problems))

@@ -1,25 +1,36 @@
-"""The promotion gate and the move of the `champion` alias."""
+"""The promotion gate, the approval record and the move of the `champion` alias (always last)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass, field
 
-from tasks import stage
 from pydantic import BaseModel, Field
 
+from tasks import stage
+from tasks.approval import ApprovalPolicy, Review, now
 from tasks.registry import CHAMPION, get_alias, set_tags, version_tags
 
 
 class GateConfig(BaseModel):
-    """No gated metric may fall more than `tolerance` below the champion's; floors always hold."""
+    """No gated metric may fall more than its tolerance below the champion's; floors always hold."""
 
     metrics: list[str] = Field(default=["image_precision_at_10", "text_precision_at_10", "image_ndcg_at_10"],
                                description="metrics compared with the champion")
     tolerance: float = Field(default=0.01, ge=0, description="allowed drop vs the champion, absolute")
+    tolerances: dict[str, float] = Field(default={}, description="per-metric allowed drop (overrides `tolerance`)")
     floors: dict[str, float] = Field(default={"image_precision_at_10": 0.5, "text_precision_at_10": 0.5},
                                      description="absolute minimum per metric")
+
+
+class ReviewPolicy(BaseModel):
+    """How a registered version gets to be champion: the gate, then who decides and how long they have."""
+
+    approval: ApprovalPolicy = Field("reviewer", description="reviewer: pause for a reviewer's decision in the Prefect UI; "
+                                     "auto-approve: promote when the gate passes (recorded as such); later: stop after the gate")
+    approval_timeout_s: int = Field(172_800, ge=1, description="how long to wait for a reviewer before rejecting (seconds)")
+    approval_poll_s: int = Field(10, ge=1, description="how often the paused run checks for a decision (seconds)")
+    gate: GateConfig = Field(default_factory=GateConfig)
 
 
 @dataclass
@@ -42,10 +53,11 @@ def gate(challenger: dict[str, float], champion: dict[str, float] | None, cfg: G
     if champion:
         for name in cfg.metrics:
             new, old = challenger.get(name), champion.get(name)
+            tol = cfg.tolerances.get(name, cfg.tolerance)
             if new is None:
                 reasons.append(f"{name} missing from the challenger's metrics")
-            elif old is not None and new < old - cfg.tolerance:
-                reasons.append(f"{name} {new:.4f} regresses from the champion's {old:.4f} (tolerance {cfg.tolerance})")
+            elif old is not None and new < old - tol:
+                reasons.append(f"{name} {new:.4f} regresses from the champion's {old:.4f} (tolerance {tol})")
     return GateDecision(not reasons, reasons, champion_version)
 
 
@@ -56,20 +68,44 @@ def champion_metrics(c, name: str) -> tuple[int | None, dict | None]:
     return int(mv.version), json.loads(version_tags(mv).get("metrics", "{}"))
 
 
-def promote(c, name: str, version: int, decision: GateDecision, auto_approve: bool) -> str:
-    """Record the gate and approval on the version, then (last) move `champion`. Returns the outcome."""
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+def promote(c, name: str, version: int, decision: GateDecision, policy: ApprovalPolicy, review: Review | None = None) -> str:
+    """Record the gate and the approval on the version, then (last) move `champion`.
+
+    Returns the outcome: promoted, rejected, timed-out, awaiting-approval (policy `later`) or superseded
+    (the champion changed after the comparison was made, so it no longer holds).
+    """
     set_tags(c, name, version, {"gate": "passed" if decision.passed else "failed", "gate_reasons": decision.reasons})
     if not decision.passed:
-        set_tags(c, name, version, {"status": "rejected", "rejected_reason": "gate: " + "; ".join(decision.reasons)})
+        set_tags(c, name, version, {"status": "rejected", "rejected_at": now(), "rejected_by": "gate",
+                                    "rejected_reason": "gate: " + "; ".join(decision.reasons)})
         return "rejected"
-    if not auto_approve:
+    if policy == "later":
         set_tags(c, name, version, {"status": "awaiting-approval"})
         return "awaiting-approval"
-    set_tags(c, name, version, {"approval": "auto-approve", "approved_by": "policy:auto-approve", "approved_at": now,
-                                "approval_comment": "headless run with an explicit auto-approve policy",
-                                "previous_champion": str(decision.champion_version or ""), "status": "champion"})
+    if policy == "auto-approve":
+        review = Review("approved", "policy:auto-approve", "headless run with an explicit auto-approve policy", now())
+    elif review is None:
+        raise ValueError("the `reviewer` policy needs a Review")
+    if review.refused:
+        set_tags(c, name, version, {"approval_refused": review.refused})
+    if review.outcome != "approved":
+        reason = (f"reviewer {review.reviewer}: {review.comment}" if review.outcome == "rejected"
+                  else f"approval timed out: {review.comment}")
+        set_tags(c, name, version, {"status": "rejected", "rejected_at": review.at, "rejected_by": review.reviewer or "timeout",
+                                    "rejected_reason": reason})
+        return "rejected" if review.outcome == "rejected" else "timed-out"
+    current, _ = champion_metrics(c, name)
+    if current != decision.champion_version:
+        set_tags(c, name, version, {"status": "superseded", "superseded_reason":
+                                    f"approved by {review.reviewer}, but the champion moved from v{decision.champion_version} "
+                                    f"to v{current} after the comparison: run the promote flow again"})
+        return "superseded"
+    set_tags(c, name, version, {"approval": policy, "approved_by": review.reviewer, "approved_at": review.at,
+                                "approval_comment": review.comment, "previous_champion": str(current or ""),
+                                "status": "champion"})
     c.set_registered_model_alias(name, CHAMPION, str(version))
+    if current is not None:
+        set_tags(c, name, current, {"status": "retired", "retired_at": now(), "succeeded_by": str(version)})
     return "promoted"
 
 

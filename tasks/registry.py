@@ -64,6 +64,11 @@ def version_tags(mv) -> dict[str, str]:
     return {k[len(TAG):]: v for k, v in (mv.tags or {}).items() if k.startswith(TAG)}
 
 
+def json_tag(tags: dict[str, str], key: str) -> dict:
+    """A JSON-valued tag as a dict ({} when absent or empty)."""
+    return json.loads(tags.get(key) or "{}") or {}
+
+
 def get_alias(c, name: str, alias: str):
     """The model version behind an alias, or None when the alias (or the model) does not exist."""
     from mlflow.exceptions import MlflowException

@@ -94,3 +94,36 @@ def git_commit(root: Path) -> str:
 
 
 version_data_task = stage(version_data, name="version-data", retries=1)
+
+
+def dvc_pointer(path: Path) -> Path:
+    return path.parent / f"{path.name}.dvc"
+
+
+def track_dir(root: Path, remote: Path, path: Path, push: bool = True) -> str:
+    """`dvc add` a directory (an index) and push it to the remote. Returns its DVC md5."""
+    ensure_dvc(root, remote)
+    path = Path(path).resolve()
+    if not path.is_relative_to(Path(root).resolve()):
+        raise DvcError(f"{path} is outside the DVC repository {root}: put the LanceDB directory under the project root "
+                       "(LENSFLOW_LANCEDB_URI) or use an object-store URI")
+    run_dvc(root, "add", "-q", str(path))
+    if push:
+        run_dvc(root, "push", "-q", str(dvc_pointer(path)))
+    return read_dvc_md5(dvc_pointer(path))
+
+
+def restore_dir(root: Path, remote: Path, path: Path, md5: str) -> None:
+    """Bring back a tracked directory by its md5 from the DVC remote (the pointer is rewritten from the md5,
+    so a deleted or edited .dvc file does not matter)."""
+    ensure_dvc(root, remote)
+    path = Path(path).resolve()
+    if not md5 or not md5.endswith(".dir"):
+        raise DvcError(f"cannot restore {path}: {md5!r} is not the DVC md5 of a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dvc_pointer(path).write_text(yaml.safe_dump({"outs": [{"md5": md5, "hash": "md5", "path": path.name}]}, sort_keys=False))
+    try:
+        run_dvc(root, "pull", "-q", str(dvc_pointer(path)))
+    except DvcError as exc:
+        raise DvcError(f"could not restore {path.name} (md5 {md5}) from the DVC remote: {exc}") from exc
+track_dir_task = stage(track_dir, name="track-index", retries=1)

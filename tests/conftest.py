@@ -71,3 +71,52 @@ def prefect_harness():
 
 
 needs_fashion_mnist = pytest.mark.skipif(not FASHION_MNIST.exists(), reason="Debian package dataset-fashion-mnist not installed (make test installs it)")
+
+
+@pytest.fixture
+def reviewer():
+    """Answer the next paused flow runs, in order, with the given approval forms (from a background thread,
+    through Prefect's API, as a reviewer in the UI would). Returns a function taking the list of answers."""
+    import threading
+    import time
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.flow_runs import resume_flow_run
+
+    stop = threading.Event()
+    answered: list[tuple[str, dict]] = []
+
+    def run(answers: list[dict]) -> None:
+        seen: set[tuple] = set()
+        pending = list(answers)
+        while pending and not stop.is_set():
+            with get_client(sync_client=True) as client:
+                paused = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+            for fr in paused:
+                key = (fr.id, fr.state.state_details.pause_key)
+                keyset = fr.state.state_details.run_input_keyset
+                if key in seen or not keyset or not _form_saved(fr.id, keyset):
+                    continue
+                seen.add(key)
+                resume_flow_run(fr.id, run_input=pending[0])
+                answered.append((str(fr.id), pending.pop(0)))
+                break
+            time.sleep(0.3)
+
+    def _form_saved(flow_run_id, keyset) -> bool:
+        try:
+            with get_client(sync_client=True) as client:
+                client.read_flow_run_input(flow_run_id, keyset["schema"])
+            return True
+        except Exception:  # 404 until the paused run has saved its form
+            return False
+
+    def start(answers: list[dict]) -> list:
+        threading.Thread(target=run, args=(answers,), daemon=True).start()
+        return answered
+
+    yield start
+    stop.set()

@@ -4,7 +4,9 @@
 import lancedb
 import pytest
 
+from flows.promote import PromoteParams, promote
 from flows.retrain import RetrainParams, retrain
+from lensflow.settings import get_settings
 from tasks.champion import IndexMismatch, load_champion, search, status
 from tasks.promote import GateConfig
 from tasks.registry import client, version_tags
@@ -13,7 +15,7 @@ pytestmark = pytest.mark.flow
 
 
 def tiny_params(**kw):
-    base = dict(preset="tiny", epochs=3, batch_size=8, auto_approve=True, progress=False,
+    base = dict(preset="tiny", epochs=3, batch_size=8, approval="auto-approve", progress=False,
                 gate=GateConfig(floors={}, tolerance=1.0))
     return RetrainParams(**(base | kw))
 
@@ -53,7 +55,7 @@ def test_retrain_end_to_end_then_second_version(project, tiny_catalog, prefect_h
     assert second["champion_metrics"] == pytest.approx(first["metrics"], abs=1e-6)
     from prefect.artifacts import Artifact
 
-    table = Artifact.get("retrain-evaluation").data
+    table = Artifact.get("promotion-review").data
     assert "challenger" in table and "champion v1" in table and "image_precision_at_10" in table
     assert status(project)["champion"]["version"] == 2 and status(project)["consistent"]
 
@@ -87,9 +89,104 @@ def test_failed_run_leaves_the_champion_untouched(project, tiny_catalog, prefect
     assert status(project) == before
 
 
-def test_auto_approve_off_waits_for_a_reviewer(project, tiny_catalog, prefect_harness):
-    out = retrain(params=tiny_params(auto_approve=False))
-    assert out["outcome"] == "awaiting-approval"
-    assert status(project)["champion"] is None
+def test_reviewer_approves_and_a_stranger_cannot(project, tiny_catalog, prefect_harness, reviewer, monkeypatch):
+    monkeypatch.setenv("LENSFLOW_REVIEWERS", "alice, bob")
+    get_settings.cache_clear()
+    answered = reviewer([{"decision": "approve", "reviewer": "mallory", "comment": "ship it"},
+                         {"decision": "approve", "reviewer": "alice", "comment": "better on every metric"}])
+    out = retrain(params=tiny_params(approval="reviewer", approval_poll_s=1))
+    assert out["outcome"] == "promoted" and len(answered) == 2
+    assert out["gate"]["review"]["reviewer"] == "alice" and "mallory" in out["gate"]["review"]["refused"][0]
+    st = status(project)
+    assert st["champion"]["version"] == 1 and st["consistent"]
     tags = version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "1"))
+    assert tags["approval"] == "reviewer" and tags["approved_by"] == "alice" and tags["approved_at"]
+    assert tags["approval_comment"] == "better on every metric" and "not on the reviewer allow-list" in tags["approval_refused"]
+    from prefect.artifacts import Artifact
+
+    page = Artifact.get("promotion-review").data
+    assert "v1 (challenger)" in page and "/#/experiments/" in page and "**Gate:** passed" in page
+
+
+def test_reviewer_rejects_and_champion_stays(project, tiny_catalog, prefect_harness, reviewer, monkeypatch):
+    retrain(params=tiny_params())
+    monkeypatch.setenv("LENSFLOW_REVIEWERS", "alice")
+    get_settings.cache_clear()
+    reviewer([{"decision": "reject", "reviewer": "alice", "comment": "shopper recall looks off"}])
+    state = retrain(params=tiny_params(approval="reviewer", approval_poll_s=1, seed=1), return_state=True)
+    assert state.is_completed() and state.name == "Rejected"
+    assert state.result()["outcome"] == "rejected"
+    assert status(project)["champion"]["version"] == 1 and status(project)["consistent"]
+    tags = version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "2"))
+    assert tags["status"] == "rejected" and tags["rejected_by"] == "alice" and "shopper recall looks off" in tags["rejected_reason"]
+    assert "approval" not in tags
+
+
+def test_review_timeout_rejects_and_champion_stays(project, tiny_catalog, prefect_harness, monkeypatch):
+    retrain(params=tiny_params())
+    monkeypatch.setenv("LENSFLOW_REVIEWERS", "alice")
+    get_settings.cache_clear()
+    state = retrain(params=tiny_params(approval="reviewer", approval_timeout_s=2, approval_poll_s=1), return_state=True)
+    assert state.is_failed()
+    assert status(project)["champion"]["version"] == 1 and status(project)["consistent"]
+    tags = version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "2"))
+    assert tags["status"] == "rejected" and tags["rejected_by"] == "timeout" and "timed out" in tags["rejected_reason"]
+
+
+def test_reviewer_policy_needs_reviewers(project, tiny_catalog, prefect_harness):
+    with pytest.raises(ValueError, match="LENSFLOW_REVIEWERS"):
+        retrain(params=tiny_params(approval="reviewer"))
+    assert client(project.tracking_uri).search_registered_models() == []
+
+
+def test_deferred_review_then_promote_flow(project, tiny_catalog, prefect_harness, reviewer, monkeypatch):
+    first = retrain(params=tiny_params())
+    out = retrain(params=tiny_params(approval="later", seed=2))
+    assert out["outcome"] == "awaiting-approval" and out["gate"]["champion_version"] == 1
+    assert status(project)["champion"]["version"] == 1
+    tags = version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "2"))
     assert tags["status"] == "awaiting-approval" and "approval" not in tags
+    monkeypatch.setenv("LENSFLOW_REVIEWERS", "bob")
+    get_settings.cache_clear()
+    reviewer([{"decision": "approve", "reviewer": "bob", "comment": "reviewed on Monday"}])
+    done = promote(params=PromoteParams(approval="reviewer", approval_poll_s=1, gate=GateConfig(floors={}, tolerance=1.0)))
+    assert done["outcome"] == "promoted" and done["version"] == 2 and done["gate"]["champion_version"] == 1
+    assert status(project)["champion"]["version"] == 2 and status(project)["consistent"]
+    assert version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "1"))["status"] == "retired"
+    with pytest.raises(ValueError, match="already the champion"):
+        promote(params=PromoteParams(version=2, approval="auto-approve"))
+    assert first["version"] == 1
+
+
+def test_missing_index_is_pulled_from_dvc_by_md5(project, tiny_catalog, prefect_harness):
+    import shutil
+
+    from tasks.index import table_dir
+
+    retrain(params=tiny_params())
+    idx = status(project)["champion"]["index"]
+    path = table_dir(idx["uri"], idx["table"])
+    shutil.rmtree(path)
+    (path.parent / f"{path.name}.dvc").unlink()              # the pointer too: the md5 on the model version is enough
+    shutil.rmtree(project.root / ".dvc" / "cache")          # and the local cache: it must come from the remote
+    assert status(project)["consistent"] is False
+    served = load_champion(project)
+    assert served.table.count_rows() == len(tiny_catalog) and status(project)["consistent"]
+    assert search(served, text="Red shirt", k=3)
+
+
+def test_another_versions_index_is_refused(project, tiny_catalog, prefect_harness):
+    import shutil
+
+    from tasks.index import table_dir
+
+    retrain(params=tiny_params())
+    retrain(params=tiny_params(seed=1))
+    champ = status(project)["champion"]
+    assert champ["version"] == 2
+    uri = champ["index"]["uri"]
+    v2 = table_dir(uri, champ["index"]["table"])
+    shutil.rmtree(v2)
+    shutil.copytree(table_dir(uri, "lensflow-encoder-v1"), v2)  # v1's table under v2's name
+    with pytest.raises(IndexMismatch, match=r"built for lensflow-encoder v1, not lensflow-encoder v2"):
+        load_champion(project)

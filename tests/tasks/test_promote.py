@@ -23,15 +23,15 @@ def test_promotion_moves_champion_only_on_pass_and_approval(project):
     c = client(project.tracking_uri)
     v1 = _version(c, {"p": 0.8})
     cfg = GateConfig(metrics=["p"], floors={})
-    assert promote(c, "m", v1, gate({"p": 0.8}, None, cfg), auto_approve=False) == "awaiting-approval"
+    assert promote(c, "m", v1, gate({"p": 0.8}, None, cfg), "later") == "awaiting-approval"
     assert get_alias(c, "m", CHAMPION) is None
-    assert promote(c, "m", v1, gate({"p": 0.8}, None, cfg), auto_approve=True) == "promoted"
+    assert promote(c, "m", v1, gate({"p": 0.8}, None, cfg), "auto-approve") == "promoted"
     tags = version_tags(get_alias(c, "m", CHAMPION))
     assert tags["approval"] == "auto-approve" and tags["approved_by"] == "policy:auto-approve" and tags["approved_at"]
     v2 = _version(c, {"p": 0.5})
     champ_v, champ = champion_metrics(c, "m")
     decision = gate({"p": 0.5}, champ, cfg, champ_v)
-    assert promote(c, "m", v2, decision, auto_approve=True) == "rejected"
+    assert promote(c, "m", v2, decision, "auto-approve") == "rejected"
     assert int(get_alias(c, "m", CHAMPION).version) == v1
     rejected = version_tags(c.get_model_version("m", str(v2)))
     assert rejected["status"] == "rejected" and "regresses" in rejected["rejected_reason"]
