@@ -13,12 +13,14 @@ export MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_
 export PREFECT_HOME := $(CURDIR)/.prefect
 export TQDM_MININTERVAL ?= 2
 
-.PHONY: help install system-deps demo test test-fast bench-quality clean
+.PHONY: help install system-deps demo test test-fast bench-quality up down clean
 
 help:
 	@echo "make demo       install, build the sample catalog, run the retrain flow, print a summary"
 	@echo "make test       install, then run every test tier CI checks"
 	@echo "make test-fast  the fast inner loop (no real weights, no subprocess CLI runs)"
+	@echo "make up         start Prefect server + worker + deployments and the MLflow UI on 127.0.0.1"
+	@echo "make down       stop what make up started"
 	@echo "make bench-quality  frozen features vs the heads and partial strategies on the catalog in data/"
 
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -50,10 +52,16 @@ test: install system-deps
 	$(BIN)/python -m pytest -q
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not real and not cli"
+	$(BIN)/python -m pytest -q -m "not real and not cli and not integration"
 
 bench-quality: install
 	$(BIN)/python -m benchmarks.quality --strategies $(or $(STRATEGIES),heads,partial)
 
-clean:
-	rm -rf lancedb mlflow/mlflow.db mlflow/artifacts reports .cache .prefect dvc-remote
+up: install
+	LENSFLOW_REVIEWERS="$${LENSFLOW_REVIEWERS-$$(id -un)}" $(BIN)/lensflow up
+
+down:
+	@if [ -x $(BIN)/lensflow ]; then $(BIN)/lensflow down; else echo "nothing to stop (not installed)"; fi
+
+clean: down
+	rm -rf lancedb mlflow/mlflow.db mlflow/artifacts reports .cache .prefect .platform dvc-remote

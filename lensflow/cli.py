@@ -183,6 +183,25 @@ def search(
         typer.echo(f"{r['score']:.4f}  {r['product_id']:<14} {r['category']:<12} {r['title']}")
 
 
+@app.command()
+def up(no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not start the MLflow UI")) -> None:
+    """Start the local platform on 127.0.0.1: Prefect server, work pool + worker, deployments, MLflow UI."""
+    from lensflow.platform import Platform, PlatformError
+
+    try:
+        Platform(_settings()).up(mlflow=not no_mlflow, log=typer.echo)
+    except PlatformError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def down() -> None:
+    """Stop what `lensflow up` started (workers first, then the servers)."""
+    from lensflow.platform import Platform
+
+    Platform(_settings()).down(log=typer.echo)
+
+
 def main() -> None:
     app()
 

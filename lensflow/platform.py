@@ -1,0 +1,210 @@
+"""The local platform on 127.0.0.1: Prefect server, a process work pool and its worker, the deployments of
+prefect.yaml, and the MLflow UI. `lensflow up` starts what is not running; `lensflow down` stops what it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from lensflow.runtime import OFFLINE_ENV
+from lensflow.settings import Settings
+
+HOST = "127.0.0.1"
+
+
+class PlatformError(RuntimeError):
+    pass
+
+
+def code_root(settings: Settings) -> Path:
+    """The folder holding prefect.yaml: the project root, else the checkout lensflow runs from."""
+    for folder in (settings.root, Path(__file__).resolve().parents[1]):
+        if (folder / "prefect.yaml").exists():
+            return folder
+    raise PlatformError(f"no prefect.yaml in {settings.root} or in the lensflow checkout")
+
+
+def work_pools(prefect_yaml: Path) -> list[str]:
+    spec = yaml.safe_load(prefect_yaml.read_text()) or {}
+    return sorted({d["work_pool"]["name"] for d in spec.get("deployments", []) if d.get("work_pool", {}).get("name")})
+
+
+@dataclass
+class Platform:
+    settings: Settings
+
+    @property
+    def state_dir(self) -> Path:
+        return self.settings.path(".platform")
+
+    @property
+    def prefect_url(self) -> str:
+        return f"http://{HOST}:{self.settings.prefect_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{HOST}:{self.settings.mlflow_port}"
+
+    def env(self) -> dict[str, str]:
+        env = {**OFFLINE_ENV, **os.environ}
+        env.setdefault("PREFECT_HOME", str(self.settings.path(".prefect")))
+        env["PREFECT_API_URL"] = f"{self.prefect_url}/api"
+        env["PREFECT_SERVER_API_HOST"] = HOST
+        env["PREFECT_SERVER_API_PORT"] = str(self.settings.prefect_port)
+        env["PREFECT_UI_API_URL"] = f"{self.prefect_url}/api"
+        env["LENSFLOW_ROOT"] = str(self.settings.root)
+        return env
+
+    def _bin(self, name: str) -> str:
+        exe = Path(sys.executable).parent / name
+        return str(exe) if exe.exists() else name
+
+    def _pids(self) -> dict[str, int]:
+        f = self.state_dir / "pids.json"
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    def _save_pids(self, pids: dict[str, int]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "pids.json").write_text(json.dumps(pids, indent=2))
+
+    def running(self) -> dict[str, int]:
+        return {name: pid for name, pid in self._pids().items() if _alive(pid)}
+
+    def _start(self, name: str, cmd: list[str], cwd: Path) -> int:
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(cmd, cwd=cwd, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        pids = self._pids()
+        pids[name] = proc.pid
+        self._save_pids(pids)
+        return proc.pid
+
+    def _cli(self, *args: str, cwd: Path) -> str:
+        env = self.env() | {"PWD": str(cwd)}  # prefect.yaml's pull step resolves {{ $PWD }} at deploy time
+        proc = subprocess.run([self._bin("prefect"), *args], cwd=cwd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise PlatformError(f"`prefect {' '.join(args)}` failed:\n{(proc.stdout + proc.stderr).strip()[-3000:]}")
+        return proc.stdout
+
+    def _wait(self, name: str, url: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _ok(url):
+                return
+            pid = self._pids().get(name)
+            if pid and not _alive(pid):
+                raise PlatformError(f"{name} exited while starting; see {self.state_dir / 'logs' / (name + '.log')}")
+            time.sleep(0.5)
+        raise PlatformError(f"{name} did not answer at {url} within {timeout:.0f} s; see {self.state_dir / 'logs' / (name + '.log')}")
+
+    def up(self, mlflow: bool = True, log=print) -> dict:
+        """Start the server, create the pools, deploy everything in prefect.yaml, start one worker per pool
+        and the MLflow UI. Idempotent: what already runs (started by lensflow) is kept."""
+        t0 = time.perf_counter()
+        root = code_root(self.settings)
+        running = self.running()
+        if "prefect-server" not in running:
+            if _ok(f"{self.prefect_url}/api/health"):
+                raise PlatformError(f"port {self.settings.prefect_port} already serves a Prefect API not started by lensflow: "
+                                    "stop it or set LENSFLOW_PREFECT_PORT")
+            self._start("prefect-server", [self._bin("prefect"), "server", "start", "--host", HOST,
+                                           "--port", str(self.settings.prefect_port)], root)
+        self._wait("prefect-server", f"{self.prefect_url}/api/health", 120)
+        log(f"Prefect server  {self.prefect_url}  ({time.perf_counter() - t0:.1f} s)")
+        pools = work_pools(root / "prefect.yaml")
+        for pool in pools:
+            self._cli("work-pool", "create", pool, "--type", "process", "--overwrite", cwd=root)
+        self._cli("--no-prompt", "deploy", "--all", cwd=root)
+        deployments = self.deployments()
+        log(f"deployed        {', '.join(deployments)}  ({time.perf_counter() - t0:.1f} s)")
+        for pool in pools:
+            if f"worker-{pool}" not in running:
+                self._start(f"worker-{pool}", [self._bin("prefect"), "worker", "start", "--pool", pool, "--type", "process"], root)
+        log(f"workers         {', '.join(pools)}")
+        if mlflow:
+            if "mlflow" not in running:
+                if _ok(self.mlflow_url):
+                    raise PlatformError(f"port {self.settings.mlflow_port} is in use by a server not started by lensflow: "
+                                        "stop it or set LENSFLOW_MLFLOW_PORT")
+                self.settings.path("mlflow").mkdir(parents=True, exist_ok=True)
+                self._start("mlflow", [self._bin("mlflow"), "server", "--backend-store-uri", self.settings.tracking_uri,
+                                       "--default-artifact-root", self.settings.artifact_location, "--host", HOST,
+                                       "--port", str(self.settings.mlflow_port), "--workers", "1"], root)
+            self._wait("mlflow", f"{self.mlflow_url}/health", 120)
+            log(f"MLflow UI       {self.mlflow_url}")
+        seconds = round(time.perf_counter() - t0, 1)
+        log(f"up in {seconds} s; logs in {self.state_dir / 'logs'}; `lensflow down` (or `make down`) stops it")
+        return {"prefect": self.prefect_url, "mlflow": self.mlflow_url if mlflow else None, "deployments": deployments,
+                "pools": pools, "seconds": seconds}
+
+    def deployments(self) -> list[str]:
+        with urllib.request.urlopen(urllib.request.Request(
+                f"{self.prefect_url}/api/deployments/filter", data=b"{}", method="POST",
+                headers={"Content-Type": "application/json"}), timeout=10) as r:
+            deps = json.load(r)
+        with urllib.request.urlopen(urllib.request.Request(
+                f"{self.prefect_url}/api/flows/filter", data=b"{}", method="POST",
+                headers={"Content-Type": "application/json"}), timeout=10) as r:
+            flows = {f["id"]: f["name"] for f in json.load(r)}
+        return sorted(f"{flows.get(d['flow_id'], '?')}/{d['name']}" for d in deps)
+
+    def down(self, log=print) -> list[str]:
+        """Stop workers first (SIGINT, as Prefect asks), then the servers. Returns what was stopped."""
+        pids = self._pids()
+        order = sorted(pids, key=lambda n: (not n.startswith("worker-"), n))
+        stopped = []
+        for name in order:
+            if _alive(pids[name]):
+                _stop(pids[name], first=signal.SIGINT if name.startswith("worker-") else signal.SIGTERM)
+                stopped.append(name)
+                log(f"stopped {name} (pid {pids[name]})")
+        (self.state_dir / "pids.json").unlink(missing_ok=True)
+        if not stopped:
+            log("nothing to stop")
+        return stopped
+
+
+def _ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of this process counts as gone
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def _stop(pid: int, first: signal.Signals, grace: float = 20) -> None:
+    """Signal the process group, twice if it lingers, then SIGKILL."""
+    for sig, wait in ((first, grace / 2), (first, grace / 2), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(0.2)

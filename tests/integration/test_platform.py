@@ -1,0 +1,125 @@
+"""The local platform, started the real way: Prefect server, process work pool + worker, `prefect deploy --all`
+from prefect.yaml, MLflow server. A retrain is triggered with `prefect deployment run` on a tiny catalog and
+resumed through Prefect's API with an approving, a rejecting and no answer."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from lensflow.settings import get_settings
+from tasks.registry import client, version_tags
+
+pytestmark = pytest.mark.integration
+
+TINY = {"preset": "tiny", "epochs": 2, "batch_size": 8, "progress": False, "approval_poll_s": 1,
+        "gate": {"floors": {}, "tolerance": 1.0}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def platform(project, tiny_catalog, tmp_path, monkeypatch):
+    from lensflow.platform import Platform
+
+    monkeypatch.setenv("LENSFLOW_REVIEWERS", "alice")
+    monkeypatch.setenv("LENSFLOW_PREFECT_PORT", str(free_port()))
+    monkeypatch.setenv("LENSFLOW_MLFLOW_PORT", str(free_port()))
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    monkeypatch.setenv("PREFECT_WORKER_QUERY_SECONDS", "1")
+    get_settings.cache_clear()
+    p = Platform(get_settings())
+    try:
+        info = p.up(log=print)
+        yield p, info
+    finally:
+        p.down(log=print)
+
+
+def trigger(p, params: dict) -> str:
+    out = subprocess.run([p._bin("prefect"), "deployment", "run", "retrain/weekly", "--params", json.dumps({"params": TINY | params})],
+                         env=p.env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return re.search(r"UUID:\s*([0-9a-f-]{36})", out.stdout).group(1)
+
+
+def wait_for(p, run_id: str, done, timeout: float = 300):
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    deadline = time.monotonic() + timeout
+    with temporary_settings({PREFECT_API_URL: f"{p.prefect_url}/api"}):
+        while time.monotonic() < deadline:
+            with get_client(sync_client=True) as c:
+                fr = c.read_flow_run(run_id)
+            if fr.state and done(fr.state):
+                return fr.state
+            time.sleep(1)
+    log = (p.state_dir / "logs" / "worker-lensflow-process.log").read_text()[-4000:]
+    raise AssertionError(f"flow run {run_id} did not reach the expected state in {timeout} s; last: {fr.state}\n{log}")
+
+
+def resume(p, run_id: str, answer: dict) -> None:
+    from prefect.flow_runs import resume_flow_run
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: f"{p.prefect_url}/api"}):
+        resume_flow_run(run_id, run_input=answer)
+
+
+def champion_tags(project) -> tuple[int, dict]:
+    mv = client(project.tracking_uri).get_model_version_by_alias(project.registered_model, "champion")
+    return int(mv.version), version_tags(mv)
+
+
+def test_deployed_retrain_approve_reject_timeout(platform, project):
+    p, info = platform
+    assert {"retrain/weekly", "promote/review"} <= set(info["deployments"])
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: f"{p.prefect_url}/api"}), get_client(sync_client=True) as c:
+        dep = c.read_deployment_by_name("retrain/weekly")
+    assert dep.schedules and dep.schedules[0].schedule.cron == "0 3 * * 1" and dep.work_pool_name == "lensflow-process"
+    with urllib.request.urlopen(f"{p.mlflow_url}/health", timeout=5) as r:
+        assert r.status == 200
+
+    # 1. approve: the paused run shows the form; alice approves through the API; champion moves to v1
+    run = trigger(p, {})
+    wait_for(p, run, lambda s: s.is_paused())
+    resume(p, run, {"decision": "approve", "reviewer": "alice", "comment": "looks right"})
+    assert wait_for(p, run, lambda s: s.is_final()).is_completed()
+    version, tags = champion_tags(project)
+    assert version == 1 and tags["approved_by"] == "alice" and tags["approval"] == "reviewer"
+    assert tags["approval_comment"] == "looks right" and tags["approved_at"]
+    # the MLflow server (the UI's backend) sees the same registry
+    with urllib.request.urlopen(f"{p.mlflow_url}/api/2.0/mlflow/registered-models/alias?name={project.registered_model}"
+                                "&alias=champion", timeout=10) as r:
+        assert json.load(r)["model_version"]["version"] == "1"
+
+    # 2. reject: v2 is rejected with alice's reason, the champion stays v1
+    run = trigger(p, {"seed": 1})
+    wait_for(p, run, lambda s: s.is_paused())
+    resume(p, run, {"decision": "reject", "reviewer": "alice", "comment": "not convinced"})
+    state = wait_for(p, run, lambda s: s.is_final())
+    assert state.is_completed() and state.name == "Rejected"
+    assert champion_tags(project)[0] == 1
+    v2 = version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "2"))
+    assert v2["status"] == "rejected" and v2["rejected_by"] == "alice" and "not convinced" in v2["rejected_reason"]
+
+    # 3. nobody answers: the pause times out, v3 is rejected, the champion stays v1
+    run = trigger(p, {"seed": 2, "approval_timeout_s": 4})
+    assert wait_for(p, run, lambda s: s.is_final()).is_failed()
+    assert champion_tags(project)[0] == 1
+    v3 = version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "3"))
+    assert v3["status"] == "rejected" and "timed out" in v3["rejected_reason"]
