@@ -14,6 +14,9 @@ app = typer.Typer(help="lensflow: visual product search, retrained and served wi
                   pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Catalog data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+review_app = typer.Typer(help="Promotions waiting for a reviewer (the same decision as the form in the Prefect UI).",
+                         no_args_is_help=True)
+app.add_typer(review_app, name="review")
 
 
 def _settings():
@@ -181,6 +184,74 @@ def search(
         return
     for r in results:
         typer.echo(f"{r['score']:.4f}  {r['product_id']:<14} {r['category']:<12} {r['title']}")
+
+
+def _review_api():
+    """Point Prefect at PREFECT_API_URL, or at the local platform (`lensflow up`) when it is unset."""
+    import os
+
+    s = _settings()
+    if not _prefect_api_url():
+        os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{s.prefect_port}/api"
+    return s
+
+
+@review_app.command("list")
+def review_list(json_out: bool = typer.Option(False, "--json", help="print JSON (with the full review pages)")) -> None:
+    """Paused runs waiting for a decision, with what they compare."""
+    from tasks.approval import pending_reviews
+
+    _review_api()
+    try:
+        pending = pending_reviews()
+    except Exception as exc:  # the API is down or unreachable
+        _fail(f"cannot reach the Prefect API at {_prefect_api_url()}: {exc}")
+    if json_out:
+        typer.echo(json.dumps(pending, indent=2))
+    elif not pending:
+        typer.echo("nothing is waiting for review")
+    for r in [] if json_out else pending:
+        typer.echo(f"{r['flow_run_id']}  {r['title']}  (paused {r['paused_at']}, expires {r['expires_at']})")
+
+
+def _answer(flow_run_id: str, decision: str, reviewer: str, comment: str) -> None:
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError, PrefectHTTPStatusError
+
+    from tasks.approval import answer_review
+
+    s = _review_api()
+    if s.reviewers and reviewer not in s.reviewers:
+        typer.secho(f"warning: {reviewer!r} is not in LENSFLOW_REVIEWERS here; the run decides with its own allow-list",
+                    fg="yellow", err=True)
+    try:
+        answer_review(flow_run_id, decision, reviewer, comment)
+    except (NotPausedError, FlowPauseTimeout) as exc:
+        _fail(f"flow run {flow_run_id} cannot take a decision: {exc}")
+    except PrefectHTTPStatusError as exc:
+        _fail(f"flow run {flow_run_id}: {exc.response.status_code} {exc.response.text[:300]}")
+    typer.echo(f"{decision} sent to flow run {flow_run_id} as {reviewer}")
+
+
+def _whoami() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+@review_app.command("approve")
+def review_approve(flow_run_id: str = typer.Argument(..., help="the paused flow run (see `lensflow review list`)"),
+                   reviewer: str = typer.Option(None, "--reviewer", help="your name on the allow-list (default: your login)"),
+                   comment: str = typer.Option("", "--comment", "-m", help="why; recorded on the model version")) -> None:
+    """Approve: the run moves `champion` to its version (if its gate still holds)."""
+    _answer(flow_run_id, "approve", reviewer or _whoami(), comment)
+
+
+@review_app.command("reject")
+def review_reject(flow_run_id: str = typer.Argument(..., help="the paused flow run (see `lensflow review list`)"),
+                  reviewer: str = typer.Option(None, "--reviewer", help="your name on the allow-list (default: your login)"),
+                  comment: str = typer.Option("", "--comment", "-m", help="why; recorded on the model version")) -> None:
+    """Reject: the champion stays; the version is marked rejected with your reason."""
+    _answer(flow_run_id, "reject", reviewer or _whoami(), comment)
 
 
 @app.command()

@@ -75,3 +75,39 @@ def await_review(description: str, allowed: list[str], timeout_s: int, poll_s: i
         refused.append(f"{answer.decision} from {problem} ({now()})")
         log.warning("refused a decision: %s; waiting again", refused[-1])
     return Review("timed-out", "", f"no decision from an allowed reviewer within {timeout_s} s", now(), refused)
+
+
+def pending_reviews() -> list[dict]:
+    """Flow runs paused for an Approval form whose form is saved (against the configured Prefect API)."""
+    import json
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    out = []
+    with get_client(sync_client=True) as client:
+        paused = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+        for fr in paused:
+            details = fr.state.state_details
+            if not details.run_input_keyset:
+                continue
+            try:
+                client.read_flow_run_input(fr.id, details.run_input_keyset["schema"])
+                page = json.loads(client.read_flow_run_input(fr.id, details.run_input_keyset["description"]))
+            except Exception:  # 404 until the paused run has saved its form
+                continue
+            out.append({"flow_run_id": str(fr.id), "flow_run": fr.name, "pause_key": details.pause_key,
+                        "paused_at": fr.state.timestamp.isoformat(timespec="seconds"),
+                        "expires_at": details.pause_timeout.isoformat(timespec="seconds") if details.pause_timeout else None,
+                        "title": page.splitlines()[0].lstrip("# ") if page else "", "page": page})
+    return out
+
+
+def answer_review(flow_run_id: str, decision: Literal["approve", "reject"], reviewer: str, comment: str = "") -> None:
+    """Resume a paused run with a decision, exactly as the form in the Prefect UI does."""
+    from prefect.flow_runs import resume_flow_run
+
+    form = Approval(decision=decision, reviewer=reviewer, comment=comment)
+    resume_flow_run(flow_run_id, run_input=form.model_dump(include={"decision", "reviewer", "comment"}))

@@ -80,10 +80,7 @@ def reviewer():
     import threading
     import time
 
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-    from prefect.client.schemas.objects import StateType
-    from prefect.flow_runs import resume_flow_run
+    from tasks.approval import answer_review, pending_reviews
 
     stop = threading.Event()
     answered: list[tuple[str, dict]] = []
@@ -92,27 +89,14 @@ def reviewer():
         seen: set[tuple] = set()
         pending = list(answers)
         while pending and not stop.is_set():
-            with get_client(sync_client=True) as client:
-                paused = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
-            for fr in paused:
-                key = (fr.id, fr.state.state_details.pause_key)
-                keyset = fr.state.state_details.run_input_keyset
-                if key in seen or not keyset or not _form_saved(fr.id, keyset):
-                    continue
-                seen.add(key)
-                resume_flow_run(fr.id, run_input=pending[0])
-                answered.append((str(fr.id), pending.pop(0)))
-                break
+            for review in pending_reviews():
+                key = (review["flow_run_id"], review["pause_key"])
+                if key not in seen:
+                    seen.add(key)
+                    answer_review(review["flow_run_id"], **pending[0])
+                    answered.append((review["flow_run_id"], pending.pop(0)))
+                    break
             time.sleep(0.3)
-
-    def _form_saved(flow_run_id, keyset) -> bool:
-        try:
-            with get_client(sync_client=True) as client:
-                client.read_flow_run_input(flow_run_id, keyset["schema"])
-            return True
-        except Exception:  # 404 until the paused run has saved its form
-            return False
 
     def start(answers: list[dict]) -> list:
         threading.Thread(target=run, args=(answers,), daemon=True).start()

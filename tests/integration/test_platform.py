@@ -77,6 +77,12 @@ def resume(p, run_id: str, answer: dict) -> None:
         resume_flow_run(run_id, run_input=answer)
 
 
+def lensflow(p, *args: str) -> str:
+    out = subprocess.run([p._bin("lensflow"), *args], env=p.env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
 def champion_tags(project) -> tuple[int, dict]:
     mv = client(project.tracking_uri).get_model_version_by_alias(project.registered_model, "champion")
     return int(mv.version), version_tags(mv)
@@ -107,10 +113,12 @@ def test_deployed_retrain_approve_reject_timeout(platform, project):
                                 "&alias=champion", timeout=10) as r:
         assert json.load(r)["model_version"]["version"] == "1"
 
-    # 2. reject: v2 is rejected with alice's reason, the champion stays v1
+    # 2. reject, from the terminal (`lensflow review`): v2 is rejected with alice's reason, the champion stays v1
     run = trigger(p, {"seed": 1})
     wait_for(p, run, lambda s: s.is_paused())
-    resume(p, run, {"decision": "reject", "reviewer": "alice", "comment": "not convinced"})
+    listed = lensflow(p, "review", "list")
+    assert run in listed and "v2 (challenger) vs champion v1" in listed
+    lensflow(p, "review", "reject", run, "--reviewer", "alice", "-m", "not convinced")
     state = wait_for(p, run, lambda s: s.is_final())
     assert state.is_completed() and state.name == "Rejected"
     assert champion_tags(project)[0] == 1
