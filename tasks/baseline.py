@@ -26,11 +26,18 @@ class Baseline:
 def champion_on_eval_set(c, name: str, catalog: pd.DataFrame, data_dir: Path, cache_dir: Path, data_md5: str,
                          shopper_limit: int | None = None, device: str = "cpu", workers: int = 0,
                          progress: bool = True) -> Baseline | None:
-    """Load the champion's encoder, embed this catalog with it (frozen-tower features come from the
-    cache) and evaluate it exactly as the challenger is. None when there is no champion yet."""
+    """The champion evaluated exactly as the challenger is, on this catalog. None when there is no champion yet."""
     mv = get_alias(c, name, CHAMPION)
     if mv is None:
         return None
+    return version_on_eval_set(mv, catalog, data_dir, cache_dir, data_md5, shopper_limit, device, workers, progress)
+
+
+def version_on_eval_set(mv, catalog: pd.DataFrame, data_dir: Path, cache_dir: Path, data_md5: str,
+                        shopper_limit: int | None = None, device: str = "cpu", workers: int = 0,
+                        progress: bool = True) -> Baseline:
+    """Load a model version's encoder, embed this catalog with it (frozen-tower features come from the
+    cache) and evaluate it on the standard eval set of this catalog."""
     encoder = load_encoder(model_dir(mv.source), device=device)
     split, inputs, _ = suffix_inputs(encoder, catalog, data_dir, cache_dir, data_md5, workers=workers, progress=progress)
     vectors = embed_inputs(encoder, split.suffix, inputs).numpy()
@@ -40,3 +47,4 @@ def champion_on_eval_set(c, name: str, catalog: pd.DataFrame, data_dir: Path, ca
 
 
 champion_on_eval_set_task = stage(champion_on_eval_set, name="evaluate-champion")
+version_on_eval_set_task = stage(version_on_eval_set, name="evaluate-version")

@@ -89,10 +89,11 @@ def worst_queries_sheet(result: EvalResult, catalog: pd.DataFrame, data_dir: Pat
     return out
 
 
-def comparison_table(challenger: dict[str, float], champion: dict[str, float] | None, champion_label: str = "champion") -> str:
+def comparison_table(challenger: dict[str, float], champion: dict[str, float] | None, champion_label: str = "champion",
+                     challenger_label: str = "challenger") -> str:
     """Markdown table of the headline metrics with deltas (champion measured on the same eval set)."""
     names = [m for m in HEADLINE if m in challenger] + sorted(set(challenger) - set(HEADLINE))
-    lines = [f"| metric | challenger | {champion_label} | delta |", "|---|---|---|---|"]
+    lines = [f"| metric | {challenger_label} | {champion_label} | delta |", "|---|---|---|---|"]
     for m in names:
         c = challenger[m]
         if champion and m in champion:

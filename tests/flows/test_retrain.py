@@ -190,3 +190,21 @@ def test_another_versions_index_is_refused(project, tiny_catalog, prefect_harnes
     shutil.copytree(table_dir(uri, "lensflow-encoder-v1"), v2)  # v1's table under v2's name
     with pytest.raises(IndexMismatch, match=r"built for lensflow-encoder v1, not lensflow-encoder v2"):
         load_champion(project)
+
+
+def test_evaluate_flow_remeasures_a_version_on_the_current_catalog(project, tiny_catalog, prefect_harness):
+    from flows.evaluate import EvaluateParams, evaluate
+
+    first = retrain(params=tiny_params())
+    same = evaluate(params=EvaluateParams(progress=False))
+    assert same["version"] == 1 and same["same_eval_set"] and same["data_md5"] == first["data_md5"]
+    assert same["metrics"] == pytest.approx(first["metrics"], abs=1e-6)
+    tags = version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "1"))
+    assert '"run_id"' in tags["last_evaluation"] and first["data_md5"] in tags["last_evaluation"]
+    # a changed catalog (a third of the products gone) is a different eval set, measured and recorded as such
+    tiny_catalog[tiny_catalog.index % 3 != 0].to_parquet(project.data_path / "catalog.parquet", index=False)
+    changed = evaluate(params=EvaluateParams(version=1, progress=False))
+    assert changed["data_md5"] != first["data_md5"] and not changed["same_eval_set"]
+    assert client(project.tracking_uri).get_run(changed["run_id"]).data.metrics["image_precision_at_10"] == pytest.approx(
+        changed["metrics"]["image_precision_at_10"])
+    assert status(project)["champion"]["version"] == 1 and status(project)["consistent"]
