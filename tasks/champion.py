@@ -75,7 +75,9 @@ def index_problems(champ: Champion) -> list[str]:
         return [f"model version {champ.version} records no index"]
     db = lancedb.connect(idx["uri"])
     if idx["table"] not in db.list_tables().tables:
-        return [f"table {idx['table']!r} is missing from {idx['uri']}"]
+        hint = (f" (loading it for serving pulls it from the DVC remote by md5 {idx['fingerprint']})"
+                if idx["fingerprint"] and "://" not in idx["uri"] else "")
+        return [f"table {idx['table']!r} is missing from {idx['uri']}{hint}"]
     tbl = db.open_table(idx["table"])
     problems = []
     if tbl.version != idx["version"]:

@@ -10,6 +10,11 @@ def test_gate_floors_and_regressions():
     d = gate({"p": 0.70}, {"p": 0.80}, cfg, champion_version=3)
     assert not d.passed and "regresses from the champion's 0.8000" in d.reasons[0] and d.champion_version == 3
     assert "missing" in gate({}, None, cfg).reasons[0]
+    # per-metric tolerances override the default one
+    per = GateConfig(metrics=["p", "q"], tolerance=0.01, tolerances={"q": 0.1}, floors={})
+    assert gate({"p": 0.8, "q": 0.71}, {"p": 0.8, "q": 0.8}, per).passed
+    d = gate({"p": 0.78, "q": 0.69}, {"p": 0.8, "q": 0.8}, per)
+    assert [r.split()[0] for r in d.reasons] == ["p", "q"] and "(tolerance 0.1)" in d.reasons[1]
 
 
 def _version(c, metrics):
