@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_
 export PREFECT_HOME := $(CURDIR)/.prefect
 export TQDM_MININTERVAL ?= 2
 
-.PHONY: help install system-deps demo test test-fast bench-quality up down clean
+.PHONY: help install system-deps browser-deps demo test test-fast bench-quality up down clean
 
 help:
 	@echo "make demo       install, build the sample catalog, run the retrain flow, print a summary"
@@ -33,22 +33,31 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 install: $(VENV)/.installed
 
-system-deps:
-	@if [ ! -f $(FASHION_MNIST) ]; then \
+# apt_install(packages needed): installs the missing ones (root), or says which command to run
+define apt_install
+	@missing="$(strip $(1))"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then \
-	    echo "error: Fashion-MNIST is missing and installing it needs root: sudo apt-get install -y dataset-fashion-mnist" >&2; exit 1; fi; \
-	  echo "installing Debian package dataset-fashion-mnist"; \
-	  (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
-	   (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null)) || \
-	  { echo "error: could not install dataset-fashion-mnist with apt-get (is the Debian archive reachable?)" >&2; exit 1; }; \
+	    echo "error: missing Debian packages: $$missing; installing them needs root: sudo apt-get install -y $$missing" >&2; exit 1; fi; \
+	  echo "installing Debian packages: $$missing"; \
+	  (apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)) || \
+	  { echo "error: could not install $$missing with apt-get (is the Debian archive reachable?)" >&2; exit 1; }; \
 	fi
+endef
+
+system-deps:
+	$(call apt_install,$(if $(wildcard $(FASHION_MNIST)),,dataset-fashion-mnist))
+
+browser-deps:
+	$(call apt_install,$(if $(shell command -v chromium),,chromium) $(if $(shell command -v chromedriver),,chromium-driver))
 
 demo: install system-deps
 	$(BIN)/lensflow data sample $(if $(DEMO_LIMIT),--limit $(DEMO_LIMIT))
 	$(BIN)/lensflow retrain --auto-approve $(if $(DEMO_LIMIT),--limit $(DEMO_LIMIT))
 	$(BIN)/lensflow status
 
-test: install system-deps
+test: install system-deps browser-deps
 	$(BIN)/python -m pytest -q
 
 test-fast: install

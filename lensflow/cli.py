@@ -255,6 +255,26 @@ def review_reject(flow_run_id: str = typer.Argument(..., help="the paused flow r
 
 
 @app.command()
+def serve(host: Optional[str] = typer.Option(None, "--host", help="bind address (default LENSFLOW_SERVE_HOST, 127.0.0.1)"),
+          port: Optional[int] = typer.Option(None, "--port", help="port (default LENSFLOW_SERVE_PORT, 8000)"),
+          poll: Optional[float] = typer.Option(None, "--poll", help="seconds between checks of the champion alias")) -> None:
+    """Serve the search API and page for the champion; swaps to a new champion without a restart."""
+    import logging
+
+    import uvicorn
+
+    from serving.app import create_app
+
+    s = _settings()
+    if poll is not None:
+        s = s.model_copy(update={"swap_poll_s": poll})
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host, port = host or s.serve_host, port or s.serve_port
+    typer.echo(f"lensflow search on http://{host}:{port} (API docs at /docs)")
+    uvicorn.run(create_app(s), host=host, port=port, log_level="warning")
+
+
+@app.command()
 def up(no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not start the MLflow UI")) -> None:
     """Start the local platform on 127.0.0.1: Prefect server, work pool + worker, deployments, MLflow UI."""
     from lensflow.platform import Platform, PlatformError

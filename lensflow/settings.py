@@ -40,7 +40,12 @@ class Settings(BaseSettings):
     mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="MLflow UI, for links in review pages")
     prefect_port: int = 4200
     mlflow_port: int = 5000
-    work_pool: str = "lensflow-process"
+    serve_host: str = Field("127.0.0.1", description="search service bind address (loopback unless told otherwise)")
+    serve_port: int = 8000
+    swap_poll_s: float = Field(5.0, gt=0, description="how often the search service checks whether `champion` moved")
+    max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest accepted request body")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="largest accepted photo, width x height (read before decoding)")
+    max_image_side: int = Field(12_000, ge=1, description="largest accepted photo side, pixels")
 
     @field_validator("reviewers", mode="before")
     @classmethod

@@ -37,7 +37,7 @@ def project(tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
-def write_synthetic_catalog(data_dir: Path, per_category: int = 12, seed: int = 0) -> pd.DataFrame:
+def write_synthetic_catalog(data_dir: Path, per_category: int = 12, seed: int = 0, price: bool = False) -> pd.DataFrame:
     """A tiny catalog: three categories told apart by colour, noisy, non-square PNG and JPEG files."""
     rng = np.random.default_rng(seed)
     (data_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -50,7 +50,7 @@ def write_synthetic_catalog(data_dir: Path, per_category: int = 12, seed: int = 
             Image.fromarray(pixels).save(data_dir / "images" / f"{pid}.{ext}")
             split = "test" if i % 4 == 0 else "val" if i % 4 == 1 else "train"
             rows.append({"product_id": pid, "title": f"{category} number {i}", "category": category,
-                         "image_path": f"images/{pid}.{ext}", "split": split})
+                         "image_path": f"images/{pid}.{ext}", "split": split} | ({"price": 10.0 + i} if price else {}))
     df = pd.DataFrame(rows)
     df.to_parquet(data_dir / "catalog.parquet", index=False)
     (data_dir / "categories.json").write_text(json.dumps(sorted(COLOURS)))
@@ -60,6 +60,46 @@ def write_synthetic_catalog(data_dir: Path, per_category: int = 12, seed: int = 
 @pytest.fixture
 def tiny_catalog(project):
     return write_synthetic_catalog(project.data_path)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceThread:
+    """`lensflow serve`'s app under a real uvicorn server on 127.0.0.1, in a thread."""
+
+    def __init__(self, settings, port: int | None = None):
+        import threading
+
+        import uvicorn
+
+        from serving.app import create_app
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = create_app(settings)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the search service did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import time
 import urllib.request
@@ -15,17 +14,12 @@ import pytest
 
 from lensflow.settings import get_settings
 from tasks.registry import client, version_tags
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
 TINY = {"preset": "tiny", "epochs": 2, "batch_size": 8, "progress": False, "approval_poll_s": 1,
         "gate": {"floors": {}, "tolerance": 1.0}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -1,0 +1,164 @@
+"""Search over one served (encoder, index) pair: text, photo, photo + text modifier, more-like-this,
+filters inside the vector search, hybrid full-text + vector fusion, pagination. No HTTP here."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from tasks.champion import Served
+from tasks.index import table_metadata, vector_search
+
+RESULT_COLUMNS = ("product_id", "title", "category", "price")
+ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
+RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al. 2009)
+
+
+class BadQuery(ValueError):
+    """The request is wrong in a way the caller can fix (a 4xx with this message)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Filters:
+    category: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+
+
+@dataclass
+class Catalog:
+    """What a served table knows about its products: ids -> image path/category, the category list."""
+
+    image_paths: dict[str, str]
+    categories: list[str]
+    has_price: bool
+    columns: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, table) -> "Catalog":
+        cols = table.schema.names
+        t = table.search().select(["product_id", "image_path", "category"]).limit(max(1, table.count_rows())).to_arrow().to_pydict()
+        return cls(dict(zip(t["product_id"], t["image_path"])), sorted(set(t["category"])), "price" in cols, cols)
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def where_clause(filters: Filters, catalog: Catalog, exclude_id: str | None = None) -> str | None:
+    """SQL filter applied inside the vector search (prefilter), validated against the catalog."""
+    parts = []
+    if filters.category is not None:
+        if filters.category not in catalog.categories:
+            raise BadQuery(f"unknown category {filters.category!r}; known: {', '.join(catalog.categories)}")
+        parts.append(f"category = {_quote(filters.category)}")
+    if filters.min_price is not None or filters.max_price is not None:
+        if not catalog.has_price:
+            raise BadQuery("this catalog has no price column: drop min_price/max_price")
+        if filters.min_price is not None:
+            parts.append(f"price >= {float(filters.min_price)}")
+        if filters.max_price is not None:
+            parts.append(f"price <= {float(filters.max_price)}")
+        if filters.min_price is not None and filters.max_price is not None and filters.min_price > filters.max_price:
+            raise BadQuery("min_price is greater than max_price")
+    if exclude_id is not None:
+        parts.append(f"product_id != {_quote(exclude_id)}")
+    return " AND ".join(parts) or None
+
+
+def decode_image(data: bytes, max_pixels: int, max_side: int) -> Image.Image:
+    """A decoded RGB image, or BadQuery: not an image, unsupported format, too many pixels (checked
+    from the header, before decoding: decompression bombs), truncated or corrupt."""
+    if not data:
+        raise BadQuery("the request body is empty: send the photo's bytes")
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise BadQuery(f"image has too many pixels (limit {max_pixels})", 413) from None
+    except Exception:
+        raise BadQuery("the body is not an image this service can read (JPEG, PNG, WebP, GIF, BMP)", 415) from None
+    if im.format not in ALLOWED_FORMATS:
+        raise BadQuery(f"unsupported image format {im.format}; send JPEG, PNG, WebP, GIF or BMP", 415)
+    w, h = im.size
+    if w < 1 or h < 1 or w > max_side or h > max_side or w * h > max_pixels:
+        raise BadQuery(f"image is {w}x{h}: limits are {max_side} px per side and {max_pixels} pixels", 413)
+    try:
+        im.load()
+    except Image.DecompressionBombError:
+        raise BadQuery(f"image has too many pixels (limit {max_pixels})", 413) from None
+    except Exception:
+        raise BadQuery("the image is truncated or corrupt", 400) from None
+    return im.convert("RGB")
+
+
+def text_vector(served: Served, text: str) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return served.encoder.encode_texts([text])[0].cpu().numpy()
+
+
+def image_vector(served: Served, image: Image.Image) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return served.encoder.encode_images(served.encoder.preprocess([image]))[0].cpu().numpy()
+
+
+def with_modifier(image_vec: np.ndarray, text_vec: np.ndarray, weight: float) -> np.ndarray:
+    """"Like this photo, but <text>": (1 - weight) x photo + weight x text, renormalised."""
+    v = (1 - weight) * image_vec + weight * text_vec
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else image_vec
+
+
+def product_vector(served: Served, product_id: str) -> np.ndarray:
+    rows = served.table.search().where(f"product_id = {_quote(product_id)}").select(["vector"]).limit(1).to_list()
+    if not rows:
+        raise BadQuery(f"unknown product id {product_id!r}", 404)
+    return np.asarray(rows[0]["vector"], dtype=np.float32)
+
+
+def _row(r: dict) -> dict:
+    out = {k: r.get(k) for k in RESULT_COLUMNS if k in r}
+    if out.get("price") is not None and out["price"] != out["price"]:  # NaN
+        out["price"] = None
+    return out
+
+
+def by_vector(served: Served, catalog: Catalog, vec: np.ndarray, limit: int, offset: int, filters: Filters,
+              exclude_id: str | None = None) -> list[dict]:
+    cols = tuple(c for c in RESULT_COLUMNS if c in catalog.columns)
+    rows = vector_search(served.table, vec, offset + limit, where_clause(filters, catalog, exclude_id),
+                         query=table_metadata(served.table).get("query"), columns=cols)
+    return [{**_row(r), "score": round(r["score"], 6)} for r in rows[offset:offset + limit]]
+
+
+def hybrid(served: Served, catalog: Catalog, text: str, vec: np.ndarray, limit: int, offset: int, filters: Filters) -> list[dict]:
+    """Full-text (BM25 on titles) and vector results fused by reciprocal rank; each hit keeps both ranks."""
+    n = max(50, 2 * (offset + limit))
+    where = where_clause(filters, catalog)
+    cols = [c for c in RESULT_COLUMNS if c in catalog.columns]
+    vec_rows = vector_search(served.table, vec, n, where, query=table_metadata(served.table).get("query"), columns=tuple(cols))
+    q = served.table.search(text, query_type="fts")
+    if where:
+        q = q.where(where, prefilter=True)
+    try:
+        fts_rows = q.select([*cols, "_score"]).limit(n).to_list()
+    except Exception:  # a query FTS cannot parse (only punctuation, ...): vector results alone
+        fts_rows = []
+    fused: dict[str, dict] = {}
+    for source, rows in (("vector_rank", vec_rows), ("text_rank", fts_rows)):
+        for rank, r in enumerate(rows, 1):
+            hit = fused.setdefault(r["product_id"], {**_row(r), "score": 0.0, "vector_rank": None, "text_rank": None})
+            hit[source] = rank
+            hit["score"] += 1.0 / (RRF_K + rank)
+    ranked = sorted(fused.values(), key=lambda h: (-h["score"], h["product_id"]))
+    return [{**h, "score": round(h["score"], 6)} for h in ranked[offset:offset + limit]]

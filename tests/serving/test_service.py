@@ -1,0 +1,217 @@
+"""The search service over HTTP (uvicorn on 127.0.0.1): every endpoint, bad inputs, hot swap."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import ServiceThread, write_synthetic_catalog
+
+pytestmark = pytest.mark.service
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, prefect_harness):
+    """A tiny project with champion v1 and an approved-later v2, served with small upload limits."""
+    from flows.retrain import RetrainParams, retrain
+    from lensflow.settings import get_settings
+    from tasks.promote import GateConfig
+
+    root = tmp_path_factory.mktemp("service")
+    mp = pytest.MonkeyPatch()
+    for k, v in {"LENSFLOW_ROOT": str(root), "LENSFLOW_LOADER_WORKERS": "0", "LENSFLOW_SWAP_POLL_S": "0.2",
+                 "LENSFLOW_MAX_UPLOAD_BYTES": "200000", "LENSFLOW_MAX_IMAGE_PIXELS": "250000"}.items():
+        mp.setenv(k, v)
+    get_settings.cache_clear()
+    s = get_settings()
+    catalog = write_synthetic_catalog(s.data_path, price=True)
+    base = dict(preset="tiny", epochs=3, batch_size=8, progress=False, gate=GateConfig(floors={}, tolerance=1.0))
+    retrain(params=RetrainParams(**base, approval="auto-approve"))
+    retrain(params=RetrainParams(**base, approval="later", seed=1))
+    with ServiceThread(s) as service:
+        yield service, s, catalog
+    mp.undo()
+    get_settings.cache_clear()
+
+
+def png(size=(40, 30), colour=(40, 60, 210)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def post_image(url: str, data: bytes, ctype: str = "image/png", **params) -> httpx.Response:
+    return httpx.post(f"{url}/search/image", content=data, headers={"Content-Type": ctype}, params=params, timeout=30)
+
+
+def test_health_version_and_page(svc):
+    service, s, catalog = svc
+    h = httpx.get(f"{service.url}/health").json()
+    assert h["status"] == "ok" and h["model_version"] == 1
+    v = httpx.get(f"{service.url}/version").json()
+    from tasks.champion import resolve_champion
+
+    champ = resolve_champion(s)
+    assert v["model_version"] == 1 and v["index"]["fingerprint"] == champ.index["fingerprint"]
+    assert v["index"]["rows"] == len(catalog) and v["data_md5"] == champ.tags["data_md5"] and v["has_price"]
+    assert v["categories"] == sorted(catalog["category"].unique())
+    page = httpx.get(service.url + "/")
+    assert page.status_code == 200 and 'id="results"' in page.text and "model-version" in page.text
+
+
+def test_text_search_filters_pagination_and_hybrid(svc):
+    service, _, catalog = svc
+    r = httpx.get(f"{service.url}/search/text", params={"q": "Blue shoe", "limit": 8})
+    body = r.json()
+    assert r.status_code == 200 and body["model_version"] == 1 and r.headers["X-Model-Version"] == "1"
+    scores = [h["score"] for h in body["results"]]
+    assert len(scores) == 8 and scores == sorted(scores, reverse=True)
+    assert all(h["image_url"] == f"/images/{h['product_id']}" for h in body["results"])
+    page2 = httpx.get(f"{service.url}/search/text", params={"q": "Blue shoe", "limit": 3, "offset": 3}).json()["results"]
+    assert [h["product_id"] for h in page2] == [h["product_id"] for h in body["results"][3:6]]
+    only = httpx.get(f"{service.url}/search/text", params={"q": "Blue shoe", "category": "Green bag", "limit": 20}).json()["results"]
+    assert len(only) == 12 and {h["category"] for h in only} == {"Green bag"}   # filter inside the search: all 12 found
+    cheap = httpx.get(f"{service.url}/search/text", params={"q": "shirt", "max_price": 12, "min_price": 11, "limit": 50}).json()
+    assert cheap["results"] and all(11 <= h["price"] <= 12 for h in cheap["results"])
+    assert len(cheap["results"]) == int(((catalog.price >= 11) & (catalog.price <= 12)).sum())
+    hybrid = httpx.get(f"{service.url}/search/text", params={"q": "number 7", "mode": "hybrid", "limit": 36}).json()["results"]
+    assert len(hybrid) == 36 and all(h["text_rank"] or h["vector_rank"] for h in hybrid)
+    # only the titles "<category> number 7" hold the rare term "7": they are the full-text side's top 3
+    assert {h["product_id"] for h in hybrid if h["text_rank"] and h["text_rank"] <= 3} == {"p0007", "p1007", "p2007"}
+    assert [h["score"] for h in hybrid] == sorted((h["score"] for h in hybrid), reverse=True)
+
+
+def test_photo_search_and_text_modifier(svc):
+    service, s, catalog = svc
+    row = catalog.iloc[5]
+    data = (s.data_path / row.image_path).read_bytes()
+    ctype = "image/jpeg" if row.image_path.endswith(".jpg") else "image/png"
+    hits = post_image(service.url, data, ctype, limit=5).json()["results"]
+    assert hits[0]["product_id"] == row.product_id and hits[0]["score"] > 0.99
+    # weight 1: only the modifier counts, so the results are the text search's; weight 0: the photo's
+    text = httpx.get(f"{service.url}/search/text", params={"q": "Green bag", "limit": 5}).json()["results"]
+    as_text = post_image(service.url, data, ctype, modifier="Green bag", modifier_weight=1.0, limit=5).json()["results"]
+    assert [h["product_id"] for h in as_text] == [h["product_id"] for h in text]
+    as_photo = post_image(service.url, data, ctype, modifier="Green bag", modifier_weight=0.0, limit=5).json()["results"]
+    assert [h["product_id"] for h in as_photo] == [h["product_id"] for h in hits]
+    # in between, every product's score is the same blend of its photo and text scores (up to one norm)
+    score = lambda hits: {h["product_id"]: h["score"] for h in hits}
+    p_all = score(post_image(service.url, data, ctype, limit=36).json()["results"])
+    t_all = score(httpx.get(f"{service.url}/search/text", params={"q": "Green bag", "limit": 36}).json()["results"])
+    m_all = score(post_image(service.url, data, ctype, modifier="Green bag", modifier_weight=0.3, limit=36).json()["results"])
+    ratio = np.array([m_all[k] / (0.7 * p_all[k] + 0.3 * t_all[k]) for k in m_all if abs(0.7 * p_all[k] + 0.3 * t_all[k]) > 0.05])
+    assert len(m_all) == 36 and len(ratio) > 20 and ratio.std() < 1e-3 and ratio.mean() >= 1.0
+    filtered = post_image(service.url, data, ctype, category="Blue shoe", limit=3).json()["results"]
+    assert {h["category"] for h in filtered} == {"Blue shoe"}
+
+
+def test_more_like_this_and_images(svc):
+    service, s, catalog = svc
+    pid = catalog.product_id.iloc[0]
+    sim = httpx.get(f"{service.url}/products/{pid}/similar", params={"limit": 5}).json()
+    ids = [h["product_id"] for h in sim["results"]]
+    assert len(ids) == 5 and pid not in ids and sim["model_version"] == 1
+    img = httpx.get(f"{service.url}/images/{pid}")
+    assert img.status_code == 200 and img.content == (s.data_path / catalog.image_path.iloc[0]).read_bytes()
+    assert img.headers["content-type"] in ("image/png", "image/jpeg")
+
+
+@pytest.mark.parametrize("case", ["not-an-image", "truncated", "too-many-pixels", "too-large-body", "wrong-type", "empty-body",
+                                  "unknown-product", "unknown-image", "empty-query", "unknown-category", "bad-limit", "no-query",
+                                  "price-range"])
+def test_bad_inputs_get_clear_4xx(svc, case):
+    service, s, catalog = svc
+    url = service.url
+    good = png()
+    r = {
+        "not-an-image": lambda: post_image(url, b"hello, I am text" * 10),
+        "truncated": lambda: post_image(url, good[: len(good) // 2]),
+        "too-many-pixels": lambda: post_image(url, png((600, 500))),
+        "too-large-body": lambda: post_image(url, b"\0" * 300_000),
+        "wrong-type": lambda: post_image(url, good, "text/plain"),
+        "empty-body": lambda: post_image(url, b""),
+        "unknown-product": lambda: httpx.get(f"{url}/products/nope/similar"),
+        "unknown-image": lambda: httpx.get(f"{url}/images/nope"),
+        "empty-query": lambda: httpx.get(f"{url}/search/text", params={"q": "   "}),
+        "unknown-category": lambda: httpx.get(f"{url}/search/text", params={"q": "x", "category": "Hats"}),
+        "bad-limit": lambda: httpx.get(f"{url}/search/text", params={"q": "x", "limit": 0}),
+        "no-query": lambda: httpx.get(f"{url}/search/text"),
+        "price-range": lambda: httpx.get(f"{url}/search/text", params={"q": "x", "min_price": 5, "max_price": 1}),
+    }[case]()
+    expected = {"not-an-image": 415, "truncated": 400, "too-many-pixels": 413, "too-large-body": 413, "wrong-type": 415,
+                "empty-body": 400, "unknown-product": 404, "unknown-image": 404, "empty-query": 400, "unknown-category": 400,
+                "bad-limit": 422, "no-query": 422, "price-range": 400}[case]
+    assert r.status_code == expected, r.text
+    error = r.json()["error"]
+    assert error and str(s.root) not in r.text and "Traceback" not in r.text
+    words = {"not-an-image": "not an image", "truncated": "truncated", "too-many-pixels": "pixels",
+             "too-large-body": "larger than", "wrong-type": "content type", "empty-body": "empty",
+             "unknown-product": "unknown product id", "unknown-image": "unknown product id", "empty-query": "empty",
+             "unknown-category": "unknown category 'Hats'", "bad-limit": "limit", "no-query": "q",
+             "price-range": "min_price"}[case]
+    assert words in error
+
+
+def test_openapi_documents_every_endpoint(svc):
+    service, _, _ = svc
+    spec = httpx.get(f"{service.url}/openapi.json").json()
+    assert {"/search/text", "/search/image", "/products/{product_id}/similar", "/images/{product_id}", "/health",
+            "/version"} <= set(spec["paths"])
+    body = spec["paths"]["/search/image"]["post"]["requestBody"]
+    assert body["required"] and {"image/jpeg", "image/png"} <= set(body["content"])
+    params = {p["name"] for p in spec["paths"]["/search/image"]["post"]["parameters"]}
+    assert {"modifier", "modifier_weight", "category", "min_price", "max_price", "limit", "offset"} <= params
+    assert "SearchResponse" in spec["components"]["schemas"] and "415" in spec["paths"]["/search/image"]["post"]["responses"]
+
+
+def test_hot_swap_under_load(svc):
+    """Concurrent text and photo searches while `champion` moves v1 -> v2: no failures, each response labelled
+    with the version that answered, and no client sees v1 again after it saw v2."""
+    from flows.promote import PromoteParams, promote
+    from tasks.promote import GateConfig
+
+    service, s, catalog = svc
+    photo = (s.data_path / catalog.image_path.iloc[3]).read_bytes()
+    ctype = "image/jpeg" if catalog.image_path.iloc[3].endswith(".jpg") else "image/png"
+    stop = threading.Event()
+    seen: list[list[int]] = [[] for _ in range(8)]
+    failures: list[str] = []
+
+    def client(i: int) -> None:
+        with httpx.Client(base_url=service.url, timeout=30) as c:
+            while not stop.is_set():
+                r = (c.get("/search/text", params={"q": "Red shirt", "limit": 5}) if i % 2 else
+                     c.post("/search/image", content=photo, headers={"Content-Type": ctype}, params={"limit": 5}))
+                if r.status_code != 200 or r.headers.get("X-Model-Version") != str(r.json().get("model_version")):
+                    failures.append(f"{r.status_code} {r.text[:200]}")
+                else:
+                    seen[i].append(r.json()["model_version"])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    out = promote(params=PromoteParams(version=2, approval="auto-approve", gate=GateConfig(floors={}, tolerance=1.0)))
+    assert out["outcome"] == "promoted"
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{service.url}/version").json()["model_version"] != 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    total = sum(len(v) for v in seen)
+    assert failures == [] and total > 50
+    assert all(v and v[-1] == 2 for v in seen)
+    print(f"hot swap: {total} requests, {sum(v.count(1) for v in seen)} answered by v1, {sum(v.count(2) for v in seen)} by v2")
+    for versions in seen:  # monotonic: once a client got v2 it never got v1 again
+        assert versions == sorted(versions), versions
+    assert sum(v.count(1) for v in seen) > 0 and sum(v.count(2) for v in seen) > 0
+    h = httpx.get(f"{service.url}/health").json()
+    assert h["model_version"] == 2 and h["swaps"] == 1 and h["error"] is None
