@@ -1,0 +1,119 @@
+"""The search page in a real browser: Debian chromium + chromedriver driven by selenium (nothing downloaded).
+A Fashion-MNIST photo that is not in the catalog is uploaded on the page; a text query is typed; screenshots
+are saved under test-artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import FASHION_MNIST, ServiceThread, needs_fashion_mnist
+
+pytestmark = [pytest.mark.browser, needs_fashion_mnist,
+              pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                                 reason="Debian chromium and chromium-driver not installed (make test installs them)")]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def real_service(tmp_path_factory, prefect_harness):
+    from flows.retrain import RetrainParams, retrain
+    from lensflow.settings import get_settings
+    from tasks.sample import build_sample_catalog
+
+    root = tmp_path_factory.mktemp("browser")
+    mp = pytest.MonkeyPatch()
+    for k, v in {"LENSFLOW_ROOT": str(root), "LENSFLOW_LOADER_WORKERS": "0"}.items():
+        mp.setenv(k, v)
+    get_settings.cache_clear()
+    s = get_settings()
+    catalog = build_sample_catalog(s.data_path, limit=1000)
+    retrain(params=RetrainParams(epochs=6, approval="auto-approve", progress=False, shopper_queries=50))
+    with ServiceThread(s) as service:
+        yield service, catalog, root
+    mp.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000", "--disable-gpu"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def unseen_photo(catalog, out: Path) -> tuple[Path, str]:
+    """A Fashion-MNIST test image whose product is not in the catalog, saved as a shopper would send it."""
+    from tasks.sample import CATEGORIES, TEST_FILES, read_idx
+
+    images, labels = read_idx(FASHION_MNIST.parent / TEST_FILES[0], FASHION_MNIST.parent / TEST_FILES[1])
+    in_catalog = set(catalog.product_id)
+    i = next(i for i in range(len(images)) if labels[i] == CATEGORIES.index("Trouser") and f"fm-te-{i:05d}" not in in_catalog)
+    Image.fromarray(np.asarray(images[i])).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC).save(out, quality=90)
+    return out, "Trouser"
+
+
+def categories_shown(driver) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [c.get_attribute("data-category") for c in driver.find_elements(By.CSS_SELECTOR, "#results .card")]
+
+
+def wait_status(driver, text: str, timeout: float = 60) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(EC.text_to_be_present_in_element((By.ID, "status"), text))
+
+
+def test_photo_upload_and_text_query_in_a_real_browser(real_service, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    service, catalog, root = real_service
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.get(service.url + "/")
+    WebDriverWait(browser, 30).until(lambda d: "v1" in d.find_element(By.ID, "model-version").text)
+    assert "lensflow-encoder v1" in browser.find_element(By.TAG_NAME, "footer").text
+
+    photo, category = unseen_photo(catalog, tmp_path / "my-trousers.jpg")
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    wait_status(browser, "results for your photo")
+    shown = categories_shown(browser)
+    browser.save_screenshot(str(ARTIFACTS / "browser-photo-search.png"))
+    assert len(shown) == 24 and sum(c == category for c in shown[:10]) >= 8, shown[:10]
+    first = browser.find_element(By.CSS_SELECTOR, "#results .card img")
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", first))
+
+    browser.find_element(By.ID, "clear").click()
+    box = browser.find_element(By.ID, "q")
+    box.send_keys("ankle boots")
+    browser.find_element(By.ID, "go").click()
+    wait_status(browser, 'results for "ankle boots"')
+    shown = categories_shown(browser)
+    browser.save_screenshot(str(ARTIFACTS / "browser-text-search.png"))
+    assert sum(c == "Ankle boot" for c in shown[:10]) >= 8, shown[:10]
+
+    # the category filter, then "more like this" on the first result
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element(By.ID, "category")).select_by_value("Sneaker")
+    wait_status(browser, 'results for "ankle boots"')
+    WebDriverWait(browser, 30).until(lambda d: set(categories_shown(d)) == {"Sneaker"})
+    browser.find_element(By.CSS_SELECTOR, "#results .card button").click()
+    wait_status(browser, "more like")
+    assert set(categories_shown(browser)) == {"Sneaker"}
+    browser.save_screenshot(str(ARTIFACTS / "browser-more-like-this.png"))
