@@ -18,7 +18,7 @@ export TQDM_MININTERVAL ?= 2
 help:
 	@echo "make demo       install, build the sample catalog, run the retrain flow, print a summary"
 	@echo "make test       install, then run every test tier CI checks"
-	@echo "make test-fast  the fast inner loop (no real weights, no subprocess CLI runs)"
+	@echo "make test-fast  the fast inner loop (no real weights, CLI subprocesses, browser or platform)"
 	@echo "make up         start Prefect server + worker + deployments and the MLflow UI on 127.0.0.1"
 	@echo "make down       stop what make up started"
 	@echo "make bench-quality  frozen features vs the heads and partial strategies on the catalog in data/"
@@ -61,7 +61,7 @@ test: install system-deps browser-deps
 	$(BIN)/python -m pytest -q
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not real and not cli and not integration"
+	$(BIN)/python -m pytest -q -m "not real and not cli and not integration and not browser"
 
 bench-quality: install
 	$(BIN)/python -m benchmarks.quality --strategies $(or $(STRATEGIES),heads,partial)
