@@ -49,3 +49,31 @@ def test_retrain_status_search(tmp_path):
     assert hits[0]["category"] == "Green bag" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     both = run(tmp_path, "search", "--json", check=False)
     assert both.returncode == 2 and "exactly one of --text or --image" in both.stderr
+    # a reviewer's approval needs a Prefect server: refused up front, nothing trained
+    review = run(tmp_path, "retrain", "--preset", "tiny", check=False)
+    assert review.returncode == 2 and "Prefect server" in review.stderr and "--auto-approve" in review.stderr
+    # `lensflow serve` serves the champion over HTTP on 127.0.0.1
+    import httpx
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    env = {**os.environ, "LENSFLOW_ROOT": str(tmp_path), "PREFECT_HOME": str(tmp_path / ".prefect")}
+    server = subprocess.Popen([LENSFLOW, "serve", "--port", str(port)], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        import time
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        r = httpx.get(f"http://127.0.0.1:{port}/search/text", params={"q": "Blue shoe", "limit": 4}, timeout=30).json()
+        assert r["model_version"] == 1 and [h["product_id"] for h in r["results"]] == [h["product_id"] for h in
+            json.loads(run(tmp_path, "search", "--text", "Blue shoe", "--k", "4", "--json").stdout)]
+    finally:
+        server.terminate()
+        server.wait(30)
