@@ -21,7 +21,7 @@ from tasks import registry
 from tasks.baseline import champion_on_eval_set_task
 from tasks.embed import embed_catalog_task
 from tasks.evaluate import evaluate_task
-from tasks.index import QueryParams, build_index_task, table_dir, table_name
+from tasks.index import QueryParams, build_index_task, index_record, table_dir, table_name
 from tasks.promote import ReviewPolicy
 from tasks.report import write_report
 from tasks.shopper import shopper_queries_task
@@ -132,9 +132,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
                                 s.data_path, {"index": index.as_dict()})
         c.log_artifacts(run_id, str(report), "evaluation")
         registry.set_tags(c, s.registered_model, version, {
-            "index.uri": index.uri, "index.table": index.table, "index.version": str(index.version),
-            "index.rows": str(index.rows), "index.fingerprint": index.fingerprint, "index.ann": index.ann or {},
-            "index.tracked": "dvc" if "://" not in index.uri else "object store",
+            "index": index_record(index, data.md5),
             "metrics": result.metrics, "eval_set_md5": result.eval_set_md5, "status": "ready",
             "compared_with": {"champion_version": champ_version, "metrics": champ} if baseline else {}})
         c.set_registered_model_alias(s.registered_model, registry.CHALLENGER, str(version))

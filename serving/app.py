@@ -133,7 +133,7 @@ class VersionInfo(BaseModel):
     model: str
     model_version: int
     index: IndexInfo
-    data_md5: str | None
+    data_md5: str | None = Field(description="the catalog version the index reflects")
     git_commit: str | None
     loaded_at: str
     categories: list[str]
@@ -308,7 +308,7 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
         idx = ch.index
         return VersionInfo(model=ch.name, model_version=ch.version, loaded_at=cur.loaded_at,
                            index=IndexInfo(table=idx["table"], version=idx["version"], rows=idx["rows"], fingerprint=idx["fingerprint"]),
-                           data_md5=ch.tags.get("data_md5"), git_commit=ch.tags.get("git_commit"),
+                           data_md5=idx["data_md5"], git_commit=ch.tags.get("git_commit"),
                            categories=cur.catalog.categories, has_price=cur.catalog.has_price)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -38,8 +38,13 @@ def hash_split(product_id: str, val: float = 0.05, test: float = 0.15) -> str:
 def load_catalog(data_dir: Path) -> pd.DataFrame:
     """Read the catalog with string ids, a `split` for every row and `row` = 1-based row number."""
     path = catalog_file(data_dir)
+    return load_catalog_file(path, path.name)
+
+
+def load_catalog_file(path: Path, name: str) -> pd.DataFrame:
+    """`load_catalog` for one file; `name` (catalog.parquet / catalog.csv) says its format."""
     try:
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        df = pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except UnicodeDecodeError as exc:
         raise CatalogError(f"{path}: not UTF-8 text ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - any reader failure is a catalog error with the file named

@@ -35,11 +35,11 @@ class Champion:
 
     @property
     def index(self) -> dict:
-        t = self.tags
-        return {"uri": t.get("index.uri"), "table": t.get("index.table"),
-                "version": int(t["index.version"]) if t.get("index.version") else None,
-                "rows": int(t["index.rows"]) if t.get("index.rows") else None,
-                "fingerprint": t.get("index.fingerprint")}
+        """The index this version serves: one JSON tag, written in one call (a reindex replaces it whole).
+        `data_md5` is the catalog version the index reflects (the training data's until a reindex)."""
+        idx = json.loads(self.tags.get("index") or "{}")
+        return {"uri": None, "table": None, "version": None, "rows": None, "fingerprint": None, **idx,
+                "data_md5": idx.get("data_md5") or self.tags.get("data_md5")}
 
 
 def resolve_champion(settings: Settings) -> Champion:
@@ -120,7 +120,7 @@ def status(settings: Settings) -> dict:
         "champion": {"name": champ.name, "version": champ.version, "metrics": champ.metrics,
                      "data_md5": champ.tags.get("data_md5"), "git_commit": champ.tags.get("git_commit"),
                      "approval": {k: champ.tags.get(k) for k in ("approval", "approved_by", "approved_at")},
-                     "index": {k: idx[k] for k in ("uri", "table", "version", "rows", "fingerprint")}},
+                     "index": {k: idx.get(k) for k in ("uri", "table", "version", "rows", "fingerprint", "data_md5", "built")}},
         "consistent": not problems,
         "problems": problems,
     }

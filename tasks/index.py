@@ -39,6 +39,13 @@ class IndexInfo:
         return asdict(self)
 
 
+def index_record(index: IndexInfo, data_md5: str, built: str = "full", **extra) -> dict:
+    """What a model version records about the index it serves (the `index` tag)."""
+    return {"uri": index.uri, "table": index.table, "version": index.version, "rows": index.rows,
+            "fingerprint": index.fingerprint, "ann": index.ann, "query": index.query, "data_md5": data_md5,
+            "tracked": "dvc" if "://" not in index.uri else "object store", "built": built, **extra}
+
+
 def table_name(model_name: str, version: int | str) -> str:
     return f"{model_name}-v{version}".replace("/", "-")
 

@@ -129,11 +129,14 @@ def validate_catalog(
     categories: list[str] | None = None,
     max_bad_fraction: float = 0.05,
     progress: bool = True,
+    known_good_images: set[str] | None = None,
 ) -> ValidationResult:
     """Check every row; write report.json, quarantine.csv and Data Docs under report_dir.
 
     Categories default to data/categories.json when it exists. Raises ValidationFailed when
     more than `max_bad_fraction` of the rows fail (the report is written first).
+    `known_good_images`: image paths whose bytes passed validation in an earlier data version
+    (same DVC md5); they are not decoded again. Every other check still runs on every row.
     """
     df = load_catalog(data_dir)
     if categories is None and (data_dir / "categories.json").exists():
@@ -141,7 +144,12 @@ def validate_catalog(
     if "price" in df.columns:
         price = pd.to_numeric(df["price"], errors="coerce")
         df["price_problem"] = ((price.isna() & df["price"].notna()) | (price < 0)).map({True: "bad price", False: None})
-    df["image_problem"] = check_images(data_dir, df["image_path"].tolist(), workers=min(8, (os.cpu_count() or 2) * 2), progress=progress)
+    known = known_good_images or set()
+    todo = [p not in known for p in df["image_path"]]
+    df["image_problem"] = None
+    if any(todo):
+        df.loc[todo, "image_problem"] = check_images(data_dir, df.loc[todo, "image_path"].tolist(),
+                                                     workers=min(8, (os.cpu_count() or 2) * 2), progress=progress)
     report_dir.mkdir(parents=True, exist_ok=True)
     success, failing, docs = _suite_results(df, categories, report_dir / "data_docs")
     reasons_by_row: dict[int, list[str]] = {}

@@ -31,7 +31,7 @@ def test_retrain_end_to_end_then_second_version(project, tiny_catalog, prefect_h
     assert {"image_precision_at_10", "text_precision_at_10", "image_recall_at_1", "image_mrr_at_10",
             "image_ndcg_at_10", "zero_shot_accuracy"} <= set(ch["metrics"])
     tags = version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "1"))
-    for key in ("data_md5", "git_commit", "index.table", "index.version", "index.fingerprint", "metrics", "approval"):
+    for key in ("data_md5", "git_commit", "index", "metrics", "approval"):
         assert tags.get(key), key
     served = load_champion(project)
     hits = search(served, text="Blue shoe", k=5)

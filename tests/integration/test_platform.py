@@ -84,7 +84,7 @@ def champion_tags(project) -> tuple[int, dict]:
 
 def test_deployed_retrain_approve_reject_timeout(platform, project):
     p, info = platform
-    assert {"retrain/weekly", "promote/review", "evaluate/on-demand"} <= set(info["deployments"])
+    assert {"retrain/weekly", "promote/review", "evaluate/on-demand", "reindex/daily"} <= set(info["deployments"])
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

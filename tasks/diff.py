@@ -1,0 +1,100 @@
+"""What changed between two DVC versions of the catalog: added, removed, changed image, changed text.
+
+File contents are compared by the md5s DVC already computed (the `.dir` manifests in the DVC cache), so
+nothing is re-hashed; the old catalog table is read back from the cache by its md5.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from tasks import stage
+from tasks.catalog import CATALOG_FILES, load_catalog_file
+from tasks.versioning import DvcError, run_dvc
+
+TEXT_COLUMNS = ("title", "category", "description", "color", "brand", "price", "split")
+
+
+@dataclass
+class CatalogDiff:
+    added: list[str]
+    removed: list[str]
+    changed_image: list[str]   # image bytes (or image_path) differ: re-embed
+    changed_text: list[str]    # only metadata differs: update the row, keep its vector
+
+    @property
+    def to_embed(self) -> list[str]:
+        return self.added + self.changed_image
+
+    @property
+    def n_changes(self) -> int:
+        return len(self.added) + len(self.removed) + len(self.changed_image) + len(self.changed_text)
+
+    def as_dict(self) -> dict:
+        return {"added": len(self.added), "removed": len(self.removed), "changed_image": len(self.changed_image),
+                "changed_text": len(self.changed_text)}
+
+
+def _norm(v):
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    return str(v)
+
+
+def diff_catalogs(old: pd.DataFrame, new: pd.DataFrame, old_files: dict[str, str], new_files: dict[str, str]) -> CatalogDiff:
+    """Pure: rows keyed by product_id; an image counts as changed when its path or its file md5 differs."""
+    old_rows = old.set_index("product_id", drop=False)
+    new_rows = new.set_index("product_id", drop=False)
+    old_ids, new_ids = set(old_rows.index), set(new_rows.index)
+    added = sorted(new_ids - old_ids)
+    removed = sorted(old_ids - new_ids)
+    changed_image, changed_text = [], []
+    cols = [c for c in TEXT_COLUMNS if c in old.columns or c in new.columns]
+    for pid in sorted(old_ids & new_ids):
+        a, b = old_rows.loc[pid], new_rows.loc[pid]
+        if a["image_path"] != b["image_path"] or old_files.get(a["image_path"]) != new_files.get(b["image_path"]):
+            changed_image.append(pid)
+        elif any(_norm(a.get(c)) != _norm(b.get(c)) for c in cols):
+            changed_text.append(pid)
+    return CatalogDiff(added, removed, changed_image, changed_text)
+
+
+def cache_path(root: Path, md5: str) -> Path:
+    h = md5.removesuffix(".dir")
+    return Path(root) / ".dvc" / "cache" / "files" / "md5" / h[:2] / (h[2:] + (".dir" if md5.endswith(".dir") else ""))
+
+
+def manifest(root: Path, md5: str) -> dict[str, str]:
+    """relpath -> md5 of every file in a DVC-tracked directory version (fetched from the remote if needed)."""
+    path = cache_path(root, md5)
+    if not path.exists():
+        pointer = Path(root) / ".dvc" / "tmp" / f"fetch-{md5.removesuffix('.dir')}.dvc"
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        pointer.write_text(f"outs:\n- md5: {md5}\n  hash: md5\n  path: {pointer.stem}\n")
+        try:
+            run_dvc(root, "fetch", "-q", str(pointer))
+        finally:
+            pointer.unlink(missing_ok=True)
+    if not path.exists():
+        raise DvcError(f"data version {md5} is neither in the DVC cache nor on the remote")
+    return {e["relpath"]: e["md5"] for e in json.loads(path.read_text())}
+
+
+def catalog_at(root: Path, files: dict[str, str]) -> pd.DataFrame:
+    """The catalog table of a data version, read from the DVC cache."""
+    for name in CATALOG_FILES:
+        if name in files:
+            return load_catalog_file(cache_path(root, files[name]), name)
+    raise DvcError(f"no catalog file ({', '.join(CATALOG_FILES)}) in that data version")
+
+
+def diff_versions(root: Path, old_md5: str, new_md5: str, new_catalog: pd.DataFrame) -> CatalogDiff:
+    old_files, new_files = manifest(root, old_md5), manifest(root, new_md5)
+    return diff_catalogs(catalog_at(root, old_files), new_catalog, old_files, new_files)
+
+
+diff_versions_task = stage(diff_versions, name="diff-catalog")

@@ -1,0 +1,111 @@
+"""The reindex flow on the tiny model: only the changes are embedded and applied; a failure changes nothing."""
+
+import lancedb
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from flows.reindex import ReindexParams, reindex
+from flows.retrain import RetrainParams, retrain
+from tasks.champion import load_champion, resolve_champion, search, status
+from tasks.index import table_dir
+from tasks.promote import GateConfig
+from tasks.reindex import IndexPolicy
+from tasks.versioning import dir_md5
+from tests.conftest import write_synthetic_catalog
+
+pytestmark = pytest.mark.flow
+
+
+def trained(project, per_category=12, **kw):
+    catalog = write_synthetic_catalog(project.data_path, per_category=per_category)
+    retrain(params=RetrainParams(preset="tiny", epochs=2, batch_size=8, approval="auto-approve", progress=False,
+                                 gate=GateConfig(floors={}, tolerance=1.0), **kw))
+    return catalog
+
+
+def change_catalog(project, catalog, rng=np.random.default_rng(7)):
+    """3 added (bright green photos), p0001's photo replaced under the same id and path, p1002 retitled,
+    p2003 and p2005 removed."""
+    data = project.data_path
+    new = []
+    for i in range(3):
+        pid = f"new{i}"
+        Image.fromarray(np.clip(np.array((20, 240, 40)) + rng.normal(0, 10, (30, 40, 3)), 0, 255).astype(np.uint8)).save(data / f"images/{pid}.png")
+        new.append({"product_id": pid, "title": f"Green bag novelty {i}", "category": "Green bag", "image_path": f"images/{pid}.png", "split": "train"})
+    path = catalog.set_index("product_id").loc["p0001", "image_path"]
+    Image.fromarray(np.full((30, 40, 3), (250, 250, 250), np.uint8)).save(data / path)
+    out = catalog[~catalog.product_id.isin(["p2003", "p2005"])].copy()
+    out.loc[out.product_id == "p1002", "title"] = "Green bag, renamed"
+    out = pd.concat([out, pd.DataFrame(new)], ignore_index=True)
+    out.to_parquet(data / "catalog.parquet", index=False)
+    return out
+
+
+def test_reindex_embeds_and_applies_only_the_changes(project, prefect_harness):
+    catalog = trained(project)
+    before = status(project)
+    base = before["champion"]["index"]
+    base_md5 = dir_md5(table_dir(base["uri"], base["table"]))
+    new_catalog = change_catalog(project, catalog)
+
+    out = reindex(params=ReindexParams(progress=False))
+    assert out["outcome"] == "reindexed" and out["diff"] == {"added": 3, "removed": 2, "changed_image": 1, "changed_text": 1}
+    assert out["embedded"] == 4 and out["rows"] == len(new_catalog) == len(catalog) + 1
+    st = status(project)
+    assert st["consistent"], st["problems"]
+    idx = st["champion"]["index"]
+    assert st["champion"]["version"] == 1 and idx["table"] == "lensflow-encoder-v1-r1" and idx["data_md5"] == out["data_md5"]
+    assert idx["data_md5"] != before["champion"]["data_md5"] and st["champion"]["data_md5"] == before["champion"]["data_md5"]
+    # the served table was never written
+    assert dir_md5(table_dir(base["uri"], base["table"])) == base_md5 == base["fingerprint"]
+
+    served = load_champion(project)
+    for i in range(3):  # each new product is found by its own photo
+        assert search(served, image=project.data_path / f"images/new{i}.png", k=1)[0]["product_id"] == f"new{i}"
+    everything = {h["product_id"] for h in search(served, text="Red shirt", k=100)}
+    assert len(everything) == len(new_catalog) and not everything & {"p2003", "p2005"}
+    rows = served.table.search().where("product_id IN ('p1002', 'p0001')").select(["product_id", "title", "vector"]).limit(2).to_list()
+    by_id = {r["product_id"]: r for r in rows}
+    assert by_id["p1002"]["title"] == "Green bag, renamed"
+    vec = served.encoder.encode_images(served.encoder.preprocess([Image.open(project.data_path / catalog.image_path[1]).convert("RGB")]))
+    assert np.allclose(by_id["p0001"]["vector"], vec[0].detach().numpy(), atol=1e-5)  # p0001 re-embedded from its new photo
+
+    again = reindex(params=ReindexParams(progress=False))
+    assert again["outcome"] == "unchanged"
+
+
+def test_failed_reindex_leaves_the_served_index_untouched(project, prefect_harness, monkeypatch):
+    catalog = trained(project)
+    before = status(project)
+    tags_before = resolve_champion(project).tags
+    change_catalog(project, catalog)
+    import flows.reindex as module
+
+    def broken(*a, **k):
+        raise OSError("disk full while pushing to the DVC remote")
+
+    monkeypatch.setattr(module, "track_dir_task", broken)
+    with pytest.raises(OSError, match="disk full"):
+        reindex(params=ReindexParams(progress=False))
+    assert status(project) == before and resolve_champion(project).tags == tags_before
+    assert not table_dir(before["champion"]["index"]["uri"], "lensflow-encoder-v1-r1").exists()
+    assert lancedb.connect(project.lancedb_path).list_tables().tables == ["lensflow-encoder-v1"]
+
+
+def test_reindex_keeps_the_ann_index_fresh_and_rebuilds_on_drift(project, prefect_harness):
+    catalog = trained(project, per_category=150, ann_min_rows=300)     # 450 rows, IVF_PQ
+    assert resolve_champion(project).index["ann"]
+    change_catalog(project, catalog)
+    out = reindex(params=ReindexParams(progress=False))
+    assert not out["rebuilt"] and out["reason"] == "incremental" and out["recall_at_10"] is not None
+    tbl = lancedb.connect(project.lancedb_path).open_table(out["table"])
+    stats = tbl.index_stats("vector_idx")
+    assert stats.num_unindexed_rows == 0 and stats.num_indexed_rows == out["rows"]   # new rows are in the ANN index
+    # a policy that tolerates no drift rebuilds the index from scratch
+    df = pd.read_parquet(project.data_path / "catalog.parquet")
+    df[df.product_id != "p0007"].to_parquet(project.data_path / "catalog.parquet", index=False)
+    second = reindex(params=ReindexParams(progress=False, policy=IndexPolicy(rebuild_fraction=0.0)))
+    assert second["rebuilt"] and "changed since the last full build" in second["reason"] and second["table"].endswith("-r2")
+    assert status(project)["consistent"] and status(project)["champion"]["index"]["built"] == "full"
