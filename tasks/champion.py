@@ -37,9 +37,16 @@ class Champion:
     def index(self) -> dict:
         """The index this version serves: one JSON tag, written in one call (a reindex replaces it whole).
         `data_md5` is the catalog version the index reflects (the training data's until a reindex)."""
-        idx = json.loads(self.tags.get("index") or "{}")
+        t = self.tags
+        if t.get("index"):
+            idx = json.loads(t["index"])
+        else:  # versions registered before the single record: one tag per field
+            idx = {"uri": t.get("index.uri"), "table": t.get("index.table"),
+                   "version": int(t["index.version"]) if t.get("index.version") else None,
+                   "rows": int(t["index.rows"]) if t.get("index.rows") else None, "fingerprint": t.get("index.fingerprint"),
+                   "ann": json.loads(t["index.ann"]) if t.get("index.ann") else None}
         return {"uri": None, "table": None, "version": None, "rows": None, "fingerprint": None, **idx,
-                "data_md5": idx.get("data_md5") or self.tags.get("data_md5")}
+                "data_md5": idx.get("data_md5") or t.get("data_md5")}
 
 
 def resolve_champion(settings: Settings) -> Champion:

@@ -40,3 +40,15 @@ def test_promotion_moves_champion_only_on_pass_and_approval(project):
     assert int(get_alias(c, "m", CHAMPION).version) == v1
     rejected = version_tags(c.get_model_version("m", str(v2)))
     assert rejected["status"] == "rejected" and "regresses" in rejected["rejected_reason"]
+
+
+def test_champion_index_reads_the_record_and_older_per_field_tags():
+    from tasks.champion import Champion
+
+    legacy = Champion("m", 3, {"data_md5": "d.dir", "index.uri": "/x", "index.table": "m-v3", "index.version": "4",
+                               "index.rows": "70", "index.fingerprint": "f.dir", "index.ann": '{"type": "IVF_PQ"}'}, "src")
+    assert legacy.index == {"uri": "/x", "table": "m-v3", "version": 4, "rows": 70, "fingerprint": "f.dir",
+                            "ann": {"type": "IVF_PQ"}, "data_md5": "d.dir"}
+    record = Champion("m", 3, {"data_md5": "d.dir", "index": '{"uri": "/x", "table": "m-v3-r1", "version": 2, "rows": 71, '
+                               '"fingerprint": "g.dir", "data_md5": "e.dir"}'}, "src")
+    assert record.index["table"] == "m-v3-r1" and record.index["data_md5"] == "e.dir"
