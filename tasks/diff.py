@@ -47,20 +47,25 @@ def _norm(v):
 
 def diff_catalogs(old: pd.DataFrame, new: pd.DataFrame, old_files: dict[str, str], new_files: dict[str, str]) -> CatalogDiff:
     """Pure: rows keyed by product_id; an image counts as changed when its path or its file md5 differs."""
-    old_rows = old.set_index("product_id", drop=False)
-    new_rows = new.set_index("product_id", drop=False)
-    old_ids, new_ids = set(old_rows.index), set(new_rows.index)
-    added = sorted(new_ids - old_ids)
-    removed = sorted(old_ids - new_ids)
-    changed_image, changed_text = [], []
     cols = [c for c in TEXT_COLUMNS if c in old.columns or c in new.columns]
-    for pid in sorted(old_ids & new_ids):
-        a, b = old_rows.loc[pid], new_rows.loc[pid]
-        if a["image_path"] != b["image_path"] or old_files.get(a["image_path"]) != new_files.get(b["image_path"]):
-            changed_image.append(pid)
-        elif any(_norm(a.get(c)) != _norm(b.get(c)) for c in cols):
-            changed_text.append(pid)
-    return CatalogDiff(added, removed, changed_image, changed_text)
+
+    def keyed(df: pd.DataFrame, files: dict[str, str]) -> pd.DataFrame:
+        out = pd.DataFrame({"product_id": df["product_id"].astype(str), "image_path": df["image_path"].astype(str)})
+        out["image_md5"] = out["image_path"].map(files)
+        for c in cols:
+            out[c] = df[c].map(_norm) if c in df.columns else None
+        return out.set_index("product_id")
+
+    a, b = keyed(old, old_files), keyed(new, new_files)
+    added = sorted(set(b.index) - set(a.index))
+    removed = sorted(set(a.index) - set(b.index))
+    common = a.index.intersection(b.index).sort_values()
+    a, b = a.loc[common], b.loc[common]
+    image = (a["image_path"] != b["image_path"]) | (a["image_md5"] != b["image_md5"]) | b["image_md5"].isna()
+    text = pd.Series(False, index=common)
+    for c in cols:
+        text |= ~((a[c] == b[c]) | (a[c].isna() & b[c].isna()))
+    return CatalogDiff(added, removed, common[image].tolist(), common[~image & text].tolist())
 
 
 def cache_path(root: Path, md5: str) -> Path:
