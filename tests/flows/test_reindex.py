@@ -49,6 +49,10 @@ def test_reindex_embeds_and_applies_only_the_changes(project, prefect_harness):
     base = before["champion"]["index"]
     base_md5 = dir_md5(table_dir(base["uri"], base["table"]))
     new_catalog = change_catalog(project, catalog)
+    from serving.app import ChampionWatcher
+
+    watcher = ChampionWatcher(project, poll_s=60)
+    assert watcher.check() and watcher.live.served.champion.index["table"] == "lensflow-encoder-v1"
 
     out = reindex(params=ReindexParams(progress=False))
     assert out["outcome"] == "reindexed" and out["diff"] == {"added": 3, "removed": 2, "changed_image": 1, "changed_text": 1}
@@ -58,6 +62,9 @@ def test_reindex_embeds_and_applies_only_the_changes(project, prefect_harness):
     idx = st["champion"]["index"]
     assert st["champion"]["version"] == 1 and idx["table"] == "lensflow-encoder-v1-r1" and idx["data_md5"] == out["data_md5"]
     assert idx["data_md5"] != before["champion"]["data_md5"] and st["champion"]["data_md5"] == before["champion"]["data_md5"]
+    # the search service swaps to the new table (same model version) on its next check
+    assert watcher.check() and watcher.live.version == 1 and watcher.live.served.table.count_rows() == len(new_catalog)
+    assert watcher.live.served.champion.index["table"] == "lensflow-encoder-v1-r1" and watcher.swaps == 1
     # the served table was never written
     assert dir_md5(table_dir(base["uri"], base["table"])) == base_md5 == base["fingerprint"]
 
