@@ -101,7 +101,7 @@ def main() -> None:
     uri = str(s.path(s.cache_dir) / "reindex-bench-lancedb")
     shutil.rmtree(uri, ignore_errors=True)
     t0 = time.perf_counter()
-    fresh = build_index(uri, "fresh", catalog, vectors, table_metadata(tbl))
+    build_index(uri, "fresh", catalog, vectors, table_metadata(tbl))
     build_s = time.perf_counter() - t0
     fresh_tbl = lancedb.connect(uri).open_table("fresh")
     fresh_recall = ann_recall(fresh_tbl, Gallery.from_table(fresh_tbl))

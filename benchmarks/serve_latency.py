@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,31 @@ def photos(s, n: int) -> list[bytes]:
             im.convert("RGB").resize((224, 224)).save(buf, "JPEG", quality=90)
             out.append(buf.getvalue())
     return out
+
+
+@contextmanager
+def running_service(port: int):
+    """`lensflow serve` as a subprocess on 127.0.0.1:port; yields (url, seconds until healthy)."""
+    import httpx
+
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "lensflow"), "serve", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.perf_counter()
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.perf_counter() - t0 > 180:
+                raise SystemExit("lensflow serve did not become healthy")
+            time.sleep(0.5)
+        yield url, time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def time_http(url: str, n: int, pics: list[bytes]) -> dict:
@@ -100,27 +126,8 @@ def main() -> None:
 
     champ = resolve_champion(s)
     pics = photos(s, 50)
-    url = f"http://127.0.0.1:{args.port}"
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "lensflow"), "serve", "--port", str(args.port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        import httpx
-
-        t0 = time.perf_counter()
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.perf_counter() - t0 > 180:
-                raise SystemExit("lensflow serve did not become healthy")
-            time.sleep(0.5)
-        startup = time.perf_counter() - t0
+    with running_service(args.port) as (url, startup):
         http = time_http(url, args.requests, pics)
-    finally:
-        proc.terminate()
-        proc.wait(30)
     local = time_in_process(s, args.requests, pics)
     rows = [{"path": f"HTTP {k}", **v} for k, v in http.items()] + [{"path": f"in-process {k} (baseline)", **v} for k, v in local.items()]
     print(f"\n{champ.name} v{champ.version}, {champ.index['rows']} products, index {champ.index['table']}; "
