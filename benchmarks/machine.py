@@ -23,3 +23,17 @@ def describe() -> dict:
             "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     info["summary"] = f"{info['cores']} cores ({cpu}), {info['memory_gib']} GiB" + (f", {gpu}" if gpu else ", no GPU")
     return info
+
+
+def save_results(name: str, payload: dict) -> str:
+    """Write benchmarks/results/<name>-<time>.json with the machine description; print and return the path."""
+    import json
+    import time
+    from pathlib import Path
+
+    results = Path(__file__).parent / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"benchmark": name, "machine": describe(), **payload}, indent=2, default=str))
+    print(f"written {path}")
+    return str(path)

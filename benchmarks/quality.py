@@ -11,13 +11,12 @@ JSON to benchmarks/results/quality-<time>.json. `full` is meant for a GPU machin
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import describe
+from benchmarks.machine import describe, save_results
 from lensflow.runtime import offline_env
 from lensflow.settings import get_settings
 from models.augment import ShopperAugment
@@ -32,7 +31,6 @@ from tasks.versioning import dir_md5
 
 COLUMNS = ("image_precision_at_10", "image_recall_at_1", "text_precision_at_10", "zero_shot_accuracy",
            "shopper_recall_at_1", "shopper_recall_at_10", "shopper_mrr_at_10")
-RESULTS = Path(__file__).parent / "results"
 
 
 def frozen_row(preset: str, catalog, data_dir: Path, cache: Path, md5: str, device: str) -> dict:
@@ -86,11 +84,8 @@ def main() -> None:
     for r in rows:
         cells = [f"{r[c]:.3f}" if c in r else "-" for c in COLUMNS]
         print(f"| {r['model']:34s} | " + " | ".join(cells) + f" | {r['train_seconds']:.0f} |")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"quality-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"benchmark": "quality", "machine": describe(), "catalog_rows": len(catalog), "data_md5": md5,
-                                "preset": args.preset, "rows": rows}, indent=2, default=str))
-    print(f"written {path}")
+    save_results("quality", {"catalog_rows": len(catalog), "data_md5": md5,
+                                "preset": args.preset, "rows": rows})
 
 
 if __name__ == "__main__":

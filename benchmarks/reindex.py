@@ -9,7 +9,6 @@ that added products are found and removed ones never returned. Writes benchmarks
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
@@ -18,11 +17,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from benchmarks.machine import describe
+from benchmarks.machine import describe, save_results
 from lensflow.runtime import offline_env, tune_malloc
 from lensflow.settings import get_settings
 
-RESULTS = Path(__file__).parent / "results"
 
 
 def mutate(data_dir: Path, added: float, changed: float, removed: float, seed: int = 0) -> dict:
@@ -122,14 +120,11 @@ def main() -> None:
         print(f"| {name} | {sec:.1f} | {100 * sec / full:.1f}% |")
     print(f"\nrecall@10 vs exact: incremental {inc_recall:.4f}, fresh build {fresh_recall:.4f} (delta {inc_recall - fresh_recall:+.4f})")
     print(f"added products found as their own top-1: {found}/{len(vecs)}; queries returning a removed product: {leaked}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"reindex-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"benchmark": "reindex", "machine": describe(), "model_version": champ.version,
+    save_results("reindex", {"model_version": champ.version,
                                 "rows_before": ids["rows_before"], "rows_after": ids["rows_after"], "diff": out["diff"],
                                 "embedded": out["embedded"], "reindex": {k: v for k, v in out.items() if k != "index"},
                                 "seconds": dict(rows), "recall_incremental": inc_recall, "recall_fresh": fresh_recall,
-                                "added_found": found, "added_checked": len(vecs), "queries_with_removed": leaked}, indent=2, default=str))
-    print(f"written {path}")
+                                "added_found": found, "added_checked": len(vecs), "queries_with_removed": leaked})
 
 
 if __name__ == "__main__":

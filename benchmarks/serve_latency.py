@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import subprocess
 import sys
 import time
@@ -18,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import describe
+from benchmarks.machine import describe, save_results
 from lensflow.runtime import offline_env
 from lensflow.settings import get_settings
 
-RESULTS = Path(__file__).parent / "results"
 QUERIES = ["ankle boots", "a summer dress", "running sneakers", "leather bag", "warm winter coat", "slim trousers",
            "striped t-shirt", "knitted pullover", "open sandals", "office shirt", "black boots", "denim pants"]
 
@@ -135,11 +133,8 @@ def main() -> None:
     print("| path | n | p50 ms | p95 ms | p99 ms | mean ms |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['path']} | {r['n']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['mean_ms']} |")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"serve-latency-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"benchmark": "serve-latency", "machine": describe(), "model_version": champ.version,
-                                "rows_in_index": champ.index["rows"], "startup_seconds": round(startup, 1), "rows": rows}, indent=2))
-    print(f"written {path}")
+    save_results("serve-latency", {"model_version": champ.version,
+                                "rows_in_index": champ.index["rows"], "startup_seconds": round(startup, 1), "rows": rows})
 
 
 if __name__ == "__main__":

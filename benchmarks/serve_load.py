@@ -4,19 +4,16 @@ text and photo search, each level bounded in requests and seconds. Writes benchm
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import describe
+from benchmarks.machine import describe, save_results
 from benchmarks.serve_latency import QUERIES, photos, running_service
 from lensflow.runtime import offline_env
 from lensflow.settings import get_settings
 
-RESULTS = Path(__file__).parent / "results"
 
 
 def level(url: str, kind: str, clients: int, max_requests: int, max_seconds: float, pics: list[bytes]) -> dict:
@@ -82,11 +79,8 @@ def main() -> None:
     print("| search | clients | requests | errors | QPS | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['kind']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['qps']} | {r['p50_ms']} | {r['p99_ms']} |")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"serve-load-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"benchmark": "serve-load", "machine": describe(), "model_version": champ.version,
-                                "rows_in_index": champ.index["rows"], "rows": rows}, indent=2))
-    print(f"written {path}")
+    save_results("serve-load", {"model_version": champ.version,
+                                "rows_in_index": champ.index["rows"], "rows": rows})
 
 
 if __name__ == "__main__":
