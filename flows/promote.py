@@ -90,6 +90,8 @@ def finish(outcome: str, version: int, summary: dict):
 @flow(name="promote", log_prints=True)
 def promote(params: PromoteParams = PromoteParams()) -> dict:
     s = get_settings()
+    if params.approval == "reviewer" and not s.reviewers:
+        raise ValueError("approval=reviewer but no reviewers are configured: set LENSFLOW_REVIEWERS (comma-separated names)")
     c = registry.client(s.tracking_uri)
     cand = resolve_version(s, params.version, alias=registry.CHALLENGER)
     champ_version, champ = champion_metrics(c, s.registered_model)

@@ -146,6 +146,8 @@ def test_deferred_review_then_promote_flow(project, tiny_catalog, prefect_harnes
     assert status(project)["champion"]["version"] == 1
     tags = version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "2"))
     assert tags["status"] == "awaiting-approval" and "approval" not in tags
+    with pytest.raises(ValueError, match="LENSFLOW_REVIEWERS"):
+        promote(params=PromoteParams(approval="reviewer"))
     monkeypatch.setenv("LENSFLOW_REVIEWERS", "bob")
     get_settings.cache_clear()
     reviewer([{"decision": "approve", "reviewer": "bob", "comment": "reviewed on Monday"}])
