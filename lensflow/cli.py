@@ -139,6 +139,28 @@ def retrain(
 
 
 @app.command()
+def reindex(json_out: bool = typer.Option(False, "--json", help="print the run summary as JSON")) -> None:
+    """Bring the champion's index up to the catalog in data/ without retraining (only changes are embedded)."""
+    from flows.reindex import ReindexParams, reindex as reindex_flow
+    from tasks.catalog import CatalogError
+    from tasks.champion import IndexMismatch, NoChampion
+    from tasks.validate import ValidationFailed
+
+    _settings()
+    try:
+        out = reindex_flow(params=ReindexParams(progress=sys.stderr.isatty() or not json_out))
+    except (NoChampion, IndexMismatch, CatalogError, ValidationFailed, ValueError) as exc:
+        _fail(str(exc))
+    if json_out:
+        typer.echo(json.dumps(out, indent=2, default=str))
+    elif out["outcome"] == "unchanged":
+        typer.echo(f"the index of v{out['model_version']} already reflects data {out['data_md5']}: nothing to do")
+    else:
+        typer.echo(f"v{out['model_version']} now serves {out['table']} ({out['rows']} rows): {out['diff']}, "
+                   f"{out['embedded']} embedded; {out['reason']}; stages {out['stage_seconds']}")
+
+
+@app.command()
 def status(json_out: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """The champion, its metrics and index, and whether the index on disk is the recorded one."""
     from tasks.champion import status as champion_status

@@ -49,6 +49,8 @@ def test_retrain_status_search(tmp_path):
     assert hits[0]["category"] == "Green bag" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     both = run(tmp_path, "search", "--json", check=False)
     assert both.returncode == 2 and "exactly one of --text or --image" in both.stderr
+    # the catalog did not change: a reindex has nothing to do
+    assert json.loads(run(tmp_path, "reindex", "--json").stdout)["outcome"] == "unchanged"
     # a reviewer's approval needs a Prefect server: refused up front, nothing trained
     review = run(tmp_path, "retrain", "--preset", "tiny", check=False)
     assert review.returncode == 2 and "Prefect server" in review.stderr and "--auto-approve" in review.stderr
