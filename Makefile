@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_
 export PREFECT_HOME := $(CURDIR)/.prefect
 export TQDM_MININTERVAL ?= 2
 
-.PHONY: help install system-deps browser-deps demo test test-fast bench-quality up down clean
+.PHONY: help install system-deps browser-deps demo test test-fast bench bench-embed bench-index bench-retrain bench-serve bench-quality up down clean
 
 help:
 	@echo "make demo       install, build the sample catalog, run the retrain flow, print a summary"
@@ -21,6 +21,7 @@ help:
 	@echo "make test-fast  the fast inner loop (no real weights, CLI subprocesses, browser or platform)"
 	@echo "make up         start Prefect server + worker + deployments and the MLflow UI on 127.0.0.1"
 	@echo "make down       stop what make up started"
+	@echo "make bench      speed tables (embed, index, retrain, serve) into benchmarks/results/; after make demo"
 	@echo "make bench-quality  frozen features vs the heads and partial strategies on the catalog in data/"
 
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -62,6 +63,27 @@ test: install system-deps browser-deps
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not real and not cli and not integration and not browser"
+
+$(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
+	@# benchmark-only extras (faiss-cpu, the index baseline), kept out of the runtime lock
+	$(BIN)/uv pip install -q $(UV_FLAGS) -r requirements-bench.txt
+	@touch $@
+
+# The speed tables (BENCHMARKS.md). Run after `make demo`: retrain, index and serve use its 70k catalog and champion.
+bench: bench-embed bench-index bench-retrain bench-serve
+
+bench-embed: $(VENV)/.bench-installed system-deps
+	$(BIN)/python -m benchmarks.embed
+
+bench-index: $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks.index
+
+bench-retrain: install
+	$(BIN)/python -m benchmarks.retrain
+
+bench-serve: install
+	$(BIN)/python -m benchmarks.serve_latency
+	$(BIN)/python -m benchmarks.serve_load
 
 bench-quality: install
 	$(BIN)/python -m benchmarks.quality --strategies $(or $(STRATEGIES),heads,partial)

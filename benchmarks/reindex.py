@@ -85,9 +85,9 @@ def main() -> None:
     tbl = served.table
     vecs = {r["product_id"]: np.asarray(r["vector"]) for r in tbl.search().where(
         "product_id IN (" + ",".join(f"'{p}'" for p in ids["added"][:100]) + ")").select(["product_id", "vector"]).limit(100).to_list()}
-    found = sum(vector_search(tbl, v, 1, query=table_metadata(tbl).get("query"))[0]["product_id"] == p for p, v in vecs.items())
+    found = sum(vector_search(tbl, v, 1)[0]["product_id"] == p for p, v in vecs.items())
     removed = set(ids["removed"])
-    leaked = sum(bool(removed & {h["product_id"] for h in vector_search(tbl, v, 10, query=table_metadata(tbl).get("query"))})
+    leaked = sum(bool(removed & {h["product_id"] for h in vector_search(tbl, v, 10)})
                  for v in vecs.values())
 
     # baseline, same run: embed the whole new catalog from its images and build a fresh index

@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     cache_dir: Path = Path(".cache")
     reports_dir: Path = Path("reports")
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    loader_workers: int = Field(1, ge=0, description="processes that decode and augment images beside the model (0: in-process)")
+    loader_workers: int | None = Field(
+        None, ge=0, description="processes that decode and augment images beside the model (0: in-process; empty or 'auto': "
+                                "one when augmenting >= 5,000 images, else in-process, as measured in BENCHMARKS.md)")
     reviewers: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="names allowed to approve or reject a promotion (comma-separated in LENSFLOW_REVIEWERS)")
     mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="MLflow UI, for links in review pages")
@@ -46,6 +48,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest accepted request body")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest accepted photo, width x height (read before decoding)")
     max_image_side: int = Field(12_000, ge=1, description="largest accepted photo side, pixels")
+
+    @field_validator("loader_workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value):
+        return None if isinstance(value, str) and value.strip().lower() in ("", "auto") else value
 
     @field_validator("reviewers", mode="before")
     @classmethod

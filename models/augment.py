@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 from scipy import ndimage
 
+from models.preprocess import draft
+
 
 @dataclass(frozen=True)
 class ShopperAugment:
@@ -39,7 +41,7 @@ class ShopperAugment:
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
         s = self.size
-        image = image.convert("RGB")
+        image = draft(image, s).convert("RGB")
         src = np.asarray(image, dtype=np.float32)
         border = tuple(int(v) for v in _border_colour(src))
         mask = Image.fromarray(self._product_mask(src, border).astype(np.uint8) * 255).resize((s, s), Image.Resampling.BILINEAR)

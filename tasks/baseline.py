@@ -24,7 +24,7 @@ class Baseline:
 
 
 def champion_on_eval_set(c, name: str, catalog: pd.DataFrame, data_dir: Path, cache_dir: Path, data_md5: str,
-                         shopper_limit: int | None = None, device: str = "cpu", workers: int = 0,
+                         shopper_limit: int | None = None, device: str = "cpu", workers: int | None = None,
                          progress: bool = True) -> Baseline | None:
     """The champion evaluated exactly as the challenger is, on this catalog. None when there is no champion yet."""
     mv = get_alias(c, name, CHAMPION)
@@ -34,7 +34,7 @@ def champion_on_eval_set(c, name: str, catalog: pd.DataFrame, data_dir: Path, ca
 
 
 def version_on_eval_set(mv, catalog: pd.DataFrame, data_dir: Path, cache_dir: Path, data_md5: str,
-                        shopper_limit: int | None = None, device: str = "cpu", workers: int = 0,
+                        shopper_limit: int | None = None, device: str = "cpu", workers: int | None = None,
                         progress: bool = True) -> Baseline:
     """Load a model version's encoder, embed this catalog with it (frozen-tower features come from the
     cache) and evaluate it on the standard eval set of this catalog."""

@@ -183,5 +183,5 @@ def search(served: Served, text: str | None = None, image: Path | None = None, k
         else:
             with Image.open(image) as im:
                 vec = served.encoder.encode_images(served.encoder.preprocess([im]))[0]
-    rows = vector_search(served.table, np.asarray(vec.cpu()), k, where, query=table_metadata(served.table).get("query"))
+    rows = vector_search(served.table, np.asarray(vec.cpu()), k, where)
     return [{"product_id": r["product_id"], "title": r["title"], "category": r["category"], "score": round(r["score"], 6)} for r in rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +12,13 @@ from tasks import stage
 from tqdm.auto import tqdm
 
 from models.encoder import DualEncoder
-from tasks.images import encode_image_files
+from tasks.images import iter_encoded
 
 
-@torch.inference_mode()
-def embed_catalog(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, tower_features: np.ndarray | None = None,
-                  batch_size: int = 128, loader_workers: int = 0, progress: bool = True) -> np.ndarray:
-    """L2-normalised float32 [N, D] image embeddings in catalog order.
+def embedding_batches(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, tower_features: np.ndarray | None = None,
+                      batch_size: int = 128, loader_workers: int | None = None, progress: bool = True) -> Iterator[np.ndarray]:
+    """L2-normalised float32 embeddings in catalog order, one batch at a time (stream them into LanceDB
+    with `tasks.index.build_index` to keep memory flat in catalog size).
 
     With `tower_features` (the frozen image tower's output for these rows, e.g. from the
     training feature cache) only the head runs; otherwise every image is read and encoded.
@@ -25,13 +26,22 @@ def embed_catalog(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, t
     if tower_features is not None:
         if len(tower_features) != len(catalog):
             raise ValueError(f"tower_features has {len(tower_features)} rows but the catalog has {len(catalog)}")
-        out = []
         for i in tqdm(range(0, len(catalog), 4096), desc="embed (head on cached features)", disable=not progress):
-            out.append(encoder.embed_features(torch.from_numpy(np.asarray(tower_features[i : i + 4096])).to(encoder.device)).cpu().numpy())
-        return np.concatenate(out).astype(np.float32)
-    return encode_image_files(encoder.encode_images, data_dir, catalog["image_path"].tolist(), encoder.preprocess,
-                              device=str(encoder.device), batch_size=batch_size, workers=loader_workers,
-                              desc="embed catalog", progress=progress)
+            with torch.inference_mode():  # per batch: a generator must not leave the caller in inference mode
+                feats = torch.from_numpy(np.asarray(tower_features[i : i + 4096])).to(encoder.device)
+                out = encoder.embed_features(feats).cpu().numpy().astype(np.float32, copy=False)
+            yield out
+        return
+    yield from iter_encoded(encoder.encode_images, data_dir, catalog["image_path"].tolist(), encoder.preprocess,
+                            device=str(encoder.device), batch_size=batch_size, workers=loader_workers,
+                            desc="embed catalog", progress=progress)
+
+
+def embed_catalog(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, tower_features: np.ndarray | None = None,
+                  batch_size: int = 128, loader_workers: int | None = None, progress: bool = True) -> np.ndarray:
+    """L2-normalised float32 [N, D] image embeddings in catalog order."""
+    out = list(embedding_batches(encoder, catalog, data_dir, tower_features, batch_size, loader_workers, progress))
+    return np.concatenate(out) if out else np.zeros((0, encoder.embed_dim), np.float32)
 
 
 @torch.inference_mode()

@@ -31,7 +31,7 @@ def feature_cache_key(data_md5: str, fingerprint: str, augment: ShopperAugment |
 
 def cached_image_features(fn: Callable, fingerprint: str, preprocess: ImagePreprocess, catalog: pd.DataFrame, data_dir: Path,
                           cache_dir: Path, data_md5: str, augment: ShopperAugment | None = None, seed: int = 0,
-                          device: str = "cpu", batch_size: int = 128, workers: int = 0, dtype=np.float32,
+                          device: str = "cpu", batch_size: int = 128, workers: int | None = None, dtype=np.float32,
                           desc: str = "image features", progress: bool = True) -> tuple[np.ndarray, bool]:
     """`fn(pixels)` for every catalog row (augmented when asked), aligned with the rows, and whether
     it came from the cache. A cached entry serves any subset or order of the rows it holds."""
@@ -65,7 +65,7 @@ def encoder_split(encoder: DualEncoder) -> TowerSplit:
 
 
 def suffix_inputs(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, cache_dir: Path, data_md5: str,
-                  augment: ShopperAugment | None = None, seed: int = 0, batch_size: int = 128, workers: int = 0,
+                  augment: ShopperAugment | None = None, seed: int = 0, batch_size: int = 128, workers: int | None = None,
                   progress: bool = True) -> tuple[TowerSplit, np.ndarray, bool]:
     """Cached outputs of the frozen prefix for these rows (optionally of their shopper views), the
     split they belong to, and whether they came from the cache."""

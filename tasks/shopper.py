@@ -35,7 +35,7 @@ def shopper_photo(data_dir: Path, image_path: str, augment: ShopperAugment, seed
 
 def shopper_queries(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, cache_dir: Path, data_md5: str,
                     augment: ShopperAugment | None = None, limit: int | None = None, batch_size: int = 128,
-                    workers: int = 0, progress: bool = True) -> ShopperQueries:
+                    workers: int | None = None, progress: bool = True) -> ShopperQueries:
     """Embed the shopper photos of the test products with `encoder`."""
     augment = augment or ShopperAugment()
     rows = shopper_rows(catalog, limit)

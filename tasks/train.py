@@ -45,7 +45,7 @@ def train_encoder(
     cfg: TrainConfig,
     device: str = "cpu",
     batch_size: int = 128,
-    loader_workers: int = 0,
+    loader_workers: int | None = None,
     augment: ShopperAugment | None = None,
     progress: bool = True,
 ) -> TrainResult:

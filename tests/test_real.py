@@ -21,6 +21,25 @@ def test_batchnorm_folding_keeps_the_features():
     assert torch.nn.functional.cosine_similarity(a, b).min() > 0.9999
 
 
+def test_bf16_precision_keeps_the_features_and_is_part_of_the_identity():
+    from models.towers import EfficientNetLiteTower, bf16_native_cpu, build_tower
+
+    x = torch.randn(8, 3, 96, 96)
+    fp32, bf16 = EfficientNetLiteTower().eval(), EfficientNetLiteTower(precision="bf16").eval()
+    with torch.inference_mode():
+        a, b = fp32(x), bf16(x)
+    assert b.dtype == torch.float32 and b.shape == a.shape
+    cos = torch.nn.functional.cosine_similarity(a, b)
+    assert cos.min() > 0.98 and (cos.min() < 1.0 or not bf16_native_cpu())  # bf16 really ran where the CPU has it
+    assert fp32.fingerprint() != bf16.fingerprint()
+    assert build_tower(bf16.spec()).precision == "bf16"
+    prefix, _ = bf16._split_blocks(2)
+    with torch.inference_mode():
+        assert prefix(x).dtype == torch.float32
+    with pytest.raises(ValueError, match="precision must be one of"):
+        EfficientNetLiteTower(precision="fp8")
+
+
 def test_real_towers_on_real_products(project, prefect_harness):
     from flows.retrain import RetrainParams, retrain
     from tasks.champion import load_champion, search, status

@@ -42,3 +42,16 @@ def test_feature_cache_key_covers_data_tower_preprocessing_augmentation_and_seed
     assert not image_tower_features(enc, tiny_catalog, data, cache, "md5-a", progress=False, augment=aug, seed=2)[1]
     other = ShopperAugment(rotate=5.0)
     assert not image_tower_features(enc, tiny_catalog, data, cache, "md5-a", progress=False, augment=other, seed=1)[1]
+
+
+def test_embedding_batches_stream_in_order_and_leave_grad_mode_alone(project, tiny_catalog):
+    import torch
+
+    from tasks.embed import embedding_batches
+
+    enc = build_encoder("tiny")
+    stream = embedding_batches(enc, tiny_catalog, project.data_path, batch_size=4, progress=False)
+    first = next(stream)
+    assert first.shape == (4, enc.embed_dim) and not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+    streamed = np.concatenate([first, *stream])
+    np.testing.assert_allclose(streamed, embed_catalog(enc, tiny_catalog, project.data_path, progress=False), atol=1e-6)

@@ -53,7 +53,7 @@ def test_existing_table_is_never_overwritten(tmp_path):
 
 def test_ann_params_divide_the_dimension():
     p = ann_params(70_000, 256)
-    assert p["num_sub_vectors"] == 32 and 256 % p["num_sub_vectors"] == 0
+    assert p["num_sub_vectors"] == 16 and 256 % p["num_sub_vectors"] == 0
     assert p["num_partitions"] == 264
     assert 12 % ann_params(5000, 12)["num_sub_vectors"] == 0
 
@@ -68,3 +68,31 @@ def test_optional_columns_keep_types_and_missing_values(tmp_path):
     got = lancedb.connect(str(tmp_path)).open_table("m-v1").to_arrow()
     assert got.schema.field("price").type == "double" and got["price"].to_pylist()[0] == 9.5
     assert got["brand"].to_pylist() == ["acme", None, "acme", None]
+
+
+def test_vector_batches_stream_into_the_table_in_chunks(tmp_path):
+    import lancedb
+
+    df, vecs = _catalog(50)
+    batches = (vecs[i : i + 7] for i in range(0, 50, 7))  # ragged batches, appended in chunks of >= 16 rows
+    info = build_index(str(tmp_path), "m-v1", df, batches, {}, dim=16, chunk_rows=16)
+    got = lancedb.connect(str(tmp_path)).open_table("m-v1").to_arrow()
+    assert info.rows == 50 and got["product_id"].to_pylist() == df["product_id"].tolist()
+    np.testing.assert_array_equal(np.stack(got["vector"].to_numpy(zero_copy_only=False)), vecs)
+
+
+@pytest.mark.parametrize("n_vectors, message", [(30, "30 vectors for 50 catalog rows"), (57, "more vectors than")])
+def test_a_short_or_long_stream_fails_and_leaves_no_table(tmp_path, n_vectors, message):
+    import lancedb
+
+    df, _ = _catalog(50)
+    _, vecs = _catalog(n_vectors)
+    with pytest.raises(ValueError, match=message):
+        build_index(str(tmp_path), "m-v1", df, (vecs[i : i + 8] for i in range(0, n_vectors, 8)), {}, dim=16, chunk_rows=16)
+    assert "m-v1" not in lancedb.connect(str(tmp_path)).list_tables().tables
+
+
+def test_batches_of_the_wrong_width_name_the_row(tmp_path):
+    df, vecs = _catalog(20)
+    with pytest.raises(ValueError, match=r"shape \(10, 8\) at row 10; expected \[n, 16\]"):
+        build_index(str(tmp_path), "m-v1", df, iter([vecs[:10], vecs[10:, :8]]), {}, dim=16)
