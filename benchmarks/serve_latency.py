@@ -47,6 +47,15 @@ def photos(s, n: int) -> list[bytes]:
     return out
 
 
+def champion_and_photos(n: int = 50):
+    """(settings, champion, n test photos as JPEG bytes) of the project at LENSFLOW_ROOT, offline env set."""
+    from tasks.champion import resolve_champion
+
+    s = get_settings()
+    offline_env(s.root)
+    return s, resolve_champion(s), photos(s, n)
+
+
 @contextmanager
 def running_service(port: int):
     """`lensflow serve` as a subprocess on 127.0.0.1:port; yields (url, seconds until healthy)."""
@@ -118,12 +127,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200, help="timed requests per kind")
     ap.add_argument("--port", type=int, default=8765)
     args = ap.parse_args()
-    s = get_settings()
-    offline_env(s.root)
-    from tasks.champion import resolve_champion
-
-    champ = resolve_champion(s)
-    pics = photos(s, 50)
+    s, champ, pics = champion_and_photos()
     with running_service(args.port) as (url, startup):
         http = time_http(url, args.requests, pics)
     local = time_in_process(s, args.requests, pics)

@@ -10,9 +10,7 @@ import time
 import numpy as np
 
 from benchmarks.machine import describe, save_results
-from benchmarks.serve_latency import QUERIES, photos, running_service
-from lensflow.runtime import offline_env
-from lensflow.settings import get_settings
+from benchmarks.serve_latency import QUERIES, champion_and_photos, running_service
 
 
 
@@ -62,12 +60,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60, help="seconds per level (bound)")
     ap.add_argument("--port", type=int, default=8766)
     args = ap.parse_args()
-    s = get_settings()
-    offline_env(s.root)
-    from tasks.champion import resolve_champion
-
-    champ = resolve_champion(s)
-    pics = photos(s, 50)
+    s, champ, pics = champion_and_photos()
     rows = []
     with running_service(args.port) as (url, startup):
         level(url, "text", 2, 20, 30, pics)  # warm-up
