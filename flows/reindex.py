@@ -81,8 +81,7 @@ def reindex(params: ReindexParams = ReindexParams()) -> dict:
     t = time.perf_counter()
     encoder = load_encoder(model_dir(champ.source), device=s.torch_device())
     todo = checked.valid.set_index("product_id", drop=False).loc[diff.to_embed].reset_index(drop=True)
-    workers = s.loader_workers
-    vectors = (embed_catalog_task(encoder, todo, s.data_path, loader_workers=workers, progress=params.progress)
+    vectors = (embed_catalog_task(encoder, todo, s.data_path, loader_workers=s.loader_workers, progress=params.progress)
                if len(todo) else np.zeros((0, encoder.embed_dim), dtype=np.float32))
     took["embed"] = time.perf_counter() - t
 

@@ -125,11 +125,15 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
 PRECISIONS = {"fp32", "bf16"}
 
 
+def computes_in(device: torch.device, precision: str) -> str:
+    """What `precision` means on this device: bf16 on CUDA, and on CPU only where it has native bf16
+    (elsewhere emulation is slower than fp32, so it stays fp32)."""
+    return "bf16" if precision == "bf16" and (device.type == "cuda" or bf16_native_cpu()) else "fp32"
+
+
 def reduced_precision(device: torch.device, precision: str):
-    """bf16 autocast for frozen convolutions (on CPU only where the CPU has native bf16: elsewhere
-    emulation is slower than fp32, so it stays fp32); a no-op for fp32."""
-    enabled = precision == "bf16" and (device.type == "cuda" or bf16_native_cpu())
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    """bf16 autocast for frozen convolutions where `computes_in` says so; a no-op otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=computes_in(device, precision) == "bf16")
 
 
 def bf16_native_cpu() -> bool:
@@ -207,10 +211,9 @@ class EfficientNetLiteTower(Tower):
                 _EffNetPart(self.net, blocks - n, blocks, head=True))
 
     def spec(self) -> dict:
-        device = next(self.parameters()).device
-        computes = "bf16" if self.precision == "bf16" and (device.type == "cuda" or bf16_native_cpu()) else "fp32"
         return {"type": self.kind, "name": self.name, "size": self.size, "fold_bn": self.folded, "precision": self.precision,
-                "computes_in": computes,  # what `precision` means on this machine: part of the fingerprint (feature caches)
+                # what `precision` means on this machine: part of the fingerprint (feature caches)
+                "computes_in": computes_in(next(self.parameters()).device, self.precision),
                 "preprocess": self.preprocess.fingerprint()}
 
 

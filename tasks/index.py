@@ -57,8 +57,9 @@ def table_dir(uri: str, table: str) -> Path:
 
 def ann_params(rows: int, dim: int) -> dict:
     """IVF_PQ sizing: ~sqrt(n) partitions with >= 256 rows each; sub-vectors of 16 dims (or the nearest
-    count dividing dim). From benchmarks/index.py: with refine_factor re-ranking, 16-dim sub-vectors keep
-    recall@10 at the level of 8-dim ones and build ~2x faster (BENCHMARKS.md)."""
+    count dividing dim). From benchmarks/index.py on the real 70k vectors, with refine_factor re-ranking:
+    recall@10 0.984 vs 0.998 with 8-dim sub-vectors, at the same latency, built in 42 s instead of 70 s
+    (BENCHMARKS.md)."""
     partitions = max(1, min(int(math.sqrt(rows)), rows // 256))
     target = max(1, dim // 16)
     sub = max(d for d in range(1, target + 1) if dim % d == 0)
