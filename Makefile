@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_
 export PREFECT_HOME := $(CURDIR)/.prefect
 export TQDM_MININTERVAL ?= 2
 
-.PHONY: help install system-deps browser-deps demo test test-fast bench bench-embed bench-index bench-retrain bench-serve bench-quality up down clean
+.PHONY: help install system-deps browser-deps demo test test-fast bench bench-embed bench-index bench-retrain bench-serve bench-soak bench-quality up down clean
 
 help:
 	@echo "make demo       install, build the sample catalog, run the retrain flow, print a summary"
@@ -62,7 +62,7 @@ test: install system-deps browser-deps
 	$(BIN)/python -m pytest -q
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not real and not cli and not integration and not browser"
+	$(BIN)/python -m pytest -q -m "not real and not cli and not crash and not integration and not browser"
 
 $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 	@# benchmark-only extras (faiss-cpu, the index baseline), kept out of the runtime lock
@@ -84,6 +84,10 @@ bench-retrain: install
 bench-serve: install
 	$(BIN)/python -m benchmarks.serve_latency
 	$(BIN)/python -m benchmarks.serve_load
+
+# Reliability soak (not part of `make bench`): MINUTES (default 10) of mixed load on `lensflow serve`, RSS sampled
+bench-soak: install
+	$(BIN)/python -m benchmarks.soak $(if $(MINUTES),--minutes $(MINUTES)) $(if $(CLIENTS),--clients $(CLIENTS))
 
 bench-quality: install
 	$(BIN)/python -m benchmarks.quality --strategies $(or $(STRATEGIES),heads,partial)

@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
+from lensflow.redact import install_log_redaction
 from lensflow.settings import get_settings
 from tasks import registry
 from tasks.approval import now
@@ -32,6 +33,7 @@ class EvaluateParams(BaseModel):
 @flow(name="evaluate", log_prints=True)
 def evaluate(params: EvaluateParams = EvaluateParams()) -> dict:
     s = get_settings()
+    install_log_redaction()  # worker-started runs do not pass through lensflow.cli.main
     log = get_run_logger()
     target = resolve_version(s, params.version)
     data = version_data_task(s.root, s.data_path, s.path(s.dvc_remote), push=False)

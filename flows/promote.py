@@ -11,10 +11,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed
 from pydantic import Field
 
+from lensflow.redact import install_log_redaction
 from lensflow.settings import Settings, get_settings
 from tasks import registry
 from tasks.approval import await_review
 from tasks.champion import IndexMismatch, index_problems, resolve_version, restore_index
+from tasks.lock import project_lock
+from tasks.recover import recover
 from tasks.promote import ReviewPolicy, champion_metrics, gate, promote_task
 from tasks.report import comparison_table
 
@@ -70,7 +73,10 @@ def review_and_promote(s: Settings, c, version: int, page: str, metrics: dict, c
             log.warning("no reviewers configured (LENSFLOW_REVIEWERS): nobody can approve this run")
         log.info("waiting up to %d s for a reviewer (allowed: %s)", params.approval_timeout_s, ", ".join(s.reviewers) or "nobody")
         review = await_review(page, s.reviewers, params.approval_timeout_s, params.approval_poll_s)
-    outcome = promote_task(c, s.registered_model, version, decision, params.approval, review)
+    # a reviewer's decision waits for a running retrain or reindex rather than being lost
+    with project_lock(s.lock_dir, "promotion", wait_s=params.approval_timeout_s, log=log.info):
+        recover(c, s.registered_model, s.mlflow_experiment, s.lancedb_path, log.warning)
+        outcome = promote_task(c, s.registered_model, version, decision, params.approval, review)
     record = {"passed": decision.passed, "reasons": decision.reasons, "champion_version": champ_version,
               "review": review.__dict__ if review else None}
     log.info("v%d: %s", version, outcome)
@@ -90,6 +96,7 @@ def finish(outcome: str, version: int, summary: dict):
 @flow(name="promote", log_prints=True)
 def promote(params: PromoteParams = PromoteParams()) -> dict:
     s = get_settings()
+    install_log_redaction()  # worker-started runs do not pass through lensflow.cli.main
     if params.approval == "reviewer" and not s.reviewers:
         raise ValueError("approval=reviewer but no reviewers are configured: set LENSFLOW_REVIEWERS (comma-separated names)")
     c = registry.client(s.tracking_uri)

@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
+from lensflow.redact import install_log_redaction
 from lensflow.settings import get_settings
 from models.encoder import load_encoder
 from tasks import registry
@@ -26,6 +27,8 @@ from tasks.champion import Champion, IndexMismatch, index_problems, model_dir, r
 from tasks.diff import catalog_at, diff_catalogs, manifest
 from tasks.embed import embed_catalog_task
 from tasks.index import index_record, table_dir
+from tasks.lock import project_lock
+from tasks.recover import recover
 from tasks.reindex import IndexPolicy, apply_changes_task, next_table_name
 from tasks.validate import validate_catalog_task
 from tasks.versioning import track_dir_task, version_data_task
@@ -43,6 +46,15 @@ class ReindexParams(BaseModel):
 @flow(name="reindex", log_prints=True)
 def reindex(params: ReindexParams = ReindexParams()) -> dict:
     s = get_settings()
+    install_log_redaction()  # worker-started runs do not pass through lensflow.cli.main
+    with project_lock(s.lock_dir, "reindex"):
+        recover(registry.client(s.tracking_uri), s.registered_model, s.mlflow_experiment, s.lancedb_path,
+                get_run_logger().warning)
+        return update_index(s, params)
+
+
+def update_index(s, params: ReindexParams) -> dict:
+    """The reindex itself, under the project's writer lock."""
     log = get_run_logger()
     took: dict[str, float] = {}
     t = time.perf_counter()

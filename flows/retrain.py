@@ -15,6 +15,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from pydantic import Field
 
+from lensflow.redact import install_log_redaction
 from lensflow.settings import get_settings
 from models.train import load_strategy
 from tasks import registry
@@ -22,7 +23,9 @@ from tasks.baseline import champion_on_eval_set_task
 from tasks.embed import embed_catalog_task
 from tasks.evaluate import evaluate_task
 from tasks.index import QueryParams, build_index_task, index_record, table_dir, table_name
+from tasks.lock import project_lock
 from tasks.promote import ReviewPolicy
+from tasks.recover import recover
 from tasks.report import write_report
 from tasks.shopper import shopper_queries_task
 from tasks.train import train_encoder_task
@@ -62,89 +65,92 @@ def timed(seconds: dict, stage: str):
 @flow(name="retrain", log_prints=True)
 def retrain(params: RetrainParams = RetrainParams()) -> dict:
     s = get_settings()
+    install_log_redaction()  # worker-started runs do not pass through lensflow.cli.main
     log = get_run_logger()
     if params.approval == "reviewer" and not s.reviewers:
         raise ValueError("approval=reviewer but no reviewers are configured: set LENSFLOW_REVIEWERS (comma-separated names), "
                          "or choose approval=auto-approve or approval=later")
     took: dict[str, float] = {}
-    with timed(took, "version_data"):
-        data = version_data_task(s.root, s.data_path, s.path(s.dvc_remote), push=params.push_data)
-    report_dir = s.path(s.reports_dir) / "validation" / data.md5.removesuffix(".dir")
-    with timed(took, "validate"):
-        checked = validate_catalog_task(s.data_path, report_dir, max_bad_fraction=params.max_bad_fraction, progress=params.progress)
-    log.info("catalog %s: %d rows, %d quarantined (%s)", data.md5, checked.n_rows, checked.n_quarantined, checked.quarantine_path)
+    with project_lock(s.lock_dir, "retrain"):  # released before the review: a paused run must not block others
+        c = registry.client(s.tracking_uri)
+        recover(c, s.registered_model, s.mlflow_experiment, s.lancedb_path, log.warning)
+        with timed(took, "version_data"):
+            data = version_data_task(s.root, s.data_path, s.path(s.dvc_remote), push=params.push_data)
+        report_dir = s.path(s.reports_dir) / "validation" / data.md5.removesuffix(".dir")
+        with timed(took, "validate"):
+            checked = validate_catalog_task(s.data_path, report_dir, max_bad_fraction=params.max_bad_fraction, progress=params.progress)
+        log.info("catalog %s: %d rows, %d quarantined (%s)", data.md5, checked.n_rows, checked.n_quarantined, checked.quarantine_path)
 
-    s.path(s.cache_dir).mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="retrain-", dir=s.path(s.cache_dir)))
-    c = registry.client(s.tracking_uri)
-    commit = git_commit(s.root)
-    run_params = params.model_dump(exclude={"gate", "progress"}) | {"data_md5": data.md5, "git_commit": commit,
-                                                                    "gate": params.gate.model_dump_json()}
-    run_id = registry.start_run(c, s.mlflow_experiment, s.artifact_location, f"retrain-{data.md5[:8]}", run_params)
-    version = None
-    try:
-        registry.log_metrics(c, run_id, {"catalog_rows": checked.n_rows, "quarantined_rows": checked.n_quarantined})
-        c.log_artifacts(run_id, str(report_dir), "validation")
-        cfg = load_strategy(params.strategy, epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
-                            instance_weight=params.instance_weight, seed=params.seed)
-        cache = s.path(s.cache_dir)
-        with timed(took, "fine_tune"):
-            trained = train_encoder_task(params.preset, checked.valid, s.data_path, data.md5, cache,
-                                         work / "model", cfg, device=s.torch_device(), loader_workers=s.loader_workers,
-                                         progress=params.progress)
-        for h in trained.history:
-            registry.log_metrics(c, run_id, {f"train.{k}": v for k, v in h.items() if k not in ("epoch", "seconds")}, step=h["epoch"])
-        registry.log_params(c, run_id, {f"train.{k}": v for k, v in trained.params.items()})
-        registry.log_metrics(c, run_id, {"train_seconds": trained.seconds, "feature_seconds": trained.feature_seconds,
-                                         "feature_cache_hit": float(trained.feature_cache_hit)})
-        with timed(took, "register"):
-            c.log_artifacts(run_id, str(trained.model_dir), "model")
-            source = f"{c.get_run(run_id).info.artifact_uri}/model"
-            version = registry.register_version_task(c, s.registered_model, run_id, source,
-                                                     {"status": "building", "data_md5": data.md5, "git_commit": commit, "run_id": run_id})
-        with timed(took, "embed"):
-            vectors = embed_catalog_task(trained.encoder, checked.valid, s.data_path, tower_features=trained.tower_features,
-                                         progress=params.progress)
-        meta = {"model_name": s.registered_model, "model_version": version, "run_id": run_id, "data_md5": data.md5}
-        with timed(took, "index"):
-            index = build_index_task(s.lancedb_path, table_name(s.registered_model, version), checked.valid, vectors, meta,
-                                     ann_min_rows=params.ann_min_rows, query=QueryParams(params.nprobes, params.refine_factor))
-            if "://" not in index.uri:
-                tracked = track_dir_task(s.root, s.path(s.dvc_remote), table_dir(index.uri, index.table), push=params.push_data)
-                if tracked != index.fingerprint:
-                    raise RuntimeError(f"DVC recorded md5 {tracked} for {index.table}, but it was built with {index.fingerprint}")
-        import lancedb
+        s.path(s.cache_dir).mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="retrain-", dir=s.path(s.cache_dir)))
+        commit = git_commit(s.root)
+        run_params = params.model_dump(exclude={"gate", "progress"}) | {"data_md5": data.md5, "git_commit": commit,
+                                                                        "gate": params.gate.model_dump_json()}
+        run_id = registry.start_run(c, s.mlflow_experiment, s.artifact_location, f"retrain-{data.md5[:8]}", run_params)
+        version = None
+        try:
+            registry.log_metrics(c, run_id, {"catalog_rows": checked.n_rows, "quarantined_rows": checked.n_quarantined})
+            c.log_artifacts(run_id, str(report_dir), "validation")
+            cfg = load_strategy(params.strategy, epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
+                                instance_weight=params.instance_weight, seed=params.seed)
+            cache = s.path(s.cache_dir)
+            with timed(took, "fine_tune"):
+                trained = train_encoder_task(params.preset, checked.valid, s.data_path, data.md5, cache,
+                                             work / "model", cfg, device=s.torch_device(), loader_workers=s.loader_workers,
+                                             progress=params.progress)
+            for h in trained.history:
+                registry.log_metrics(c, run_id, {f"train.{k}": v for k, v in h.items() if k not in ("epoch", "seconds")}, step=h["epoch"])
+            registry.log_params(c, run_id, {f"train.{k}": v for k, v in trained.params.items()})
+            registry.log_metrics(c, run_id, {"train_seconds": trained.seconds, "feature_seconds": trained.feature_seconds,
+                                             "feature_cache_hit": float(trained.feature_cache_hit)})
+            with timed(took, "register"):
+                c.log_artifacts(run_id, str(trained.model_dir), "model")
+                source = f"{c.get_run(run_id).info.artifact_uri}/model"
+                version = registry.register_version_task(c, s.registered_model, run_id, source,
+                                                         {"status": "building", "data_md5": data.md5, "git_commit": commit, "run_id": run_id})
+            with timed(took, "embed"):
+                vectors = embed_catalog_task(trained.encoder, checked.valid, s.data_path, tower_features=trained.tower_features,
+                                             progress=params.progress)
+            meta = {"model_name": s.registered_model, "model_version": version, "run_id": run_id, "data_md5": data.md5}
+            with timed(took, "index"):
+                index = build_index_task(s.lancedb_path, table_name(s.registered_model, version), checked.valid, vectors, meta,
+                                         ann_min_rows=params.ann_min_rows, query=QueryParams(params.nprobes, params.refine_factor))
+                if "://" not in index.uri:
+                    tracked = track_dir_task(s.root, s.path(s.dvc_remote), table_dir(index.uri, index.table), push=params.push_data)
+                    if tracked != index.fingerprint:
+                        raise RuntimeError(f"DVC recorded md5 {tracked} for {index.table}, but it was built with {index.fingerprint}")
+            import lancedb
 
-        table = lancedb.connect(index.uri).open_table(index.table)
-        with timed(took, "evaluate"):
-            shopper = shopper_queries_task(trained.encoder, checked.valid, s.data_path, cache, data.md5,
-                                           limit=params.shopper_queries, workers=s.loader_workers, progress=params.progress)
-            result = evaluate_task(trained.encoder, table, shopper)
-            baseline = champion_on_eval_set_task(c, s.registered_model, checked.valid, s.data_path, cache, data.md5,
-                                                 params.shopper_queries, s.torch_device(), s.loader_workers, params.progress)
-        champ_version, champ = (baseline.version, baseline.result.metrics) if baseline else (None, None)
-        registry.log_metrics(c, run_id, result.metrics)
-        registry.log_metrics(c, run_id, {f"{m}.{_slug(cat)}": v for cat, ms in result.per_category.items() for m, v in ms.items()})
-        if baseline:
-            registry.log_metrics(c, run_id, {f"champion.{k}": v for k, v in champ.items()})
-        report = work / "eval"
-        write_report(report, result, baseline.result if baseline else None, champ_version, checked.valid,
-                                s.data_path, {"index": index.as_dict()})
-        c.log_artifacts(run_id, str(report), "evaluation")
-        registry.set_tags(c, s.registered_model, version, {
-            "index": index_record(index, data.md5),
-            "metrics": result.metrics, "eval_set_md5": result.eval_set_md5, "status": "ready",
-            "compared_with": {"champion_version": champ_version, "metrics": champ} if baseline else {}})
-        c.set_registered_model_alias(s.registered_model, registry.CHALLENGER, str(version))
-        registry.log_metrics(c, run_id, {f"stage_seconds.{k}": v for k, v in took.items()})
-        c.set_terminated(run_id, "FINISHED")
-    except BaseException as exc:
-        if version is not None:
-            registry.set_tags(c, s.registered_model, version, {"status": "failed", "failed_reason": f"{type(exc).__name__}: {exc}"[:4000]})
-        c.set_terminated(run_id, "FAILED")
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            table = lancedb.connect(index.uri).open_table(index.table)
+            with timed(took, "evaluate"):
+                shopper = shopper_queries_task(trained.encoder, checked.valid, s.data_path, cache, data.md5,
+                                               limit=params.shopper_queries, workers=s.loader_workers, progress=params.progress)
+                result = evaluate_task(trained.encoder, table, shopper)
+                baseline = champion_on_eval_set_task(c, s.registered_model, checked.valid, s.data_path, cache, data.md5,
+                                                     params.shopper_queries, s.torch_device(), s.loader_workers, params.progress)
+            champ_version, champ = (baseline.version, baseline.result.metrics) if baseline else (None, None)
+            registry.log_metrics(c, run_id, result.metrics)
+            registry.log_metrics(c, run_id, {f"{m}.{_slug(cat)}": v for cat, ms in result.per_category.items() for m, v in ms.items()})
+            if baseline:
+                registry.log_metrics(c, run_id, {f"champion.{k}": v for k, v in champ.items()})
+            report = work / "eval"
+            write_report(report, result, baseline.result if baseline else None, champ_version, checked.valid,
+                                    s.data_path, {"index": index.as_dict()})
+            c.log_artifacts(run_id, str(report), "evaluation")
+            registry.set_tags(c, s.registered_model, version, {
+                "index": index_record(index, data.md5),
+                "metrics": result.metrics, "eval_set_md5": result.eval_set_md5, "status": "ready",
+                "compared_with": {"champion_version": champ_version, "metrics": champ} if baseline else {}})
+            c.set_registered_model_alias(s.registered_model, registry.CHALLENGER, str(version))
+            registry.log_metrics(c, run_id, {f"stage_seconds.{k}": v for k, v in took.items()})
+            c.set_terminated(run_id, "FINISHED")
+        except BaseException as exc:
+            if version is not None:
+                registry.set_tags(c, s.registered_model, version, {"status": "failed", "failed_reason": f"{type(exc).__name__}: {exc}"[:4000]})
+            c.set_terminated(run_id, "FAILED")
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     champ_run = registry.version_tags(c.get_model_version(s.registered_model, str(champ_version))).get("run_id") if baseline else None
     page = review_page(s, c, version, run_id, result.metrics, champ_version, champ, champ_run,
                        {"data md5": data.md5, "eval set md5": result.eval_set_md5, "strategy": cfg.strategy,

@@ -10,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from lensflow.redact import format_exception, install_log_redaction, redact
+
 app = typer.Typer(help="lensflow: visual product search, retrained and served with its index.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Catalog data.", no_args_is_help=True)
@@ -35,7 +37,7 @@ def _prefect_api_url() -> str | None:
 
 
 def _fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {message}", fg="red", err=True)
+    typer.secho(f"error: {redact(message)}", fg="red", err=True)
     raise typer.Exit(code)
 
 
@@ -107,17 +109,18 @@ def retrain(
             build_sample(limit)
     from flows.retrain import RetrainParams, retrain as retrain_flow
     from tasks.catalog import CatalogError
+    from tasks.lock import RunInProgress
     from tasks.validate import ValidationFailed
 
     t0 = time.perf_counter()
     try:
         summary = retrain_flow(params=RetrainParams(preset=preset, strategy=strategy, epochs=epochs, approval=approval,
                                                     progress=sys.stderr.isatty() or not json_out))
-    except (CatalogError, ValidationFailed, ValueError) as exc:
+    except (CatalogError, ValidationFailed, RunInProgress, ValueError) as exc:
         _fail(str(exc))
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     if json_out:
-        typer.echo(json.dumps(summary, indent=2, default=str))
+        typer.echo(redact(json.dumps(summary, indent=2, default=str)))
         return
     m = summary["metrics"]
     lines = [
@@ -144,15 +147,16 @@ def reindex(json_out: bool = typer.Option(False, "--json", help="print the run s
     from flows.reindex import ReindexParams, reindex as reindex_flow
     from tasks.catalog import CatalogError
     from tasks.champion import IndexMismatch, NoChampion
+    from tasks.lock import RunInProgress
     from tasks.validate import ValidationFailed
 
     _settings()
     try:
         out = reindex_flow(params=ReindexParams(progress=sys.stderr.isatty() or not json_out))
-    except (NoChampion, IndexMismatch, CatalogError, ValidationFailed, ValueError) as exc:
+    except (NoChampion, IndexMismatch, CatalogError, ValidationFailed, RunInProgress, ValueError) as exc:
         _fail(str(exc))
     if json_out:
-        typer.echo(json.dumps(out, indent=2, default=str))
+        typer.echo(redact(json.dumps(out, indent=2, default=str)))
     elif out["outcome"] == "unchanged":
         typer.echo(f"the index of v{out['model_version']} already reflects data {out['data_md5']}: nothing to do")
     else:
@@ -167,15 +171,15 @@ def status(json_out: bool = typer.Option(False, "--json", help="print JSON")) ->
 
     st = champion_status(_settings())
     if json_out:
-        typer.echo(json.dumps(st, indent=2))
+        typer.echo(redact(json.dumps(st, indent=2)))
     elif st["champion"] is None:
-        typer.echo("no champion yet: " + "; ".join(st["problems"]))
+        typer.echo(redact("no champion yet: " + "; ".join(st["problems"])))
     else:
         ch = st["champion"]
         typer.echo(f"champion  {ch['name']} v{ch['version']} (data {ch['data_md5']})")
         typer.echo(f"index     {ch['index']['table']} v{ch['index']['version']}, {ch['index']['rows']} rows at {ch['index']['uri']}")
         typer.echo("metrics   " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(ch["metrics"].items()) if k.endswith("_at_10")))
-        typer.echo("consistent" if st["consistent"] else "INCONSISTENT: " + "; ".join(st["problems"]))
+        typer.echo("consistent" if st["consistent"] else redact("INCONSISTENT: " + "; ".join(st["problems"])))
     if st["champion"] is not None and not st["consistent"]:
         raise typer.Exit(2)
 
@@ -316,7 +320,13 @@ def down() -> None:
 
 
 def main() -> None:
-    app()
+    """The console entry point: log records and unexpected tracebacks are printed without credentials."""
+    install_log_redaction()
+    try:
+        app()
+    except Exception as exc:
+        sys.stderr.write(format_exception(exc) + "\n")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

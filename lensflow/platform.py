@@ -61,8 +61,25 @@ class Platform:
         env["PREFECT_SERVER_API_HOST"] = HOST
         env["PREFECT_SERVER_API_PORT"] = str(self.settings.prefect_port)
         env["PREFECT_UI_API_URL"] = f"{self.prefect_url}/api"
+        env["PREFECT_WORKER_WEBSERVER_HOST"] = HOST  # a worker's health check (--with-healthcheck) defaults to 0.0.0.0
+        env["PREFECT_RUNNER_SERVER_HOST"] = HOST
         env["LENSFLOW_ROOT"] = str(self.settings.root)
         return env
+
+    def server_command(self) -> list[str]:
+        """The Prefect server, bound to 127.0.0.1."""
+        return [self._bin("prefect"), "server", "start", "--host", HOST, "--port", str(self.settings.prefect_port)]
+
+    def worker_command(self, pool: str) -> list[str]:
+        """A process worker for `pool` (it listens on no port)."""
+        return [self._bin("prefect"), "worker", "start", "--pool", pool, "--type", "process"]
+
+    def mlflow_command(self) -> tuple[list[str], dict[str, str]]:
+        """The MLflow UI bound to 127.0.0.1, and the environment it needs: the backend store URI travels in
+        MLFLOW_BACKEND_STORE_URI, not on the command line, where any local user could read its password."""
+        return ([self._bin("mlflow"), "server", "--default-artifact-root", self.settings.artifact_location, "--host", HOST,
+                 "--port", str(self.settings.mlflow_port), "--workers", "1"],
+                {"MLFLOW_BACKEND_STORE_URI": self.settings.tracking_uri})
 
     def _bin(self, name: str) -> str:
         exe = Path(sys.executable).parent / name
@@ -79,11 +96,11 @@ class Platform:
     def running(self) -> dict[str, int]:
         return {name: pid for name, pid in self._pids().items() if _alive(pid)}
 
-    def _start(self, name: str, cmd: list[str], cwd: Path) -> int:
+    def _start(self, name: str, cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(cmd, cwd=cwd, env=self.env() | (env or {}), stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         pids = self._pids()
         pids[name] = proc.pid
@@ -118,8 +135,7 @@ class Platform:
             if _ok(f"{self.prefect_url}/api/health"):
                 raise PlatformError(f"port {self.settings.prefect_port} already serves a Prefect API not started by lensflow: "
                                     "stop it or set LENSFLOW_PREFECT_PORT")
-            self._start("prefect-server", [self._bin("prefect"), "server", "start", "--host", HOST,
-                                           "--port", str(self.settings.prefect_port)], root)
+            self._start("prefect-server", self.server_command(), root)
         self._wait("prefect-server", f"{self.prefect_url}/api/health", 120)
         log(f"Prefect server  {self.prefect_url}  ({time.perf_counter() - t0:.1f} s)")
         pools = work_pools(root / "prefect.yaml")
@@ -130,7 +146,7 @@ class Platform:
         log(f"deployed        {', '.join(deployments)}  ({time.perf_counter() - t0:.1f} s)")
         for pool in pools:
             if f"worker-{pool}" not in running:
-                self._start(f"worker-{pool}", [self._bin("prefect"), "worker", "start", "--pool", pool, "--type", "process"], root)
+                self._start(f"worker-{pool}", self.worker_command(pool), root)
         log(f"workers         {', '.join(pools)}")
         if mlflow:
             if "mlflow" not in running:
@@ -138,9 +154,8 @@ class Platform:
                     raise PlatformError(f"port {self.settings.mlflow_port} is in use by a server not started by lensflow: "
                                         "stop it or set LENSFLOW_MLFLOW_PORT")
                 self.settings.path("mlflow").mkdir(parents=True, exist_ok=True)
-                self._start("mlflow", [self._bin("mlflow"), "server", "--backend-store-uri", self.settings.tracking_uri,
-                                       "--default-artifact-root", self.settings.artifact_location, "--host", HOST,
-                                       "--port", str(self.settings.mlflow_port), "--workers", "1"], root)
+                cmd, env = self.mlflow_command()
+                self._start("mlflow", cmd, root, env)
             self._wait("mlflow", f"{self.mlflow_url}/health", 120)
             log(f"MLflow UI       {self.mlflow_url}")
         seconds = round(time.perf_counter() - t0, 1)

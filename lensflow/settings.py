@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from lensflow.redact import link
+
 
 def find_root() -> Path:
     """The nearest folder at or above the working directory holding prefect.yaml or data.dvc."""
@@ -39,7 +41,8 @@ class Settings(BaseSettings):
                                 "one when augmenting >= 5,000 images, else in-process, as measured in BENCHMARKS.md)")
     reviewers: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="names allowed to approve or reject a promotion (comma-separated in LENSFLOW_REVIEWERS)")
-    mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="MLflow UI, for links in review pages")
+    mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="MLflow UI, for links in review pages (credentials "
+                                                                  "in it are dropped: the pages are shown to people)")
     prefect_port: int = 4200
     mlflow_port: int = 5000
     serve_host: str = Field("127.0.0.1", description="search service bind address (loopback unless told otherwise)")
@@ -53,6 +56,11 @@ class Settings(BaseSettings):
     @classmethod
     def _auto_workers(cls, value):
         return None if isinstance(value, str) and value.strip().lower() in ("", "auto") else value
+
+    @field_validator("mlflow_ui_url")
+    @classmethod
+    def _no_credentials_in_links(cls, value: str) -> str:
+        return link(value)
 
     @field_validator("reviewers", mode="before")
     @classmethod
@@ -72,6 +80,11 @@ class Settings(BaseSettings):
     @property
     def lancedb_path(self) -> str:
         return self.lancedb_uri if "://" in self.lancedb_uri else str(self.path(self.lancedb_uri))
+
+    @property
+    def lock_dir(self) -> Path:
+        """Where the project's writer lock lives (tasks.lock)."""
+        return self.path(self.cache_dir) / "locks"
 
     @property
     def tracking_uri(self) -> str:

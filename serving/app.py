@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import threading
 import time
+import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
+from lensflow.redact import format_exception, public_message, redact
 from lensflow.settings import Settings
 from serving import search as S
 from tasks.champion import IndexMismatch, NoChampion, Served, load_champion, resolve_version
@@ -74,12 +76,12 @@ class ChampionWatcher:
                 return False
             new = self.loader(self.settings)
         except (NoChampion, IndexMismatch) as exc:
-            self.error = str(exc)
-            log.warning("champion not (re)loaded: %s", exc)
+            self.error = redact(str(exc))
+            log.warning("champion not (re)loaded: %s", self.error)
             return False
         except Exception as exc:  # keep serving what works; say why in /health
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("champion not (re)loaded")
+            self.error = redact(f"{type(exc).__name__}: {exc}")
+            log.error("champion not (re)loaded\n%s", format_exception(exc))
             return False
         finally:
             self.checked_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -145,15 +147,24 @@ class Health(BaseModel):
     model_version: int | None
     checked_at: str | None
     swaps: int = Field(description="champion swaps since start")
-    error: str | None = Field(None, description="why the latest champion check did not load a new pair")
+    error: str | None = Field(None, description="why the latest champion check did not load a new pair (without paths "
+                                                "or credentials: the server log has the details)")
 
 
 class Error(BaseModel):
     error: str
+    id: str | None = Field(None, description="500 only: the id of the server log entry with the details")
+
+
+def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A generic 500 with an id; the (redacted) traceback goes to the server log under that id, never to the client."""
+    error_id = uuid.uuid4().hex[:12]
+    log.error("internal error %s on %s %s\n%s", error_id, request.method, request.url.path, format_exception(exc))
+    return JSONResponse({"error": "internal error", "id": error_id}, 500)
 
 
 ERRORS = {400: {"model": Error}, 404: {"model": Error}, 413: {"model": Error}, 415: {"model": Error},
-          422: {"model": Error}, 503: {"model": Error}}
+          422: {"model": Error}, 500: {"model": Error}, 503: {"model": Error}}
 
 
 def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> FastAPI:
@@ -172,11 +183,15 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
 
     @app.middleware("http")
     async def bounded_body(request: Request, call_next):
+        """Refuse a declared body over the limit before reading it; answer an unexpected error here (not in
+        Starlette's outermost handler, which re-raises it to the server's own unredacted log)."""
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > settings.max_upload_bytes):
             return JSONResponse({"error": f"request body larger than {settings.max_upload_bytes} bytes"}, 413)
-        response = await call_next(request)
-        return response
+        try:
+            return await call_next(request)
+        except Exception as exc:
+            return internal_error(request, exc)
 
     @app.exception_handler(S.BadQuery)
     async def bad_query(request: Request, exc: S.BadQuery):
@@ -189,13 +204,12 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception):
-        log.exception("unhandled error on %s", request.url.path)
-        return JSONResponse({"error": "internal error"}, 500)
+        return internal_error(request, exc)
 
     def live() -> Live:
         current = watcher.live
         if current is None:
-            raise S.BadQuery("no champion is being served yet" + (f": {watcher.error}" if watcher.error else ""), 503)
+            raise S.BadQuery("no champion is being served yet" + (f": {public_message(watcher.error)}" if watcher.error else ""), 503)
         return current
 
     def respond(cur: Live, rows: list[dict], limit: int, offset: int, t0: float) -> JSONResponse:
@@ -298,7 +312,7 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
         """ok when a champion is served; 503 before the first one loads."""
         cur = watcher.live
         body = Health(status="ok" if cur else "no-champion", model_version=cur.version if cur else None,
-                      checked_at=watcher.checked_at, swaps=watcher.swaps, error=watcher.error)
+                      checked_at=watcher.checked_at, swaps=watcher.swaps, error=public_message(watcher.error))
         return JSONResponse(body.model_dump(), 200 if cur else 503)
 
     @app.get("/version", response_model=VersionInfo, responses=ERRORS, tags=["service"])

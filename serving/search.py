@@ -4,6 +4,7 @@ filters inside the vector search, hybrid full-text + vector fusion, pagination. 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +67,9 @@ def where_clause(filters: Filters, catalog: Catalog, exclude_id: str | None = No
     if filters.min_price is not None or filters.max_price is not None:
         if not catalog.has_price:
             raise BadQuery("this catalog has no price column: drop min_price/max_price")
+        for name, value in (("min_price", filters.min_price), ("max_price", filters.max_price)):
+            if value is not None and not math.isfinite(value):  # "inf" would reach the SQL filter as a column name
+                raise BadQuery(f"{name} must be a finite number, not {value}")
         if filters.min_price is not None:
             parts.append(f"price >= {float(filters.min_price)}")
         if filters.max_price is not None:

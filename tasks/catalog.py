@@ -49,17 +49,30 @@ def load_catalog_file(path: Path, name: str) -> pd.DataFrame:
         raise CatalogError(f"{path}: not UTF-8 text ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - any reader failure is a catalog error with the file named
         raise CatalogError(f"{path}: cannot be read: {exc}") from exc
+    if not name.endswith(".parquet") and not isinstance(df.index, pd.RangeIndex):
+        # pandas reads the surplus leading fields as an index when the first row is longer than the header
+        raise CatalogError(f"{path}: row 1 has more fields than the header's {len(df.columns)} columns "
+                           "(quote fields that contain commas)")
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise CatalogError(f"{path}: missing required column(s) {missing}; found {list(df.columns)}")
+    if "row" in df.columns:
+        raise CatalogError(f"{path}: column 'row' is reserved for lensflow's row numbers; rename it")
     if len(df) == 0:
         raise CatalogError(f"{path}: the catalog has no rows")
     df = df.reset_index(drop=True)
     for col in ("product_id", "title", "category", "image_path"):
-        df[col] = df[col].map(lambda v: None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)).astype(object)
-    if "split" not in df.columns:
-        df["split"] = df["product_id"].map(lambda p: hash_split(p or ""))
-    else:
-        df["split"] = df["split"].astype(object)
+        df[col] = pd.Series([_text(v) for v in df[col]], index=df.index, dtype=object)
+    # a row without a split (no column, or an empty cell) gets the deterministic hash split
+    given = [_text(v) for v in df["split"]] if "split" in df.columns else [None] * len(df)
+    df["split"] = pd.Series([s if s is not None else hash_split(p or "") for s, p in zip(given, df["product_id"])],
+                            index=df.index, dtype=object)
     df.insert(0, "row", range(1, len(df) + 1))
     return df
+
+
+def _text(value) -> str | None:
+    """A cell as text; None for every kind of missing value (None, NaN, NaT, pd.NA)."""
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return None
+    return str(value)

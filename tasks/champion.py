@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lensflow.redact import redact_uri
 from lensflow.settings import Settings
 from tasks.index import table_dir, table_metadata, vector_search
 from tasks.registry import CHAMPION, client, get_alias, version_tags
@@ -64,7 +65,7 @@ def resolve_version(settings: Settings, version: int | None = None, alias: str =
     if version is None:
         mv = get_alias(c, settings.registered_model, alias)
         if mv is None:
-            raise NoChampion(f"no '{alias}' version of model {settings.registered_model!r} at {settings.tracking_uri}")
+            raise NoChampion(f"no '{alias}' version of model {settings.registered_model!r} at {redact_uri(settings.tracking_uri)}")
     else:
         try:
             mv = c.get_model_version(settings.registered_model, str(version))
@@ -84,7 +85,7 @@ def index_problems(champ: Champion) -> list[str]:
     if idx["table"] not in db.list_tables().tables:
         hint = (f" (loading it for serving pulls it from the DVC remote by md5 {idx['fingerprint']})"
                 if idx["fingerprint"] and "://" not in idx["uri"] else "")
-        return [f"table {idx['table']!r} is missing from {idx['uri']}{hint}"]
+        return [f"table {idx['table']!r} is missing from {redact_uri(idx['uri'])}{hint}"]
     tbl = db.open_table(idx["table"])
     problems = []
     if tbl.version != idx["version"]:
@@ -117,6 +118,7 @@ def restore_index(settings: Settings, champ: Champion) -> bool:
 
 
 def status(settings: Settings) -> dict:
+    """The champion, its metrics and index record (URIs redacted, for display) and the index's problems."""
     try:
         champ = resolve_champion(settings)
     except NoChampion as exc:
@@ -127,7 +129,8 @@ def status(settings: Settings) -> dict:
         "champion": {"name": champ.name, "version": champ.version, "metrics": champ.metrics,
                      "data_md5": champ.tags.get("data_md5"), "git_commit": champ.tags.get("git_commit"),
                      "approval": {k: champ.tags.get(k) for k in ("approval", "approved_by", "approved_at")},
-                     "index": {k: idx.get(k) for k in ("uri", "table", "version", "rows", "fingerprint", "data_md5", "built")}},
+                     "index": {k: redact_uri(idx[k]) if k == "uri" and idx[k] else idx.get(k)
+                               for k in ("uri", "table", "version", "rows", "fingerprint", "data_md5", "built")}},
         "consistent": not problems,
         "problems": problems,
     }

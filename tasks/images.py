@@ -74,11 +74,12 @@ def image_batches(data_dir: Path, image_paths: list[str], preprocess: ImagePrepr
 
 def iter_encoded(fn, data_dir: Path, image_paths: list[str], preprocess: ImagePreprocess, device: str = "cpu",
                  batch_size: int = 128, workers: int | None = None, desc: str = "encode images", progress: bool = True,
-                 augment: ShopperAugment | None = None, seed: int = 0, dtype=np.float32) -> Iterator[np.ndarray]:
-    """`fn(pixels) -> [B, ...]` batch by batch, in input order (memory stays flat in the number of images)."""
+                 augment: ShopperAugment | None = None, seed: int = 0, dtype=np.float32, done: int = 0) -> Iterator[np.ndarray]:
+    """`fn(pixels) -> [B, ...]` batch by batch, in input order (memory stays flat in the number of images);
+    `done`: images encoded earlier (a resumed run), counted in the progress bar."""
     tune_malloc()
     pin = device.startswith("cuda")
-    with tqdm(total=len(image_paths), desc=desc, unit="img", disable=not progress) as bar:
+    with tqdm(total=len(image_paths) + done, initial=done, desc=desc, unit="img", disable=not progress) as bar:
         for pixels in image_batches(data_dir, image_paths, preprocess, batch_size, workers, augment, seed):
             if pin:
                 pixels = pixels.pin_memory()
@@ -87,10 +88,3 @@ def iter_encoded(fn, data_dir: Path, image_paths: list[str], preprocess: ImagePr
             bar.update(len(pixels))
             yield out
 
-
-def encode_image_files(fn, data_dir: Path, image_paths: list[str], preprocess: ImagePreprocess, device: str = "cpu",
-                       batch_size: int = 128, workers: int | None = None, desc: str = "encode images", progress: bool = True,
-                       augment: ShopperAugment | None = None, seed: int = 0, dtype=np.float32) -> np.ndarray:
-    """Apply `fn(pixels) -> [B, ...]` to every image (augmented when asked); [N, ...] in input order."""
-    out = list(iter_encoded(fn, data_dir, image_paths, preprocess, device, batch_size, workers, desc, progress, augment, seed, dtype))
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -69,7 +69,11 @@ def champion_metrics(c, name: str) -> tuple[int | None, dict | None]:
 
 
 def promote(c, name: str, version: int, decision: GateDecision, policy: ApprovalPolicy, review: Review | None = None) -> str:
-    """Record the gate and the approval on the version, then (last) move `champion`.
+    """Record the gate and the approval on the version, then move `champion`, then mark the old one retired.
+
+    Readers follow the alias, and the version behind it carries its index tag from the retrain, so a
+    run killed between any two of these writes never shows a champion without its index; the status
+    tags a killed run leaves behind are set right by `tasks.recover` under the writer lock.
 
     Returns the outcome: promoted, rejected, timed-out, awaiting-approval (policy `later`) or superseded
     (the champion changed after the comparison was made, so it no longer holds).
@@ -102,10 +106,11 @@ def promote(c, name: str, version: int, decision: GateDecision, policy: Approval
         return "superseded"
     set_tags(c, name, version, {"approval": policy, "approved_by": review.reviewer, "approved_at": review.at,
                                 "approval_comment": review.comment, "previous_champion": str(current or ""),
-                                "status": "champion"})
-    c.set_registered_model_alias(name, CHAMPION, str(version))
+                                "status": "approved"})
+    c.set_registered_model_alias(name, CHAMPION, str(version))  # the commit point: one write
+    set_tags(c, name, version, {"status": "champion"})
     if current is not None:
-        set_tags(c, name, current, {"status": "retired", "retired_at": now(), "succeeded_by": str(version)})
+        set_tags(c, name, current, {"retired_at": now(), "succeeded_by": str(version), "status": "retired"})  # status last
     return "promoted"
 
 

@@ -44,13 +44,17 @@ def image_problem(data_dir: Path, image_path: str | None) -> str | None:
     if rel.is_absolute():
         return f"image_path {image_path!r} is absolute; it must be relative to the data directory"
     root = data_dir.resolve()
-    full = (root / rel).resolve()
-    if not full.is_relative_to(root):
-        return f"image_path {image_path!r} escapes the data directory"
-    if not full.exists():
-        return f"image file {image_path!r} does not exist"
-    if not full.is_file():
-        return f"image_path {image_path!r} is not a regular file"
+    try:
+        full = (root / rel).resolve()
+        if not full.is_relative_to(root):
+            return f"image_path {image_path!r} escapes the data directory"
+        if not full.exists():
+            return f"image file {image_path!r} does not exist"
+        if not full.is_file():
+            return f"image_path {image_path!r} is not a regular file"
+    except (OSError, ValueError) as exc:  # a NUL byte, a name longer than the OS allows, ...
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return f"image_path {image_path!r} is not a usable file name ({why})"
     try:
         # No warnings filters here: they are process-global and this runs in threads. PIL warns on open
         # above 89M pixels; images over our own, lower limit are refused before they are decoded.
@@ -142,7 +146,8 @@ def validate_catalog(
         categories = json.loads((data_dir / "categories.json").read_text())
     if "price" in df.columns:
         price = pd.to_numeric(df["price"], errors="coerce")
-        df["price_problem"] = ((price.isna() & df["price"].notna()) | (price < 0)).map({True: "bad price", False: None})
+        bad_price = (price.isna() & df["price"].notna()) | (price < 0) | price.isin([float("inf")])  # inf: not JSON
+        df["price_problem"] = bad_price.map({True: "bad price", False: None})
     known = known_good_images or set()
     todo = [p not in known for p in df["image_path"]]
     df["image_problem"] = None
@@ -159,7 +164,8 @@ def validate_catalog(
     bad = df[df["row"].isin(reasons_by_row)].copy()
     bad["reason"] = bad["row"].map(lambda r: "; ".join(reasons_by_row[r]))
     quarantine_path = report_dir / "quarantine.csv"
-    bad[["row", "product_id", "image_path", "reason"]].to_csv(quarantine_path, index=False)
+    # CRLF lines: the csv writer then quotes a bare CR inside a value, which would otherwise split the row on reading
+    bad[["row", "product_id", "image_path", "reason"]].to_csv(quarantine_path, index=False, lineterminator="\r\n")
     counts = {reason: len(rows) for reason, rows in failing.items()}
     report = {
         "catalog_rows": len(df), "valid_rows": len(df) - len(bad), "quarantined_rows": len(bad),
@@ -172,7 +178,8 @@ def validate_catalog(
         examples = "\n".join(f"  row {r.row} ({r.product_id!r}, {r.image_path!r}): {r.reason}" for r in bad.head(10).itertuples())
         raise ValidationFailed(
             f"{len(bad)} of {len(df)} catalog rows failed validation (limit {max_bad_fraction:.0%}); "
-            f"see {quarantine_path}. First failures:\n{examples}"
+            f"see {quarantine_path} (every bad row and why), {report_path}"
+            + (f" and the Great Expectations Data Docs {docs}" if docs else "") + f". First failures:\n{examples}"
         )
     valid = df[~df["row"].isin(reasons_by_row)].drop(columns=["image_problem", "price_problem"], errors="ignore")
     if "price" in valid.columns:

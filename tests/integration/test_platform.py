@@ -91,6 +91,8 @@ def test_deployed_retrain_approve_reject_timeout(platform, project):
     with temporary_settings({PREFECT_API_URL: f"{p.prefect_url}/api"}), get_client(sync_client=True) as c:
         dep = c.read_deployment_by_name("retrain/weekly")
     assert dep.schedules and dep.schedules[0].schedule.cron == "0 3 * * 1" and dep.work_pool_name == "lensflow-process"
+    # one retrain at a time: a second scheduled or UI run waits in the queue (prefect.yaml's concurrency_limit)
+    assert dep.global_concurrency_limit.limit == 1 and dep.concurrency_options.collision_strategy == "ENQUEUE"
     with urllib.request.urlopen(f"{p.mlflow_url}/health", timeout=5) as r:
         assert r.status == 200
 

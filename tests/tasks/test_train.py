@@ -34,7 +34,7 @@ def test_heads_retrain_on_unchanged_data_never_runs_the_tower(project, tiny_cata
     def no_tower(*a, **k):
         raise AssertionError("the image tower ran although its features were cached")
 
-    monkeypatch.setattr(tasks.features, "encode_image_files", no_tower)
+    monkeypatch.setattr(tasks.features, "iter_encoded", no_tower)
     second = train_encoder("tiny", tiny_catalog, project.data_path, "md5-a", cache, tmp_path / "b", cfg, progress=False)
     assert second.feature_cache_hit
     assert torch.equal(torch.from_numpy(np.asarray(second.tower_features)), torch.from_numpy(np.asarray(first.tower_features)))

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -39,9 +42,12 @@ def test_bad_rows_are_quarantined_with_reasons(project, tiny_catalog, tmp_path):
 
 def test_too_many_bad_rows_stop_the_run_with_a_report(project, tiny_catalog, tmp_path):
     _break(project.data_path, tiny_catalog)
-    with pytest.raises(ValidationFailed, match=r"(?s)8 of 36 catalog rows failed validation .*row 5 .*escapes"):
+    with pytest.raises(ValidationFailed, match=r"(?s)8 of 36 catalog rows failed validation .*row 5 .*escapes") as stop:
         validate_catalog(project.data_path, tmp_path / "report", max_bad_fraction=0.1, progress=False)
     assert (tmp_path / "report" / "quarantine.csv").exists()
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["quarantined_rows"] == 8 and Path(report["data_docs"]).exists()  # the GX Data Docs page of this run
+    assert "quarantine.csv" in str(stop.value) and "report.json" in str(stop.value) and report["data_docs"] in str(stop.value)
 
 
 def test_clean_catalog_passes(project, tiny_catalog, tmp_path):
