@@ -18,10 +18,11 @@ export TQDM_MININTERVAL ?= 2
 help:
 	@echo "make demo       install, build the sample catalog, run the retrain flow, print a summary"
 	@echo "make test       install, then run every test tier CI checks"
-	@echo "make test-fast  the fast inner loop (no real weights, CLI subprocesses, browser or platform)"
+	@echo "make test-fast  the fast inner loop (no real weights, CLI or crash subprocesses, browser or platform)"
 	@echo "make up         start Prefect server + worker + deployments and the MLflow UI on 127.0.0.1"
 	@echo "make down       stop what make up started"
 	@echo "make bench      speed tables (embed, index, retrain, serve) into benchmarks/results/; after make demo"
+	@echo "make bench-soak  10 minutes of mixed load on lensflow serve, memory sampled (MINUTES=, CLIENTS=)"
 	@echo "make bench-quality  frozen features vs the heads and partial strategies on the catalog in data/"
 
 $(VENV)/.installed: requirements.lock pyproject.toml
