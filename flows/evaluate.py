@@ -36,7 +36,7 @@ def evaluate(params: EvaluateParams = EvaluateParams()) -> dict:
     install_log_redaction()  # worker-started runs do not pass through lensflow.cli.main
     log = get_run_logger()
     target = resolve_version(s, params.version)
-    data = version_data_task(s.root, s.data_path, s.path(s.dvc_remote), push=False)
+    data = version_data_task(s.root, s.data_path, s.dvc_remote_url, push=False)
     report_dir = s.path(s.reports_dir) / "validation" / data.md5.removesuffix(".dir")
     checked = validate_catalog_task(s.data_path, report_dir, max_bad_fraction=params.max_bad_fraction, progress=params.progress)
     c = registry.client(s.tracking_uri)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -29,6 +30,7 @@ from tasks.embed import embed_catalog_task
 from tasks.index import index_record, table_dir
 from tasks.lock import project_lock
 from tasks.recover import recover
+from tasks.shard import embed_sharded, shard_vectors
 from tasks.reindex import IndexPolicy, apply_changes_task, next_table_name
 from tasks.validate import validate_catalog_task
 from tasks.versioning import track_dir_task, version_data_task
@@ -65,7 +67,7 @@ def update_index(s, params: ReindexParams) -> dict:
     restore_index(s, champ)
     if problems := index_problems(champ):
         raise IndexMismatch(f"the served index of v{champ.version} does not verify, so it is not a base to update: " + "; ".join(problems))
-    data = version_data_task(s.root, s.data_path, s.path(s.dvc_remote), push=params.push_data)
+    data = version_data_task(s.root, s.data_path, s.dvc_remote_url, push=params.push_data)
     took["version_data"] = time.perf_counter() - t
     summary = {"model_version": champ.version, "base_table": idx["table"], "base_data_md5": idx["data_md5"], "data_md5": data.md5}
     if data.md5 == idx["data_md5"]:
@@ -91,10 +93,18 @@ def update_index(s, params: ReindexParams) -> dict:
     log.info("catalog %s -> %s: %s", idx["data_md5"], data.md5, diff.as_dict())
 
     t = time.perf_counter()
-    encoder = load_encoder(model_dir(champ.source), device=s.torch_device())
+    source = model_dir(champ.source)
+    encoder = load_encoder(source, device=s.torch_device())
     todo = checked.valid.set_index("product_id", drop=False).loc[diff.to_embed].reset_index(drop=True)
-    vectors = (embed_catalog_task(encoder, todo, s.data_path, loader_workers=s.loader_workers, progress=params.progress)
-               if len(todo) else np.zeros((0, encoder.embed_dim), dtype=np.float32))
+    if len(todo) and s.embed_runner == "dask":  # slices on Dask workers (tasks/shard.py)
+        s.path(s.cache_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="shards-", dir=s.path(s.cache_dir)) as out:
+            shards = embed_sharded(source, todo, s.data_path, out, s.embed_shards, s.dask_address,
+                                   device=s.device, progress=params.progress)
+            vectors = np.concatenate(list(shard_vectors(shards, todo)))
+    else:
+        vectors = (embed_catalog_task(encoder, todo, s.data_path, loader_workers=s.loader_workers, progress=params.progress)
+                   if len(todo) else np.zeros((0, encoder.embed_dim), dtype=np.float32))
     took["embed"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -127,7 +137,7 @@ def publish(s, champ: Champion, idx: dict, new_name: str, applied, data_md5: str
             took: dict) -> dict:
     """DVC-track the new table, verify it as the champion would be verified, then switch in one tag write."""
     t = time.perf_counter()
-    tracked = track_dir_task(s.root, s.path(s.dvc_remote), table_dir(idx["uri"], new_name), push=params.push_data)
+    tracked = track_dir_task(s.root, s.dvc_remote_url, table_dir(idx["uri"], new_name), push=params.push_data)
     if tracked != applied.info.fingerprint:
         raise RuntimeError(f"DVC recorded md5 {tracked} for {new_name}, but it was built with {applied.info.fingerprint}")
     took["track"] = time.perf_counter() - t

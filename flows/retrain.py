@@ -17,16 +17,18 @@ from pydantic import Field
 
 from lensflow.redact import install_log_redaction
 from lensflow.settings import get_settings
+from lensflow.storage import is_remote
 from models.train import load_strategy
 from tasks import registry
 from tasks.baseline import champion_on_eval_set_task
 from tasks.embed import embed_catalog_task
 from tasks.evaluate import evaluate_task
-from tasks.index import QueryParams, build_index_task, index_record, table_dir, table_name
+from tasks.index import QueryParams, build_index_task, connect, index_record, table_dir, table_name
 from tasks.lock import project_lock
 from tasks.promote import ReviewPolicy
 from tasks.recover import recover
 from tasks.report import write_report
+from tasks.shard import embed_sharded, shard_vectors
 from tasks.shopper import shopper_queries_task
 from tasks.train import train_encoder_task
 from tasks.validate import validate_catalog_task
@@ -75,7 +77,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
         c = registry.client(s.tracking_uri)
         recover(c, s.registered_model, s.mlflow_experiment, s.lancedb_path, log.warning)
         with timed(took, "version_data"):
-            data = version_data_task(s.root, s.data_path, s.path(s.dvc_remote), push=params.push_data)
+            data = version_data_task(s.root, s.data_path, s.dvc_remote_url, push=params.push_data)
         report_dir = s.path(s.reports_dir) / "validation" / data.md5.removesuffix(".dir")
         with timed(took, "validate"):
             checked = validate_catalog_task(s.data_path, report_dir, max_bad_fraction=params.max_bad_fraction, progress=params.progress)
@@ -109,19 +111,23 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
                 version = registry.register_version_task(c, s.registered_model, run_id, source,
                                                          {"status": "building", "data_md5": data.md5, "git_commit": commit, "run_id": run_id})
             with timed(took, "embed"):
-                vectors = embed_catalog_task(trained.encoder, checked.valid, s.data_path, tower_features=trained.tower_features,
-                                             progress=params.progress)
+                if s.embed_runner == "dask":  # slices on Dask workers, each from the saved model; streamed into the index
+                    shards = embed_sharded(trained.model_dir, checked.valid, s.data_path, work / "shards", s.embed_shards,
+                                           s.dask_address, device=s.device, progress=params.progress)
+                    vectors = shard_vectors(shards, checked.valid)
+                else:
+                    vectors = embed_catalog_task(trained.encoder, checked.valid, s.data_path,
+                                                 tower_features=trained.tower_features, progress=params.progress)
             meta = {"model_name": s.registered_model, "model_version": version, "run_id": run_id, "data_md5": data.md5}
             with timed(took, "index"):
                 index = build_index_task(s.lancedb_path, table_name(s.registered_model, version), checked.valid, vectors, meta,
-                                         ann_min_rows=params.ann_min_rows, query=QueryParams(params.nprobes, params.refine_factor))
-                if "://" not in index.uri:
-                    tracked = track_dir_task(s.root, s.path(s.dvc_remote), table_dir(index.uri, index.table), push=params.push_data)
+                                         ann_min_rows=params.ann_min_rows, query=QueryParams(params.nprobes, params.refine_factor),
+                                         dim=trained.encoder.embed_dim)
+                if not is_remote(index.uri):  # an object-store table is identified by its objects' ETags (table_fingerprint)
+                    tracked = track_dir_task(s.root, s.dvc_remote_url, table_dir(index.uri, index.table), push=params.push_data)
                     if tracked != index.fingerprint:
                         raise RuntimeError(f"DVC recorded md5 {tracked} for {index.table}, but it was built with {index.fingerprint}")
-            import lancedb
-
-            table = lancedb.connect(index.uri).open_table(index.table)
+            table = connect(index.uri).open_table(index.table)
             with timed(took, "evaluate"):
                 shopper = shopper_queries_task(trained.encoder, checked.valid, s.data_path, cache, data.md5,
                                                limit=params.shopper_queries, workers=s.loader_workers, progress=params.progress)

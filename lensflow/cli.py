@@ -61,7 +61,7 @@ def build_sample(limit: int | None, force: bool = False) -> str:
     s = _settings()
     s.data_path.mkdir(parents=True, exist_ok=True)
     df = build_sample_catalog(s.data_path, limit=limit, force=force)
-    ensure_dvc(s.root, s.path(s.dvc_remote))
+    ensure_dvc(s.root, s.dvc_remote_url)
     run_dvc(s.root, "add", "-q", str(s.data_path))
     md5 = read_dvc_md5(s.data_path.parent / f"{s.data_path.name}.dvc")
     typer.echo(f"sample catalog: {len(df)} products in {s.data_path} (DVC md5 {md5})")

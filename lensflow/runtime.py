@@ -18,6 +18,7 @@ OFFLINE_ENV = {
     "DVC_NO_ANALYTICS": "1",
     "GIT_PYTHON_REFRESH": "quiet",
     "TOKENIZERS_PARALLELISM": "false",
+    "DASK_LOGGING__DISTRIBUTED": "warning",  # Dask's INFO lines (~30 per sharded embed) drown the flow's own log
 }
 
 _malloc_tuned = False

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from lensflow.redact import link
+from lensflow.storage import is_remote
 
 
 def find_root() -> Path:
@@ -32,13 +33,20 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = ""  # empty: sqlite under <root>/mlflow
     mlflow_experiment: str = "lensflow-retrain"
     registered_model: str = "lensflow-encoder"
-    dvc_remote: Path = Path("dvc-remote")
+    mlflow_artifact_uri: str = Field("", description="where MLflow runs keep artifacts (s3://bucket/mlflow); empty: "
+                                                     "<root>/mlflow/artifacts. Applies to experiments created from then on")
+    dvc_remote: str = Field("dvc-remote", description="default DVC remote: a folder (relative to root) or a URL (s3://bucket/dvc)")
     cache_dir: Path = Path(".cache")
     reports_dir: Path = Path("reports")
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     loader_workers: int | None = Field(
         None, ge=0, description="processes that decode and augment images beside the model (0: in-process; empty or 'auto': "
                                 "one when augmenting >= 5,000 images, else in-process, as measured in BENCHMARKS.md)")
+    embed_runner: Literal["local", "dask"] = Field(
+        "local", description="local: embed the catalog in this process; dask: in shards on Dask workers (tasks/shard.py)")
+    dask_address: str | None = Field(None, description="scheduler of an existing Dask cluster (tcp://host:8786); "
+                                                       "empty: a local cluster of `embed_shards` worker processes")
+    embed_shards: int = Field(2, ge=1, description="catalog slices embedded in parallel when embed_runner=dask")
     reviewers: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="names allowed to approve or reject a promotion (comma-separated in LENSFLOW_REVIEWERS)")
     mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="MLflow UI, for links in review pages (credentials "
@@ -79,7 +87,7 @@ class Settings(BaseSettings):
 
     @property
     def lancedb_path(self) -> str:
-        return self.lancedb_uri if "://" in self.lancedb_uri else str(self.path(self.lancedb_uri))
+        return self.lancedb_uri if is_remote(self.lancedb_uri) else str(self.path(self.lancedb_uri))
 
     @property
     def lock_dir(self) -> Path:
@@ -94,7 +102,11 @@ class Settings(BaseSettings):
 
     @property
     def artifact_location(self) -> str:
-        return self.path("mlflow/artifacts").as_uri()
+        return self.mlflow_artifact_uri or self.path("mlflow/artifacts").as_uri()
+
+    @property
+    def dvc_remote_url(self) -> str:
+        return self.dvc_remote if is_remote(self.dvc_remote) else str(self.path(self.dvc_remote))
 
     def torch_device(self) -> str:
         if self.device != "auto":

@@ -128,7 +128,8 @@ class IndexInfo(BaseModel):
     table: str
     version: int
     rows: int
-    fingerprint: str = Field(description="DVC md5 of the index directory")
+    fingerprint: str = Field(description="DVC md5 of the index directory (<md5>.dir), or in an object store the md5 of its "
+                                         "objects' keys, sizes and ETags (<md5>.etags)")
 
 
 class VersionInfo(BaseModel):

@@ -10,9 +10,10 @@ import numpy as np
 
 from lensflow.redact import redact_uri
 from lensflow.settings import Settings
-from tasks.index import table_dir, table_metadata, vector_search
+from lensflow.storage import is_remote
+from tasks.index import connect, table_dir, table_fingerprint, table_metadata, vector_search
 from tasks.registry import CHAMPION, client, get_alias, version_tags
-from tasks.versioning import DvcError, dir_md5, restore_dir
+from tasks.versioning import DvcError, restore_dir
 
 
 class NoChampion(LookupError):
@@ -75,16 +76,14 @@ def resolve_version(settings: Settings, version: int | None = None, alias: str =
 
 
 def index_problems(champ: Champion) -> list[str]:
-    """Every way the index on disk differs from what the champion's version records."""
-    import lancedb
-
+    """Every way the index (on disk or in the object store) differs from what the champion's version records."""
     idx = champ.index
     if not idx["uri"] or not idx["table"]:
         return [f"model version {champ.version} records no index"]
-    db = lancedb.connect(idx["uri"])
+    db = connect(idx["uri"])
     if idx["table"] not in db.list_tables().tables:
         hint = (f" (loading it for serving pulls it from the DVC remote by md5 {idx['fingerprint']})"
-                if idx["fingerprint"] and "://" not in idx["uri"] else "")
+                if idx["fingerprint"] and not is_remote(idx["uri"]) else "")
         return [f"table {idx['table']!r} is missing from {redact_uri(idx['uri'])}{hint}"]
     tbl = db.open_table(idx["table"])
     problems = []
@@ -97,10 +96,9 @@ def index_problems(champ: Champion) -> list[str]:
     if str(meta.get("model_version")) != str(champ.version) or meta.get("model_name") != champ.name:
         problems.append(f"table {idx['table']!r} was built for {meta.get('model_name')} v{meta.get('model_version')}, "
                         f"not {champ.name} v{champ.version}")
-    if "://" not in idx["uri"]:
-        fp = dir_md5(table_dir(idx["uri"], idx["table"]))
-        if fp != idx["fingerprint"]:
-            problems.append(f"index fingerprint {fp} differs from the recorded {idx['fingerprint']}")
+    fp = table_fingerprint(idx["uri"], idx["table"])
+    if fp != idx["fingerprint"]:
+        problems.append(f"index fingerprint {fp} differs from the recorded {idx['fingerprint']}")
     return problems
 
 
@@ -108,12 +106,12 @@ def restore_index(settings: Settings, champ: Champion) -> bool:
     """Pull the champion's index directory from the DVC remote by its recorded md5 when it is not on disk.
     Returns whether it was restored; what comes back is verified by `index_problems` like any index."""
     idx = champ.index
-    if not idx["uri"] or not idx["table"] or "://" in idx["uri"] or not idx["fingerprint"]:
+    if not idx["uri"] or not idx["table"] or is_remote(idx["uri"]) or not idx["fingerprint"]:
         return False
     path = table_dir(idx["uri"], idx["table"])
     if path.exists():
         return False
-    restore_dir(settings.root, settings.path(settings.dvc_remote), path, idx["fingerprint"])
+    restore_dir(settings.root, settings.dvc_remote_url, path, idx["fingerprint"])
     return True
 
 
@@ -152,8 +150,6 @@ class Served:
 def load_champion(settings: Settings, device: str = "cpu") -> Served:
     """The champion encoder and exactly its index (pulled from DVC when missing); IndexMismatch when they
     do not match."""
-    import lancedb
-
     from models.encoder import load_encoder
 
     champ = resolve_champion(settings)
@@ -168,7 +164,7 @@ def load_champion(settings: Settings, device: str = "cpu") -> Served:
 
     mlflow.set_tracking_uri(settings.tracking_uri)
     encoder = load_encoder(model_dir(champ.source), device=device)
-    table = lancedb.connect(champ.index["uri"]).open_table(champ.index["table"])
+    table = connect(champ.index["uri"]).open_table(champ.index["table"])
     return Served(champ, encoder, table)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from lensflow.storage import is_remote, lancedb_options, objects_md5
 from tasks import stage
 
 from tasks.versioning import dir_md5
@@ -44,7 +45,7 @@ def index_record(index: IndexInfo, data_md5: str, built: str = "full", **extra) 
     """What a model version records about the index it serves (the `index` tag)."""
     return {"uri": index.uri, "table": index.table, "version": index.version, "rows": index.rows,
             "fingerprint": index.fingerprint, "ann": index.ann, "query": index.query, "data_md5": data_md5,
-            "tracked": "dvc" if "://" not in index.uri else "object store", "built": built, **extra}
+            "tracked": "object store" if is_remote(index.uri) else "dvc", "built": built, **extra}
 
 
 def table_name(model_name: str, version: int | str) -> str:
@@ -53,6 +54,19 @@ def table_name(model_name: str, version: int | str) -> str:
 
 def table_dir(uri: str, table: str) -> Path:
     return Path(uri) / f"{table}.lance"
+
+
+def connect(uri: str):
+    """The LanceDB database at `uri` (a folder, or s3://bucket/prefix with the AWS_* environment variables)."""
+    import lancedb
+
+    return lancedb.connect(uri, storage_options=lancedb_options(uri) or None)
+
+
+def table_fingerprint(uri: str, table: str) -> str:
+    """What a model version records to recognise its table's files: the DVC md5 of the table's folder, or in an
+    object store the md5 of its objects' keys, sizes and ETags (lensflow.storage.objects_md5)."""
+    return objects_md5(f"{uri.rstrip('/')}/{table}.lance") if is_remote(uri) else dir_md5(table_dir(uri, table))
 
 
 def ann_params(rows: int, dim: int) -> dict:
@@ -106,7 +120,6 @@ def build_index(uri: str, name: str, catalog: pd.DataFrame, vectors: np.ndarray 
     `vectors` is an [N, D] array or an iterable of [n, D] batches in catalog order (then give `dim`):
     batches are streamed into LanceDB, so memory stays flat in catalog size.
     """
-    import lancedb
     from lancedb.index import IvfPq
 
     if isinstance(vectors, np.ndarray):
@@ -116,7 +129,7 @@ def build_index(uri: str, name: str, catalog: pd.DataFrame, vectors: np.ndarray 
     elif dim is None:
         raise ValueError("give `dim` when vectors come as batches")
     query = query or QueryParams()
-    db = lancedb.connect(uri)
+    db = connect(uri)
     if name in db.list_tables().tables:
         raise FileExistsError(f"LanceDB table {name!r} already exists in {uri}; a model version's table is never overwritten")
     ann = ann_params(len(catalog), dim) if len(catalog) >= ann_min_rows else None
@@ -141,7 +154,7 @@ def build_index(uri: str, name: str, catalog: pd.DataFrame, vectors: np.ndarray 
         if name in db.list_tables().tables:  # never leave a half-written table behind under a version's name
             db.drop_table(name)
         raise
-    return IndexInfo(uri, name, int(tbl.version), int(tbl.count_rows()), dir_md5(table_dir(uri, name)), ann, True, asdict(query))
+    return IndexInfo(uri, name, int(tbl.version), int(tbl.count_rows()), table_fingerprint(uri, name), ann, True, asdict(query))
 
 
 def table_metadata(tbl) -> dict:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import shutil
 
 from tasks.approval import now
-from tasks.index import table_dir, table_name
+from lensflow.storage import is_remote
+from tasks.index import connect, table_dir, table_name
 from tasks.registry import CHAMPION, get_alias, set_tags, version_tags
 
 RUN_PREFIXES = ("retrain-",)  # MLflow runs written under the lock (evaluate runs are not: they may be live)
@@ -19,7 +20,7 @@ RUN_PREFIXES = ("retrain-",)  # MLflow runs written under the lock (evaluate run
 
 def recover(c, name: str, experiment: str, lancedb_uri: str | None = None, log=None) -> list[str]:
     """Repair interrupted versions and runs, and delete the half-built index table of an abandoned
-    version (in a local `lancedb_uri`); one line per repair (none when nothing was left behind), each
+    version (in `lancedb_uri`); one line per repair (none when nothing was left behind), each
     also passed to `log` when given."""
     from mlflow.exceptions import MlflowException
 
@@ -46,7 +47,12 @@ def recover(c, name: str, experiment: str, lancedb_uri: str | None = None, log=N
             set_tags(c, name, v, {"status": "failed", "failed_reason": "abandoned: the run building it ended without "
                                   "finishing (killed?)"})
             fixed.append(f"v{v}: failed (its run ended while building it)")
-            if lancedb_uri and "://" not in lancedb_uri:
+            if lancedb_uri and is_remote(lancedb_uri):
+                db, table = connect(lancedb_uri), table_name(name, v)
+                if table in db.list_tables().tables:
+                    db.drop_table(table)
+                    fixed.append(f"v{v}: its half-built index table {table} deleted")
+            elif lancedb_uri:
                 folder = table_dir(lancedb_uri, table_name(name, v))
                 if folder.exists():
                     shutil.rmtree(folder)

@@ -17,8 +17,7 @@ from pydantic import BaseModel, Field
 from tasks import stage
 from tasks.diff import CatalogDiff
 from tasks.evaluate import Gallery, ann_recall
-from tasks.index import TABLE_COLUMNS, IndexInfo, _column, table_dir, table_metadata
-from tasks.versioning import dir_md5
+from tasks.index import TABLE_COLUMNS, IndexInfo, _column, table_dir, table_fingerprint, table_metadata
 
 
 class IndexPolicy(BaseModel):
@@ -143,7 +142,7 @@ def apply_changes(uri: str, base_table: str, new_table: str, catalog: pd.DataFra
             took["rebuild"] = time.perf_counter() - t0
         elif not ann:
             tbl.optimize()  # small exact-search tables: keep them compact
-        info = IndexInfo(uri, new_table, int(tbl.version), rows, dir_md5(dst), ann, True, meta.get("query") or {})
+        info = IndexInfo(uri, new_table, int(tbl.version), rows, table_fingerprint(uri, new_table), ann, True, meta.get("query") or {})
     except BaseException:
         shutil.rmtree(dst, ignore_errors=True)  # nothing half-written is left behind
         raise

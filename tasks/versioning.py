@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from lensflow.storage import is_remote
 from tasks import stage
 
 
@@ -26,8 +27,10 @@ def run_dvc(root: Path, *args: str) -> str:
     return proc.stdout
 
 
-def ensure_dvc(root: Path, remote: Path) -> None:
-    """A DVC repo at root with a default remote (a local folder unless configured otherwise)."""
+def ensure_dvc(root: Path, remote: str | Path) -> None:
+    """A DVC repo at root with a default remote (unless one is configured already): a local folder, or an
+    object-store URL (s3://bucket/prefix), whose endpoint and credentials DVC reads from the AWS_* environment
+    variables at run time, so none are written into .dvc/config."""
     if not (root / ".dvc").exists():
         run_dvc(root, "init", "-q", *([] if (root / ".git").exists() else ["--no-scm"]))
     try:
@@ -35,10 +38,13 @@ def ensure_dvc(root: Path, remote: Path) -> None:
     except DvcError:
         has_default = False
     if not has_default:
-        remote.mkdir(parents=True, exist_ok=True)
-        # Relative (dvc rewrites it against .dvc/) when inside the project, so a committed .dvc/config works in every clone.
-        url = os.path.relpath(remote, root) if remote.resolve().is_relative_to(root.resolve()) else str(remote)
-        run_dvc(root, "remote", "add", "-d", "local", url)
+        url = str(remote)
+        if not is_remote(url):
+            remote = Path(remote)
+            remote.mkdir(parents=True, exist_ok=True)
+            # Relative (dvc rewrites it against .dvc/) when inside the project, so a committed .dvc/config works in every clone.
+            url = os.path.relpath(remote, root) if remote.resolve().is_relative_to(root.resolve()) else str(remote)
+        run_dvc(root, "remote", "add", "-d", "storage" if is_remote(url) else "local", url)
 
 
 def read_dvc_md5(dvc_file: Path) -> str:
@@ -57,7 +63,7 @@ class DataVersion:
     pushed: bool
 
 
-def version_data(root: Path, data_dir: Path, remote: Path, push: bool = True) -> DataVersion:
+def version_data(root: Path, data_dir: Path, remote: str | Path, push: bool = True) -> DataVersion:
     """`dvc add` the data directory (cheap when unchanged) and push it to the remote."""
     ensure_dvc(root, remote)
     run_dvc(root, "add", "-q", str(data_dir.resolve()))
@@ -100,7 +106,7 @@ def dvc_pointer(path: Path) -> Path:
     return path.parent / f"{path.name}.dvc"
 
 
-def track_dir(root: Path, remote: Path, path: Path, push: bool = True) -> str:
+def track_dir(root: Path, remote: str | Path, path: Path, push: bool = True) -> str:
     """`dvc add` a directory (an index) and push it to the remote. Returns its DVC md5."""
     ensure_dvc(root, remote)
     path = Path(path).resolve()
@@ -113,7 +119,7 @@ def track_dir(root: Path, remote: Path, path: Path, push: bool = True) -> str:
     return read_dvc_md5(dvc_pointer(path))
 
 
-def restore_dir(root: Path, remote: Path, path: Path, md5: str) -> None:
+def restore_dir(root: Path, remote: str | Path, path: Path, md5: str) -> None:
     """Bring back a tracked directory by its md5 from the DVC remote (the pointer is rewritten from the md5,
     so a deleted or edited .dvc file does not matter)."""
     ensure_dvc(root, remote)

@@ -210,3 +210,24 @@ def test_evaluate_flow_remeasures_a_version_on_the_current_catalog(project, tiny
     assert client(project.tracking_uri).get_run(changed["run_id"]).data.metrics["image_precision_at_10"] == pytest.approx(
         changed["metrics"]["image_precision_at_10"])
     assert status(project)["champion"]["version"] == 1 and status(project)["consistent"]
+
+
+def test_retrain_with_dask_shards_indexes_what_one_process_embeds(project, tiny_catalog, prefect_harness, monkeypatch):
+    """LENSFLOW_EMBED_RUNNER=dask: the catalog is embedded in slices on a local 2-worker Dask cluster and the index
+    built once over all of them; its rows and vectors are the single-process embedding of the same model."""
+    import numpy as np
+
+    from models.encoder import load_encoder
+    from tasks.champion import model_dir, resolve_champion
+    from tasks.embed import embed_catalog
+
+    monkeypatch.setenv("LENSFLOW_EMBED_RUNNER", "dask")
+    monkeypatch.setenv("LENSFLOW_EMBED_SHARDS", "3")
+    get_settings.cache_clear()
+    out = retrain(params=tiny_params())
+    assert out["outcome"] == "promoted" and out["index"]["rows"] == len(tiny_catalog)
+    champ = resolve_champion(get_settings())
+    rows = lancedb.connect(champ.index["uri"]).open_table(champ.index["table"]).to_pandas()
+    assert rows["product_id"].tolist() == tiny_catalog["product_id"].tolist()
+    expected = embed_catalog(load_encoder(model_dir(champ.source)), tiny_catalog, project.data_path, progress=False)
+    np.testing.assert_allclose(np.stack(rows["vector"].to_numpy()), expected, rtol=0, atol=1e-5)
