@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,33 @@ class ServiceThread:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(10)
+
+
+@contextmanager
+def served_project(root: Path, env: dict[str, str], epochs: int = 3, price: bool = False, later_seeds: tuple[int, ...] = ()):
+    """A tiny project at `root` (settings from `env` on top of the defaults) with an auto-approved champion and,
+    for each of `later_seeds`, a version deferred with approval=later; served by ServiceThread. Yields
+    (service, settings, catalog). Needs the Prefect harness."""
+    from flows.retrain import RetrainParams, retrain
+    from lensflow.settings import get_settings
+    from tasks.promote import GateConfig
+
+    mp = pytest.MonkeyPatch()
+    for k, v in {"LENSFLOW_ROOT": str(root), "LENSFLOW_LOADER_WORKERS": "0", **env}.items():
+        mp.setenv(k, v)
+    get_settings.cache_clear()
+    s = get_settings()
+    catalog = write_synthetic_catalog(s.data_path, price=price)
+    base = dict(preset="tiny", epochs=epochs, batch_size=8, progress=False, gate=GateConfig(floors={}, tolerance=1.0))
+    retrain(params=RetrainParams(**base, approval="auto-approve"))
+    for seed in later_seeds:
+        retrain(params=RetrainParams(**base, approval="later", seed=seed))
+    try:
+        with ServiceThread(s) as service:
+            yield service, s, catalog
+    finally:
+        mp.undo()
+        get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -196,8 +196,6 @@ def test_log_records_are_redacted():
 
 def test_status_never_prints_index_credentials(project, monkeypatch):
     """A champion whose index lives in an object store addressed with keys: status shows the URI without them."""
-    import lancedb
-
     import tasks.champion as C
     from lensflow.cli import app
 
@@ -205,7 +203,8 @@ def test_status_never_prints_index_credentials(project, monkeypatch):
     tags = {"index": json.dumps({"uri": uri, "table": "lensflow-encoder-v1", "version": 3, "rows": 10, "fingerprint": None}),
             "metrics": json.dumps({"image_recall_at_10": 0.5}), "data_md5": "abc"}
     monkeypatch.setattr(C, "resolve_champion", lambda s: C.Champion("lensflow-encoder", 1, tags, "runs:/x/model"))
-    monkeypatch.setattr(lancedb, "connect", lambda uri: SimpleNamespace(list_tables=lambda: SimpleNamespace(tables=[])))
+    # the store boundary: no object store with these keys exists here, so the connection finds no tables
+    monkeypatch.setattr(C, "connect", lambda uri: SimpleNamespace(list_tables=lambda: SimpleNamespace(tables=[])))
     st = C.status(project)
     assert st["champion"]["index"]["uri"] == "s3://AKIAEXAMPLE:***@bucket/lancedb?aws_secret_access_key=***"
     assert st["problems"] and SECRET not in json.dumps(st)

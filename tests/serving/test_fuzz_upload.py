@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tests.conftest import ServiceThread, write_synthetic_catalog
+from tests.conftest import served_project
 
 pytestmark = pytest.mark.service
 
@@ -34,25 +34,10 @@ MAX_UPLOAD, MAX_PIXELS, MAX_SIDE = 200_000, 250_000, 2_000
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, prefect_harness):
     """A tiny project with an auto-approved champion, served with small upload limits."""
-    from flows.retrain import RetrainParams, retrain
-    from lensflow.settings import get_settings
-    from tasks.promote import GateConfig
-
-    root = tmp_path_factory.mktemp("fuzz-upload")
-    mp = pytest.MonkeyPatch()
-    for k, v in {"LENSFLOW_ROOT": str(root), "LENSFLOW_LOADER_WORKERS": "0", "LENSFLOW_SWAP_POLL_S": "60",
-                 "LENSFLOW_MAX_UPLOAD_BYTES": str(MAX_UPLOAD), "LENSFLOW_MAX_IMAGE_PIXELS": str(MAX_PIXELS),
-                 "LENSFLOW_MAX_IMAGE_SIDE": str(MAX_SIDE)}.items():
-        mp.setenv(k, v)
-    get_settings.cache_clear()
-    s = get_settings()
-    catalog = write_synthetic_catalog(s.data_path, price=True)
-    retrain(params=RetrainParams(preset="tiny", epochs=1, batch_size=8, progress=False, approval="auto-approve",
-                                 gate=GateConfig(floors={}, tolerance=1.0)))
-    with ServiceThread(s) as service:
-        yield service, s, catalog
-    mp.undo()
-    get_settings.cache_clear()
+    env = {"LENSFLOW_SWAP_POLL_S": "60", "LENSFLOW_MAX_UPLOAD_BYTES": str(MAX_UPLOAD), "LENSFLOW_MAX_IMAGE_PIXELS": str(MAX_PIXELS),
+           "LENSFLOW_MAX_IMAGE_SIDE": str(MAX_SIDE)}
+    with served_project(tmp_path_factory.mktemp("fuzz-upload"), env, epochs=1, price=True) as served:
+        yield served
 
 
 # ---------------------------------------------------------------------------------------------- inputs

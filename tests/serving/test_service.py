@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ServiceThread, write_synthetic_catalog
+from tests.conftest import served_project
 
 pytestmark = pytest.mark.service
 
@@ -19,25 +19,9 @@ pytestmark = pytest.mark.service
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, prefect_harness):
     """A tiny project with champion v1 and an approved-later v2, served with small upload limits."""
-    from flows.retrain import RetrainParams, retrain
-    from lensflow.settings import get_settings
-    from tasks.promote import GateConfig
-
-    root = tmp_path_factory.mktemp("service")
-    mp = pytest.MonkeyPatch()
-    for k, v in {"LENSFLOW_ROOT": str(root), "LENSFLOW_LOADER_WORKERS": "0", "LENSFLOW_SWAP_POLL_S": "0.2",
-                 "LENSFLOW_MAX_UPLOAD_BYTES": "200000", "LENSFLOW_MAX_IMAGE_PIXELS": "250000"}.items():
-        mp.setenv(k, v)
-    get_settings.cache_clear()
-    s = get_settings()
-    catalog = write_synthetic_catalog(s.data_path, price=True)
-    base = dict(preset="tiny", epochs=3, batch_size=8, progress=False, gate=GateConfig(floors={}, tolerance=1.0))
-    retrain(params=RetrainParams(**base, approval="auto-approve"))
-    retrain(params=RetrainParams(**base, approval="later", seed=1))
-    with ServiceThread(s) as service:
-        yield service, s, catalog
-    mp.undo()
-    get_settings.cache_clear()
+    env = {"LENSFLOW_SWAP_POLL_S": "0.2", "LENSFLOW_MAX_UPLOAD_BYTES": "200000", "LENSFLOW_MAX_IMAGE_PIXELS": "250000"}
+    with served_project(tmp_path_factory.mktemp("service"), env, epochs=3, price=True, later_seeds=(1,)) as served:
+        yield served
 
 
 def png(size=(40, 30), colour=(40, 60, 210)) -> bytes:

@@ -20,7 +20,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from tests.conftest import ServiceThread, free_port, write_synthetic_catalog
+from tests.conftest import ServiceThread, free_port, served_project
 
 pytestmark = pytest.mark.service
 LENSFLOW = str(Path(sys.executable).with_name("lensflow"))
@@ -31,24 +31,9 @@ SECRET = "s3cret-Pa55word"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, prefect_harness):
     """A tiny project with a champion, served in-process (so the test can watch what the server opens)."""
-    from flows.retrain import RetrainParams, retrain
-    from lensflow.settings import get_settings
-    from tasks.promote import GateConfig
-
-    root = tmp_path_factory.mktemp("safe-defaults")
-    mp = pytest.MonkeyPatch()
-    for k, v in {"LENSFLOW_ROOT": str(root), "LENSFLOW_LOADER_WORKERS": "0", "LENSFLOW_SWAP_POLL_S": "600",
-                 "LENSFLOW_MAX_UPLOAD_BYTES": str(CAP)}.items():
-        mp.setenv(k, v)
-    get_settings.cache_clear()
-    s = get_settings()
-    catalog = write_synthetic_catalog(s.data_path)
-    retrain(params=RetrainParams(preset="tiny", epochs=2, batch_size=8, progress=False, approval="auto-approve",
-                                 gate=GateConfig(floors={}, tolerance=1.0)))
-    with ServiceThread(s) as service:
-        yield service, s, catalog
-    mp.undo()
-    get_settings.cache_clear()
+    env = {"LENSFLOW_SWAP_POLL_S": "600", "LENSFLOW_MAX_UPLOAD_BYTES": str(CAP)}
+    with served_project(tmp_path_factory.mktemp("safe-defaults"), env, epochs=2) as served:
+        yield served
 
 
 def png(size=(40, 30)) -> bytes:
