@@ -94,7 +94,6 @@ def update_index(s, params: ReindexParams) -> dict:
 
     t = time.perf_counter()
     source = model_dir(champ.source)
-    encoder = load_encoder(source, device=s.torch_device())
     todo = checked.valid.set_index("product_id", drop=False).loc[diff.to_embed].reset_index(drop=True)
     if len(todo) and s.embed_runner == "dask":  # slices on Dask workers (tasks/shard.py)
         s.path(s.cache_dir).mkdir(parents=True, exist_ok=True)
@@ -102,7 +101,8 @@ def update_index(s, params: ReindexParams) -> dict:
             shards = embed_sharded(source, todo, s.data_path, out, s.embed_shards, s.dask_address,
                                    device=s.device, progress=params.progress)
             vectors = np.concatenate(list(shard_vectors(shards, todo)))
-    else:
+    else:  # the encoder is loaded here only: Dask workers load their own
+        encoder = load_encoder(source, device=s.torch_device())
         vectors = (embed_catalog_task(encoder, todo, s.data_path, loader_workers=s.loader_workers, progress=params.progress)
                    if len(todo) else np.zeros((0, encoder.embed_dim), dtype=np.float32))
     took["embed"] = time.perf_counter() - t

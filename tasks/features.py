@@ -93,7 +93,7 @@ class ResumableParts:
         return self.folder / f"{start:012d}-{stop:012d}.npy"
 
     def _saved(self) -> list[tuple[int, int]]:
-        return sorted(tuple(int(x) for x in f.stem.split("-")) for f in self.folder.glob("*-*.npy") if ".tmp" not in f.name)
+        return sorted(tuple(int(x) for x in f.stem.split("-")) for f in self.folder.glob("*-*.npy"))  # temp files have no "-"
 
     def missing(self) -> list[tuple[int, int]]:
         """The row spans no saved part covers, cut into parts of at most `part_rows`."""

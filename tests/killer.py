@@ -34,19 +34,20 @@ def _resolve(target: str):
     return owner, attr
 
 
-def kill_on_call(target: str, n: int) -> None:
-    """`module:attr` (attr may be `Class.method`): its n-th call (1-based) kills the process before it runs."""
-    owner, attr = _resolve(target)
-    original, seen = getattr(owner, attr), [0]
+def kill_on_call(targets: str | list[str], n: int) -> None:
+    """`module:attr` (attr may be `Class.method`), or several sharing one count: the n-th call (1-based)
+    among them kills the process before it runs."""
+    seen = [0]
+    for target in [targets] if isinstance(targets, str) else targets:
+        owner, attr = _resolve(target)
 
-    @functools.wraps(original)
-    def wrapper(*args, **kwargs):
-        seen[0] += 1
-        if seen[0] == n:
-            die()
-        return original(*args, **kwargs)
+        def wrapper(*args, _original=getattr(owner, attr), **kwargs):
+            seen[0] += 1
+            if seen[0] == n:
+                die()
+            return _original(*args, **kwargs)
 
-    setattr(owner, attr, wrapper)
+        setattr(owner, attr, functools.wraps(getattr(owner, attr))(wrapper))
 
 
 def kill_after_yields(target: str, n: int) -> None:
@@ -97,15 +98,8 @@ def promote_killed_at_each_write(db: Path, out: Path, name: str, version: int, c
         pid = os.fork()
         if pid == 0:
             try:
-                writes = [0]
-                for method in ("set_model_version_tag", "set_registered_model_alias"):
-                    def counted(self, *a, _original=getattr(MlflowClient, method), **kw):
-                        writes[0] += 1
-                        if writes[0] == k:
-                            die()
-                        return _original(self, *a, **kw)
-
-                    setattr(MlflowClient, method, counted)
+                kill_on_call([f"mlflow.tracking:MlflowClient.{m}" for m in ("set_model_version_tag",
+                                                                             "set_registered_model_alias")], k)
                 c = MlflowClient(tracking_uri=f"sqlite:///{copy}", registry_uri=f"sqlite:///{copy}")
                 decision = gate({}, None, GateConfig(floors={}, metrics=[]), champion_version=champion)
                 promote(c, name, version, decision, "auto-approve")

@@ -8,6 +8,7 @@ from PIL import Image
 
 from flows.reindex import ReindexParams, reindex
 from flows.retrain import RetrainParams, retrain
+from lensflow.settings import get_settings
 from tasks.champion import load_champion, resolve_champion, search, status
 from tasks.index import table_dir
 from tasks.promote import GateConfig
@@ -123,3 +124,21 @@ def test_reindex_keeps_the_ann_index_fresh_and_rebuilds_on_drift(project, prefec
     third = reindex(params=ReindexParams(progress=False, policy=IndexPolicy(rebuild_fraction=0.0)))
     assert third["rebuilt"] and "changed since the last full build" in third["reason"] and third["table"].endswith("-r3")
     assert status(project)["consistent"] and status(project)["champion"]["index"]["built"] == "full"
+
+
+def test_reindex_on_dask_shards_embeds_the_changes_as_one_process_would(project, prefect_harness, monkeypatch):
+    """LENSFLOW_EMBED_RUNNER=dask: the changed products are embedded on a local Dask cluster; the new rows'
+    vectors are the champion encoder's own."""
+    catalog = trained(project)
+    change_catalog(project, catalog)
+    monkeypatch.setenv("LENSFLOW_EMBED_RUNNER", "dask")
+    get_settings.cache_clear()
+    monkeypatch.setattr("flows.reindex.embed_catalog_task", lambda *a, **k: pytest.fail("embedded in-process"))
+    out = reindex(params=ReindexParams(progress=False))
+    assert out["outcome"] == "reindexed" and out["embedded"] == 4 and out["rows"] == len(catalog) + 1
+    served = load_champion(get_settings())
+    rows = served.table.search().where("product_id IN ('new0', 'p0001')").select(["product_id", "vector"]).limit(2).to_list()
+    paths = {"new0": project.data_path / "images/new0.png", "p0001": project.data_path / catalog.image_path[1]}
+    for r in rows:
+        vec = served.encoder.encode_images(served.encoder.preprocess([Image.open(paths[r["product_id"]]).convert("RGB")]))
+        assert np.allclose(r["vector"], vec[0].detach().numpy(), atol=1e-5), r["product_id"]

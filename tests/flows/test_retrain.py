@@ -224,6 +224,7 @@ def test_retrain_with_dask_shards_indexes_what_one_process_embeds(project, tiny_
     monkeypatch.setenv("LENSFLOW_EMBED_RUNNER", "dask")
     monkeypatch.setenv("LENSFLOW_EMBED_SHARDS", "3")
     get_settings.cache_clear()
+    monkeypatch.setattr("flows.retrain.embed_catalog_task", lambda *a, **k: pytest.fail("embedded in-process"))
     out = retrain(params=tiny_params())
     assert out["outcome"] == "promoted" and out["index"]["rows"] == len(tiny_catalog)
     champ = resolve_champion(get_settings())
