@@ -14,6 +14,11 @@ import json
 import os
 
 
+def sql_quote(value: str) -> str:
+    """A string literal for the SQL-like filters LanceDB and MLflow take: quoted, inner quotes doubled."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def is_remote(uri: str) -> bool:
     """Whether `uri` names an object store (scheme://...) rather than a local path."""
     return "://" in str(uri)

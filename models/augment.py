@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from scipy import ndimage
 
-from models.preprocess import draft
+from models.preprocess import draft, to_rgb
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class ShopperAugment:
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
         s = self.size
-        image = draft(image, s).convert("RGB")
+        image = to_rgb(draft(image, s))
         src = np.asarray(image, dtype=np.float32)
         border = tuple(int(v) for v in _border_colour(src))
         mask = Image.fromarray(self._product_mask(src, border).astype(np.uint8) * 255).resize((s, s), Image.Resampling.BILINEAR)

@@ -1,4 +1,4 @@
-"""Image preprocessing shared by every image tower: RGB, resize shorter side, centre crop, scale."""
+"""Image preprocessing shared by every image tower: upright RGB, resize shorter side, centre crop, scale."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
+
+# Transparent pixels are composited onto this colour wherever an image is decoded (catalog, training views,
+# index, queries): white, the usual e-commerce studio background. Without it each vendor's hidden colour
+# under the alpha channel would show, and one product would look different on every file.
+BACKGROUND = (255, 255, 255)
 
 
 @dataclass(frozen=True)
@@ -17,8 +22,7 @@ class ImagePreprocess:
 
     def to_array(self, image: Image.Image) -> np.ndarray:
         """One PIL image -> uint8 HWC array of size x size (resize shorter side, centre crop)."""
-        image = draft(image, self.size)
-        image = image.convert("RGB")
+        image = to_rgb(draft(image, self.size))
         w, h = image.size
         scale = self.size / min(w, h)
         nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
@@ -41,7 +45,7 @@ class ImagePreprocess:
         return self.to_tensor([self.to_array(im) for im in images])
 
     def fingerprint(self) -> dict:
-        return {"resize": "shorter-side-bicubic+centre-crop", "jpeg": "draft-decode", **asdict(self)}
+        return {"resize": "shorter-side-bicubic+centre-crop", "jpeg": "draft-decode", "decode": DECODE, **asdict(self)}
 
 
 def draft(image: Image.Image, side: int) -> Image.Image:
@@ -51,3 +55,21 @@ def draft(image: Image.Image, side: int) -> Image.Image:
     if image.format == "JPEG" and min(image.size) >= 2 * side:
         image.draft("RGB", (side, side))
     return image
+
+
+DECODE = f"exif-upright+alpha-over-{'#%02x%02x%02x' % BACKGROUND}"  # part of the tower fingerprint (feature cache key)
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
+    """The RGB pixels a viewer shows: the EXIF orientation applied (phone photos are stored sideways
+    with a tag) and transparency composited onto `background` (converting RGBA straight to RGB would
+    expose whatever colour the file keeps under transparent pixels). Call `draft` first, if at all."""
+    try:
+        if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
+            image = ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block: the pixels as stored, rather than no image at all
+        pass
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (*background, 255)), rgba)
+    return image.convert("RGB")  # always a new, loaded image: callers may close the file they opened

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from models.preprocess import draft
+from lensflow.storage import sql_quote
+from models.preprocess import draft, to_rgb
 
 from tasks.champion import Served
 from tasks.index import table_metadata, vector_search
@@ -53,17 +54,13 @@ class Catalog:
                    table_metadata(table))
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def where_clause(filters: Filters, catalog: Catalog, exclude_id: str | None = None) -> str | None:
     """SQL filter applied inside the vector search (prefilter), validated against the catalog."""
     parts = []
     if filters.category is not None:
         if filters.category not in catalog.categories:
             raise BadQuery(f"unknown category {filters.category!r}; known: {', '.join(catalog.categories)}")
-        parts.append(f"category = {_quote(filters.category)}")
+        parts.append(f"category = {sql_quote(filters.category)}")
     if filters.min_price is not None or filters.max_price is not None:
         if not catalog.has_price:
             raise BadQuery("this catalog has no price column: drop min_price/max_price")
@@ -77,12 +74,13 @@ def where_clause(filters: Filters, catalog: Catalog, exclude_id: str | None = No
         if filters.min_price is not None and filters.max_price is not None and filters.min_price > filters.max_price:
             raise BadQuery("min_price is greater than max_price")
     if exclude_id is not None:
-        parts.append(f"product_id != {_quote(exclude_id)}")
+        parts.append(f"product_id != {sql_quote(exclude_id)}")
     return " AND ".join(parts) or None
 
 
 def decode_image(data: bytes, max_pixels: int, max_side: int, model_side: int | None = None) -> Image.Image:
-    """A decoded RGB image, or BadQuery: not an image, unsupported format, too many pixels (checked
+    """A decoded, upright RGB image (EXIF orientation applied, transparency composited onto the
+    models' background: models.preprocess.to_rgb), or BadQuery: not an image, unsupported format, too many pixels (checked
     from the header, before decoding: decompression bombs), truncated or corrupt. With `model_side`
     a large JPEG is decoded at reduced scale, as the catalog's images were (models.preprocess.draft)."""
     if not data:
@@ -106,7 +104,7 @@ def decode_image(data: bytes, max_pixels: int, max_side: int, model_side: int | 
         raise BadQuery(f"image has too many pixels (limit {max_pixels})", 413) from None
     except Exception:
         raise BadQuery("the image is truncated or corrupt", 400) from None
-    return im.convert("RGB")
+    return to_rgb(im)
 
 
 def text_vector(served: Served, text: str) -> np.ndarray:
@@ -131,7 +129,7 @@ def with_modifier(image_vec: np.ndarray, text_vec: np.ndarray, weight: float) ->
 
 
 def product_vector(served: Served, product_id: str) -> np.ndarray:
-    rows = served.table.search().where(f"product_id = {_quote(product_id)}").select(["vector"]).limit(1).to_list()
+    rows = served.table.search().where(f"product_id = {sql_quote(product_id)}").select(["vector"]).limit(1).to_list()
     if not rows:
         raise BadQuery(f"unknown product id {product_id!r}", 404)
     return np.asarray(rows[0]["vector"], dtype=np.float32)

@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
+from lensflow.storage import sql_quote
 from tasks import stage
 from tasks.diff import CatalogDiff
 from tasks.evaluate import Gallery, ann_recall
@@ -67,7 +68,7 @@ def copy_table(src, dst) -> None:
 
 
 def _quoted(ids: list[str]) -> str:
-    return ",".join("'" + i.replace("'", "''") + "'" for i in ids)
+    return ",".join(map(sql_quote, ids))
 
 
 def _rows(tbl, catalog: pd.DataFrame, vectors: np.ndarray) -> pa.Table:

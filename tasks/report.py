@@ -11,6 +11,7 @@ from PIL import Image
 import json
 
 from models.augment import ShopperAugment
+from models.preprocess import to_rgb
 from tasks.evaluate import EvalResult
 from tasks.metrics import CURVE_KS
 from tasks.shopper import example_sheet, shopper_photo
@@ -82,7 +83,7 @@ def worst_queries_sheet(result: EvalResult, catalog: pd.DataFrame, data_dir: Pat
         tiles = [shopper_photo(data_dir, path_of[q["product_id"]], augment)]
         for pid in [q["product_id"], *q["results"]]:
             with Image.open(data_dir / path_of[pid]) as im:
-                tiles.append(im.convert("RGB"))
+                tiles.append(to_rgb(im))
         for c, tile in enumerate(tiles[:5]):
             sheet.paste(tile.resize((thumb, thumb)), (c * thumb, r * thumb))
     sheet.save(out)

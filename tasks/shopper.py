@@ -14,6 +14,7 @@ from PIL import Image
 from tasks import stage
 
 from models.augment import ShopperAugment
+from models.preprocess import to_rgb
 from models.encoder import DualEncoder
 from models.train import embed_inputs
 from tasks.evaluate import ShopperQueries
@@ -53,7 +54,7 @@ def example_sheet(catalog: pd.DataFrame, data_dir: Path, out: Path, augment: Sho
     sheet = Image.new("RGB", (2 * s, s * max(1, len(rows))), "white")
     for r, path in enumerate(rows["image_path"]):
         with Image.open(data_dir / path) as im:
-            sheet.paste(im.convert("RGB").resize((s, s)), (0, r * s))
+            sheet.paste(to_rgb(im).resize((s, s)), (0, r * s))
         sheet.paste(shopper_photo(data_dir, path, augment), (s, r * s))
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)

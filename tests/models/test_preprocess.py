@@ -55,3 +55,90 @@ def test_small_jpeg_and_png_are_not_drafted():
     assert draft(Image.open(io.BytesIO(_jpeg(150))), 96).size == (150, 150)  # < 2x the side: full decode
     assert draft(Image.new("RGB", (640, 640)), 96).size == (640, 640)
     assert ImagePreprocess(96).fingerprint()["jpeg"] == "draft-decode"
+
+
+def _product(side: int = 48) -> np.ndarray:
+    """An asymmetric product shape (so a rotation shows): an L of red and blue on a mask."""
+    rgba = np.zeros((side, side, 4), np.uint8)
+    rgba[6:42, 8:18] = (200, 30, 30, 255)  # the upright bar
+    rgba[32:42, 18:40] = (30, 60, 210, 255)  # the foot, to the right
+    rgba[20:26, 26:32] = (240, 200, 20, 128)  # a half-transparent detail
+    return rgba
+
+
+def _with_hidden_colour(rgba: np.ndarray, colour) -> Image.Image:
+    out = rgba.copy()
+    out[rgba[..., 3] == 0, :3] = colour  # what a vendor's file keeps under fully transparent pixels
+    return Image.fromarray(out, "RGBA")
+
+
+def test_transparent_pixels_are_composited_onto_the_documented_background():
+    from models.preprocess import BACKGROUND
+
+    pre = ImagePreprocess(size=48)
+    rgba = _product()
+    files = [_with_hidden_colour(rgba, c) for c in ((0, 0, 0), (255, 0, 255), (12, 240, 99))]
+    arrays = [pre.to_array(im) for im in files]
+    # the same product, whatever colour each file hides under its transparent pixels
+    assert all(np.array_equal(arrays[0], a) for a in arrays[1:])
+    # ...and exactly what the product looks like photographed on an opaque background of that colour
+    opaque = Image.new("RGBA", (48, 48), (*BACKGROUND, 255))
+    opaque.alpha_composite(Image.fromarray(rgba, "RGBA"))
+    assert np.array_equal(arrays[0], pre.to_array(opaque.convert("RGB")))
+    assert tuple(arrays[0][0, 0]) == BACKGROUND
+    # palette and grey+alpha files take the same road
+    import io
+
+    palette = Image.new("P", (48, 48), 0)
+    palette.putpalette([255, 0, 255, 200, 30, 30])  # index 0: a magenta key colour, declared transparent
+    palette.paste(1, (8, 6, 18, 42))
+    buf = io.BytesIO()
+    palette.save(buf, "PNG", transparency=0)
+    for im in (Image.open(buf), files[1].convert("LA")):
+        assert tuple(pre.to_array(im)[0, 0]) == BACKGROUND, im.mode
+
+
+def _oriented_jpeg(upright: Image.Image, orientation: int) -> bytes:
+    """The bytes a phone writes: pixels stored turned, with the EXIF tag that turns them back."""
+    import io
+
+    stored = {6: upright.transpose(Image.Transpose.ROTATE_90), 8: upright.transpose(Image.Transpose.ROTATE_270),
+              3: upright.transpose(Image.Transpose.ROTATE_180)}[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    stored.save(buf, "PNG" if upright.mode == "RGBA" else "JPEG", quality=95, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def test_exif_orientation_is_applied_before_preprocessing():
+    import io
+
+    pre = ImagePreprocess(size=48)
+    upright = Image.fromarray(_product()[..., :3])
+    want = pre.to_array(upright).astype(int)
+    for orientation in (3, 6, 8):
+        got = pre.to_array(Image.open(io.BytesIO(_oriented_jpeg(upright, orientation)))).astype(int)
+        assert np.abs(got - want).mean() < 4, orientation  # JPEG noise only: not turned sideways
+        turned = pre.to_array(Image.open(io.BytesIO(_oriented_jpeg(upright, orientation))).transpose(Image.Transpose.ROTATE_90))
+        assert np.abs(turned.astype(int) - want).mean() > 20  # (a sideways image really is that different)
+
+
+def test_every_decoder_applies_orientation_and_alpha_the_same_way(tmp_path):
+    """Catalog loading, training views and query uploads all see the same upright, composited pixels."""
+    import io
+
+    from models.augment import ShopperAugment
+    from serving.search import decode_image
+    from tasks.images import CatalogImages
+
+    pre = ImagePreprocess(size=48)
+    upright = _with_hidden_colour(_product(), (255, 0, 255))
+    data = _oriented_jpeg(upright, 6)
+    (tmp_path / "p.png").write_bytes(data)
+    want = pre.to_array(_with_hidden_colour(_product(), (0, 0, 0)))
+    assert np.array_equal(CatalogImages(tmp_path, ["p.png"], pre)[0], want)
+    assert np.array_equal(pre.to_array(decode_image(data, 10**6, 10**4, 48)), want)
+    view = ShopperAugment(size=48, rotate=0, scale=(1, 1), shift=0, background=0, tint=0, blur=0, jpeg=(95, 95))
+    seen = np.asarray(view(Image.open(io.BytesIO(data)), view.rng("p.png", 1))).astype(int)
+    assert np.abs(seen - want.astype(int)).mean() < 6  # upright, on white: JPEG noise only
