@@ -17,7 +17,7 @@ from tasks.approval import now
 from tasks.baseline import version_on_eval_set_task
 from tasks.champion import resolve_version
 from tasks.report import HEADLINE, comparison_table
-from tasks.validate import validate_catalog_task
+from tasks.validate import MAX_BAD_FRACTION, validate_catalog_task
 from tasks.versioning import version_data_task
 
 
@@ -26,7 +26,7 @@ class EvaluateParams(BaseModel):
 
     version: int | None = Field(None, ge=1, description="model version to evaluate; empty: the champion")
     shopper_queries: int | None = Field(None, ge=1, description="shopper-photo queries (test products); empty: all")
-    max_bad_fraction: float = Field(0.05, ge=0, le=1, description="stop when more catalog rows than this fail validation")
+    max_bad_fraction: float = Field(MAX_BAD_FRACTION, ge=0, le=1, description="stop when more catalog rows than this fail validation")
     progress: bool = Field(True, description="show progress bars")
 
 

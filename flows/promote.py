@@ -18,7 +18,7 @@ from tasks.approval import await_review
 from tasks.champion import IndexMismatch, index_problems, resolve_version, restore_index
 from tasks.lock import project_lock
 from tasks.recover import recover
-from tasks.promote import ReviewPolicy, champion_metrics, gate, promote_task
+from tasks.promote import ReviewPolicy, accept_hint, champion_metrics, gate, promote_task
 from tasks.report import comparison_table
 
 REVIEW_ARTIFACT = "promotion-review"
@@ -63,7 +63,9 @@ def review_and_promote(s: Settings, c, version: int, page: str, metrics: dict, c
     """Gate, then (policy `reviewer`) pause for an allowed reviewer, then record and move `champion`."""
     log = get_run_logger()
     decision = gate(metrics, champ_metrics, params.gate, champ_version)
-    verdict = "passed" if decision.passed else "failed: " + "; ".join(decision.reasons)
+    hint = accept_hint(version, decision, registry.json_tag(registry.version_tags(c.get_model_version(s.registered_model, str(version))),
+                                                            "eval_bounds"))
+    verdict = "passed" if decision.passed else "failed: " + "; ".join(decision.reasons) + f"\n\n{hint}"
     page = f"{page}\n\n**Gate:** {verdict}"
     create_markdown_artifact(key=REVIEW_ARTIFACT, markdown=page,
                              description=f"{s.registered_model} v{version}: challenger vs champion, same evaluation set")
@@ -76,9 +78,9 @@ def review_and_promote(s: Settings, c, version: int, page: str, metrics: dict, c
     # a reviewer's decision waits for a running retrain or reindex rather than being lost
     with project_lock(s.lock_dir, "promotion", wait_s=params.approval_timeout_s, log=log.info):
         recover(c, s.registered_model, s.mlflow_experiment, s.lancedb_path, log.warning)
-        outcome = promote_task(c, s.registered_model, version, decision, params.approval, review)
+        outcome = promote_task(c, s.registered_model, version, decision, params.approval, review, hint)
     record = {"passed": decision.passed, "reasons": decision.reasons, "champion_version": champ_version,
-              "review": review.__dict__ if review else None}
+              "review": review.__dict__ if review else None, "next_step": hint}
     log.info("v%d: %s", version, outcome)
     return outcome, record
 

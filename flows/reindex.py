@@ -32,7 +32,7 @@ from tasks.lock import project_lock
 from tasks.recover import recover
 from tasks.shard import embed_sharded, shard_vectors
 from tasks.reindex import IndexPolicy, apply_changes_task, next_table_name
-from tasks.validate import validate_catalog_task
+from tasks.validate import MAX_BAD_FRACTION, validate_catalog_task
 from tasks.versioning import track_dir_task, version_data_task
 
 
@@ -40,7 +40,7 @@ class ReindexParams(BaseModel):
     """Parameters of a reindex run (rendered as a form in the Prefect UI)."""
 
     policy: IndexPolicy = Field(default_factory=IndexPolicy)
-    max_bad_fraction: float = Field(0.05, ge=0, le=1, description="stop when more catalog rows than this fail validation")
+    max_bad_fraction: float = Field(MAX_BAD_FRACTION, ge=0, le=1, description="stop when more catalog rows than this fail validation")
     push_data: bool = Field(True, description="dvc push the catalog and the new index to the configured remote")
     progress: bool = Field(True, description="show progress bars")
 

@@ -31,7 +31,7 @@ from tasks.report import write_report
 from tasks.shard import embed_sharded, shard_vectors
 from tasks.shopper import shopper_queries_task
 from tasks.train import train_encoder_task
-from tasks.validate import validate_catalog_task
+from tasks.validate import MAX_BAD_FRACTION, validate_catalog_task
 from tasks.versioning import git_commit, track_dir_task, version_data_task
 from flows.promote import finish, review_and_promote, review_page
 
@@ -49,7 +49,7 @@ class RetrainParams(ReviewPolicy):
     instance_weight: float | None = Field(None, ge=0, description="weight of the shopper-photo instance loss; empty: the strategy's")
     seed: int = Field(0, description="random seed (heads init, batch order, augmentation draws)")
     shopper_queries: int | None = Field(None, ge=1, description="shopper-photo queries (test products); empty: all")
-    max_bad_fraction: float = Field(0.05, ge=0, le=1, description="stop the run when more catalog rows than this fail validation")
+    max_bad_fraction: float = Field(MAX_BAD_FRACTION, ge=0, le=1, description="stop the run when more catalog rows than this fail validation")
     ann_min_rows: int = Field(10_000, ge=1, description="build an IVF_PQ index when the table has at least this many rows")
     nprobes: int = Field(20, ge=1, description="IVF partitions searched per query")
     refine_factor: int = Field(10, ge=1, description="re-rank refine_factor x k candidates with full vectors")
@@ -145,7 +145,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
             c.log_artifacts(run_id, str(report), "evaluation")
             registry.set_tags(c, s.registered_model, version, {
                 "index": index_record(index, data.md5),
-                "metrics": result.metrics, "eval_set_md5": result.eval_set_md5, "status": "ready",
+                "metrics": result.metrics, "eval_set_md5": result.eval_set_md5, "eval_bounds": result.bounds, "status": "ready",
                 "compared_with": {"champion_version": champ_version, "metrics": champ} if baseline else {}})
             c.set_registered_model_alias(s.registered_model, registry.CHALLENGER, str(version))
             registry.log_metrics(c, run_id, {f"stage_seconds.{k}": v for k, v in took.items()})

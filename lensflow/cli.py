@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Optional
 import typer
 
 from lensflow.redact import format_exception, install_log_redaction, redact
+from lensflow.storage import sql_quote
 
 app = typer.Typer(help="lensflow: visual product search, retrained and served with its index.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -41,20 +43,8 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _sample_limit(data_dir: Path) -> tuple[bool, int | None]:
-    """(is the catalog a lensflow sample, its limit)."""
-    import pyarrow.parquet as pq
-
-    from tasks.sample import SAMPLE_MARK
-
-    path = data_dir / "catalog.parquet"
-    if not path.exists():
-        return True, None
-    raw = (pq.read_schema(path).metadata or {}).get(SAMPLE_MARK.encode())
-    return (True, json.loads(raw).get("limit")) if raw else (False, None)
-
-
-def build_sample(limit: int | None, force: bool = False) -> str:
+def build_sample(limit: int | None, force: bool = False, err: bool = False) -> str:
+    """Build the sample catalog and `dvc add` it; the summary line goes to stderr when `err` (stdout is JSON)."""
     from tasks.sample import build_sample_catalog
     from tasks.versioning import ensure_dvc, run_dvc, read_dvc_md5
 
@@ -64,64 +54,173 @@ def build_sample(limit: int | None, force: bool = False) -> str:
     ensure_dvc(s.root, s.dvc_remote_url)
     run_dvc(s.root, "add", "-q", str(s.data_path))
     md5 = read_dvc_md5(s.data_path.parent / f"{s.data_path.name}.dvc")
-    typer.echo(f"sample catalog: {len(df)} products in {s.data_path} (DVC md5 {md5})")
+    typer.echo(f"sample catalog: {len(df)} products in {s.data_path} (DVC md5 {md5})", err=err)
     return md5
 
 
 @data_app.command("sample")
 def data_sample(
     limit: Optional[int] = typer.Option(None, "--limit", help="build a smaller catalog of N products (default: all 70,000)"),
-    force: bool = typer.Option(False, "--force", help="overwrite a catalog that is not a lensflow sample"),
+    force: bool = typer.Option(False, "--force", help="DELETE the files in data/ that lensflow did not create (your catalog "
+                               "file, categories.json, photos: the refusal without --force lists them) and write the sample"),
 ) -> None:
-    """Build the sample catalog from Fashion-MNIST and track data/ with DVC."""
+    """Build the sample catalog from Fashion-MNIST and track data/ with DVC (refuses when data/ holds your own files)."""
     try:
         build_sample(limit, force)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         _fail(str(exc))
 
 
+@data_app.command("import")
+def data_import(
+    catalog: Path = typer.Argument(..., help="your catalog: a .csv or .parquet file with product_id, title, category, "
+                                   "image_path (+ optional description, color, price, brand, split)"),
+    images: Optional[Path] = typer.Option(None, "--images", help="the folder image_path is relative to (a path "
+                                          "relative to the catalog's folder is found too; default: the catalog's folder)"),
+    categories: Optional[Path] = typer.Option(None, "--categories", help="the allowed categories: a JSON list or one name per "
+                                              "line (default: those found in the catalog)"),
+    link: bool = typer.Option(False, "--link", help="hard-link the photos instead of copying them (same file system)"),
+    force: bool = typer.Option(False, "--force", help="DELETE the files in data/ that lensflow did not create (the refusal "
+                               "without --force lists them) and import in their place"),
+    json_out: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+) -> None:
+    """Bring your own catalog into data/: copy it and its photos, check every row, track data/ with DVC.
+
+    Prints what was read and which rows validation will quarantine (and why); then `lensflow retrain`."""
+    from tasks.catalog import CatalogError
+    from tasks.ingest import import_catalog, summary_lines
+    from tasks.validate import validate_catalog
+    from tasks.versioning import ensure_dvc, read_dvc_md5, run_dvc
+
+    s = _settings()
+    try:
+        imp = import_catalog(catalog, images or catalog.resolve().parent, s.data_path, categories, link=link, force=force,
+                             progress=sys.stderr.isatty())
+    except (CatalogError, FileExistsError, OSError, ValueError) as exc:
+        _fail(str(exc))
+    ensure_dvc(s.root, s.dvc_remote_url)
+    run_dvc(s.root, "add", "-q", str(s.data_path))
+    md5 = read_dvc_md5(s.data_path.parent / f"{s.data_path.name}.dvc")
+    checked = validate_catalog(s.data_path, s.path(s.reports_dir) / "validation" / md5.removesuffix(".dir"),
+                               max_bad_fraction=1.0, progress=sys.stderr.isatty())
+    if json_out:
+        typer.echo(json.dumps({"data_md5": md5, "catalog": str(imp.catalog), "rows": imp.rows, "images": imp.images,
+                               "categories": imp.categories, "not_found": imp.missing, "valid_rows": len(checked.valid),
+                               "quarantined_rows": checked.n_quarantined, "quarantine": str(checked.quarantine_path),
+                               "failures": checked.reasons}, indent=2))
+        return
+    lines = summary_lines(imp, s.data_path, checked)
+    lines += [f"tracked   data/ with DVC (md5 {md5}); commit data.dvc (and .dvc/config) to record this catalog version",
+              "next      lensflow retrain --auto-approve    (trains, indexes, evaluates and promotes; `lensflow status` after)"]
+    typer.echo("\n".join(lines))
+
+
+# How `lensflow retrain` / `lensflow promote` end, for scripts (documented in the README).
+EXIT_CODES = {"promoted": 0, "failed": 1, "usage": 2, "rejected": 3, "timed-out": 3, "superseded": 3, "awaiting-approval": 4}
+GATE_METRIC = re.compile(r"(image|text|shopper)_(precision|recall|mrr|ndcg)_at_(1|5|10)|zero_shot_accuracy|"
+                         r"shopper_category_precision_at_10|index_recall_at_10")
+
+
+def _gate(floors: list[str], tolerance: float | None):
+    """GateConfig from --floor METRIC=VALUE (VALUE `none` drops that floor) and --tolerance."""
+    from tasks.promote import GateConfig
+
+    gate = GateConfig()
+    merged = dict(gate.floors)
+    for item in floors:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not GATE_METRIC.fullmatch(name):
+            _fail(f"--floor {item!r}: expected METRIC=VALUE with a metric such as image_precision_at_10 or "
+                  "text_precision_at_10 (VALUE `none` removes that floor)", EXIT_CODES["usage"])
+        if value.strip().lower() == "none":
+            merged.pop(name, None)
+            continue
+        try:
+            merged[name] = float(value)
+        except ValueError:
+            _fail(f"--floor {item!r}: {value!r} is not a number", EXIT_CODES["usage"])
+    return gate.model_copy(update={"floors": merged} | ({"tolerance": tolerance} if tolerance is not None else {}))
+
+
+FLOOR_HELP = ("an absolute minimum the model must reach, METRIC=VALUE (repeatable; VALUE `none` drops it). Defaults: "
+              "image_precision_at_10=0.5, text_precision_at_10=0.5; with no champion yet the floors are the whole gate")
+TOLERANCE_HELP = "how far a gated metric may fall below the champion's (absolute; default 0.01)"
+
+
+def _approval(approval: str | None, auto_approve: bool, default: str = "reviewer") -> str:
+    if auto_approve and approval not in (None, "auto-approve"):
+        _fail(f"--auto-approve contradicts --approval {approval}", EXIT_CODES["usage"])
+    approval = "auto-approve" if auto_approve else approval or default
+    if approval not in ("reviewer", "auto-approve", "later"):
+        _fail(f"--approval must be reviewer, auto-approve or later, not {approval!r}", EXIT_CODES["usage"])
+    if approval == "reviewer" and not _prefect_api_url():
+        _fail("a reviewer can only approve a run that a Prefect server knows about: start the platform (`make up`) and "
+              "trigger the deployment, or set PREFECT_API_URL; otherwise pass --auto-approve or --approval later",
+              EXIT_CODES["usage"])
+    return approval
+
+
+def _end(summary: dict) -> None:
+    """Exit with the code of the run's outcome, after saying what to do next when nothing was promoted."""
+    hint = (summary.get("gate") or {}).get("next_step")
+    if summary["outcome"] != "promoted":
+        typer.secho(hint or f"v{summary['version']}: {summary['outcome']}; the champion did not change", fg="yellow", err=True)
+    raise typer.Exit(EXIT_CODES.get(summary["outcome"], 1))
+
+
 @app.command()
 def retrain(
-    limit: Optional[int] = typer.Option(None, "--limit", help="(re)build the sample catalog with N products first"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="(re)build the sample catalog with N products first "
+                                        "(refused when data/ holds your own catalog)"),
     approval: Optional[str] = typer.Option(None, "--approval", help="reviewer (pause for a reviewer; needs a Prefect server, "
                                            "see `make up`) | auto-approve | later (stop after the gate; review with the promote flow)"),
     auto_approve: bool = typer.Option(False, "--auto-approve", help="same as --approval auto-approve (recorded as auto-approved)"),
-    preset: str = typer.Option("lit-lite0-minilm", "--preset", help="encoder preset (models/configs) or JSON path"),
-    strategy: str = typer.Option("heads", "--strategy", help="fine-tuning strategy: heads | partial | full"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="encoder preset (models/configs) or JSON path [default: lit-lite0-minilm]"),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="fine-tuning strategy: heads | partial | full [default: heads]"),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="maximum epochs (default: the strategy's)"),
-    json_out: bool = typer.Option(False, "--json", help="print the run summary as JSON"),
+    floor: list[str] = typer.Option([], "--floor", help=FLOOR_HELP),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0, help=TOLERANCE_HELP),
+    max_bad_fraction: Optional[float] = typer.Option(None, "--max-bad-fraction", min=0, max=1,
+                                                     help="stop when more catalog rows than this fail validation [default: 0.05]"),
+    json_out: bool = typer.Option(False, "--json", help="print the run summary as JSON (stdout holds only the JSON)"),
 ) -> None:
-    """Run the retrain flow on the catalog in data/."""
+    """Run the retrain flow on the catalog in data/.
+
+    Exit code: 0 promoted, 1 failed, 2 usage error, 3 not promoted (rejected by the gate or a reviewer, timed out,
+    superseded), 4 waiting for approval (--approval later)."""
+    from tasks.sample import foreign_files, sample_meta
+
     s = _settings()
-    if auto_approve and approval not in (None, "auto-approve"):
-        _fail(f"--auto-approve contradicts --approval {approval}", 2)
-    approval = "auto-approve" if auto_approve else approval or "reviewer"
-    if approval not in ("reviewer", "auto-approve", "later"):
-        _fail(f"--approval must be reviewer, auto-approve or later, not {approval!r}", 2)
-    if approval == "reviewer" and not _prefect_api_url():
-        _fail("a reviewer can only approve a run that a Prefect server knows about: start the platform (`make up`) and "
-              "trigger the `retrain` deployment, or set PREFECT_API_URL; otherwise pass --auto-approve or --approval later", 2)
+    approval = _approval(approval, auto_approve)
+    gate = _gate(floor, tolerance)
     if limit is not None:
-        is_sample, current = _sample_limit(s.data_path)
-        if not is_sample:
-            _fail(f"--limit rebuilds the bundled sample catalog, but {s.data_path} holds your own catalog")
-        if current != limit or not (s.data_path / "catalog.parquet").exists():
-            build_sample(limit)
+        if foreign := foreign_files(s.data_path):
+            from tasks.sample import describe_files
+
+            _fail(f"--limit rebuilds the bundled sample catalog, but {s.data_path} holds files lensflow did not create "
+                  f"({describe_files(s.data_path, foreign)}); nothing was changed. To train on your catalog, run "
+                  "`lensflow retrain` without --limit")
+        meta = sample_meta(s.data_path)
+        if meta is None or meta.get("limit") != limit:
+            build_sample(limit, err=json_out)
     from flows.retrain import RetrainParams, retrain as retrain_flow
     from tasks.catalog import CatalogError
     from tasks.lock import RunInProgress
     from tasks.validate import ValidationFailed
 
+    chosen = {k: v for k, v in {"preset": preset, "strategy": strategy, "epochs": epochs,
+                                "max_bad_fraction": max_bad_fraction}.items() if v is not None}
     t0 = time.perf_counter()
     try:
-        summary = retrain_flow(params=RetrainParams(preset=preset, strategy=strategy, epochs=epochs, approval=approval,
+        summary = retrain_flow(params=RetrainParams(**chosen, approval=approval, gate=gate,
                                                     progress=sys.stderr.isatty() or not json_out))
     except (CatalogError, ValidationFailed, RunInProgress, ValueError) as exc:
         _fail(str(exc))
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     if json_out:
         typer.echo(redact(json.dumps(summary, indent=2, default=str)))
-        return
+        _end(summary)
     m = summary["metrics"]
     lines = [
         f"outcome          {summary['outcome']} (model {s.registered_model} v{summary['version']})",
@@ -139,6 +238,36 @@ def retrain(
         "stages           " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["stage_seconds"].items()),
     ]
     typer.echo("\n".join(lines))
+    _end(summary)
+
+
+@app.command()
+def promote(
+    version: Optional[int] = typer.Option(None, "--version", min=1, help="the model version (default: the one behind `challenger`)"),
+    approval: Optional[str] = typer.Option(None, "--approval", help="reviewer (needs a Prefect server) | auto-approve | later"),
+    auto_approve: bool = typer.Option(False, "--auto-approve", help="same as --approval auto-approve (recorded as auto-approved)"),
+    floor: list[str] = typer.Option([], "--floor", help=FLOOR_HELP),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0, help=TOLERANCE_HELP),
+    json_out: bool = typer.Option(False, "--json", help="print the outcome as JSON (stdout holds only the JSON)"),
+) -> None:
+    """Gate a registered version again (e.g. one the gate rejected) and promote it, without retraining.
+
+    Exit code: as `lensflow retrain`."""
+    from flows.promote import PromoteParams, promote as promote_flow
+    from tasks.champion import IndexMismatch, NoChampion
+    from tasks.lock import RunInProgress
+
+    _settings()
+    params = PromoteParams(version=version, approval=_approval(approval, auto_approve), gate=_gate(floor, tolerance))
+    try:
+        out = promote_flow(params=params)
+    except (NoChampion, IndexMismatch, RunInProgress, ValueError) as exc:
+        _fail(str(exc))
+    if json_out:
+        typer.echo(redact(json.dumps(out, indent=2, default=str)))
+    elif out["outcome"] == "promoted":
+        typer.echo(f"v{out['version']} is now the champion")
+    _end(out)
 
 
 @app.command()
@@ -170,16 +299,21 @@ def status(json_out: bool = typer.Option(False, "--json", help="print JSON")) ->
     from tasks.champion import status as champion_status
 
     st = champion_status(_settings())
+    last = st["last_run"]
     if json_out:
         typer.echo(redact(json.dumps(st, indent=2)))
     elif st["champion"] is None:
-        typer.echo(redact("no champion yet: " + "; ".join(st["problems"])))
+        typer.echo(redact("; ".join(st["problems"]) if last else "no champion yet: " + "; ".join(st["problems"])))
     else:
         ch = st["champion"]
         typer.echo(f"champion  {ch['name']} v{ch['version']} (data {ch['data_md5']})")
         typer.echo(f"index     {ch['index']['table']} v{ch['index']['version']}, {ch['index']['rows']} rows at {ch['index']['uri']}")
         typer.echo("metrics   " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(ch["metrics"].items()) if k.endswith("_at_10")))
         typer.echo("consistent" if st["consistent"] else redact("INCONSISTENT: " + "; ".join(st["problems"])))
+        if last and last["version"] != ch["version"]:
+            typer.echo(redact(f"last run  v{last['version']} {last['status']}" + (f": {last['reason']}" if last["reason"] else "")))
+    if not json_out and last and last["next_step"] and last["status"] == "rejected":
+        typer.echo(redact(f"next step {last['next_step']}"))
     if st["champion"] is not None and not st["consistent"]:
         raise typer.Exit(2)
 
@@ -192,14 +326,17 @@ def search(
     category: Optional[str] = typer.Option(None, "--category", help="only this category"),
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Search the champion's index by text or by photo."""
+    """Search the champion's index by text or by photo, once.
+
+    Each call loads the champion's encoder and verifies its index first (~5-10 s on a 2-core CPU) for one
+    query of a few ms: for more than a handful of searches run `lensflow serve` and use its API or page."""
     from tasks.champion import IndexMismatch, NoChampion, load_champion, search as do_search
 
     if (text is None) == (image is None):
         _fail("give exactly one of --text or --image", 2)
     try:
         served = load_champion(_settings())
-        where = f"category = '{category.replace(chr(39), chr(39) * 2)}'" if category else None
+        where = f"category = {sql_quote(category)}" if category else None
         results = do_search(served, text=text, image=image, k=k, where=where)
     except (NoChampion, IndexMismatch, ValueError) as exc:
         _fail(str(exc))

@@ -18,10 +18,15 @@ class CatalogError(ValueError):
 
 
 def catalog_file(data_dir: Path) -> Path:
-    for name in CATALOG_FILES:
-        if (data_dir / name).exists():
-            return data_dir / name
-    raise CatalogError(f"no catalog in {data_dir}: expected one of {', '.join(CATALOG_FILES)} (try `lensflow data sample`)")
+    """The project's one catalog file; two of them is an error (which one was meant is not ours to guess)."""
+    found = [data_dir / name for name in CATALOG_FILES if (data_dir / name).exists()]
+    if len(found) > 1:
+        raise CatalogError(f"{data_dir} holds two catalogs, {found[0]} and {found[1]}: keep the one you mean and move "
+                           "the other out of the data directory")
+    if not found:
+        raise CatalogError(f"no catalog in {data_dir}: expected one of {', '.join(CATALOG_FILES)} "
+                           "(bring yours with `lensflow data import CATALOG --images DIR`, or try `lensflow data sample`)")
+    return found[0]
 
 
 def category_text(category: str) -> str:
@@ -41,8 +46,10 @@ def load_catalog(data_dir: Path) -> pd.DataFrame:
     return load_catalog_file(path, path.name)
 
 
-def load_catalog_file(path: Path, name: str) -> pd.DataFrame:
-    """`load_catalog` for one file; `name` (catalog.parquet / catalog.csv) says its format."""
+def read_catalog_table(path: Path, name: str | None = None) -> pd.DataFrame:
+    """A catalog file's rows as written (CSV cells as text), with the contract's file-level checks;
+    `name` (catalog.parquet / catalog.csv) says its format when the path does not."""
+    name = name or path.name
     try:
         df = pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except UnicodeDecodeError as exc:
@@ -60,7 +67,12 @@ def load_catalog_file(path: Path, name: str) -> pd.DataFrame:
         raise CatalogError(f"{path}: column 'row' is reserved for lensflow's row numbers; rename it")
     if len(df) == 0:
         raise CatalogError(f"{path}: the catalog has no rows")
-    df = df.reset_index(drop=True)
+    return df.reset_index(drop=True)
+
+
+def load_catalog_file(path: Path, name: str) -> pd.DataFrame:
+    """`load_catalog` for one file; `name` (catalog.parquet / catalog.csv) says its format."""
+    df = read_catalog_table(path, name)
     for col in ("product_id", "title", "category", "image_path"):
         df[col] = pd.Series([_text(v) for v in df[col]], index=df.index, dtype=object)
     # a row without a split (no column, or an empty cell) gets the deterministic hash split

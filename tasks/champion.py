@@ -10,7 +10,7 @@ import numpy as np
 
 from lensflow.redact import redact_uri
 from lensflow.settings import Settings
-from lensflow.storage import is_remote
+from lensflow.storage import is_remote, sql_quote
 from tasks.index import connect, table_dir, table_fingerprint, table_metadata, vector_search
 from tasks.registry import CHAMPION, client, get_alias, version_tags
 from tasks.versioning import DvcError, restore_dir
@@ -55,7 +55,10 @@ def resolve_champion(settings: Settings) -> Champion:
     try:
         return resolve_version(settings)
     except NoChampion as exc:
-        raise NoChampion(f"{exc} (run `lensflow retrain --auto-approve` first)") from None
+        last = last_run(settings)
+        raise NoChampion(f"{exc} (run `lensflow retrain --auto-approve` first)" if last is None else
+                         f"{exc}: the last run registered v{last['version']}, which ended {last['status']} "
+                         "(`lensflow status` says why and what to do)") from None
 
 
 def resolve_version(settings: Settings, version: int | None = None, alias: str = CHAMPION) -> Champion:
@@ -115,15 +118,38 @@ def restore_index(settings: Settings, champ: Champion) -> bool:
     return True
 
 
+def last_run(settings: Settings) -> dict | None:
+    """How the newest registered version ended: its status (promoted versions say `champion`), why it was
+    not promoted and what to do about it. None before the first registration."""
+    c = client(settings.tracking_uri)
+    try:
+        found = c.search_model_versions(f"name = {sql_quote(settings.registered_model)}", max_results=1,
+                                        order_by=["version_number DESC"])
+    except Exception:  # noqa: BLE001 - no registry yet
+        return None
+    if not found:
+        return None
+    t = version_tags(found[0])
+    reason = t.get("rejected_reason") or t.get("failed_reason") or t.get("superseded_reason")
+    return {"version": int(found[0].version), "status": t.get("status"), "reason": reason,
+            "next_step": t.get("next_step") or None, "run_id": t.get("run_id"), "data_md5": t.get("data_md5"),
+            "at": t.get("approved_at") or t.get("rejected_at")}
+
+
 def status(settings: Settings) -> dict:
-    """The champion, its metrics and index record (URIs redacted, for display) and the index's problems."""
+    """The champion, its metrics and index record (URIs redacted, for display), the index's problems and
+    how the last run ended."""
+    last = last_run(settings)
     try:
         champ = resolve_champion(settings)
     except NoChampion as exc:
-        return {"champion": None, "consistent": False, "problems": [str(exc)]}
+        problems = [str(exc)] if last is None else [
+            f"no champion yet: the last run registered v{last['version']}, which ended {last['status']}"
+            + (f" ({last['reason']})" if last["reason"] else "")]
+        return {"champion": None, "consistent": False, "problems": problems, "last_run": last}
     problems = index_problems(champ)
     idx = champ.index
-    return {
+    return {"last_run": last,
         "champion": {"name": champ.name, "version": champ.version, "metrics": champ.metrics,
                      "data_md5": champ.tags.get("data_md5"), "git_commit": champ.tags.get("git_commit"),
                      "approval": {k: champ.tags.get(k) for k in ("approval", "approved_by", "approved_at")},

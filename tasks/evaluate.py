@@ -65,10 +65,20 @@ class EvalResult:
     queries: dict[str, int] = field(default_factory=dict)
     curves: dict[str, list[float]] = field(default_factory=dict)  # Recall@1..10 per query set
     worst: list[dict] = field(default_factory=list)  # shopper queries whose product was ranked lowest
+    bounds: dict[str, dict[str, float]] = field(default_factory=dict)  # what P@10 can reach on this eval set
 
     def as_dict(self) -> dict:
         return {"metrics": self.metrics, "per_category": self.per_category, "eval_set_md5": self.eval_set_md5,
-                "queries": self.queries, "curves": self.curves, "worst": self.worst}
+                "queries": self.queries, "curves": self.curves, "worst": self.worst, "bounds": self.bounds}
+
+
+def precision_bounds(labels: np.ndarray, gallery_labels: np.ndarray, k: int = 10) -> dict[str, float]:
+    """What precision@k can reach on an eval set with category relevance: `ceiling` with a perfect ranking
+    (a category with fewer than k gallery products caps it) and `chance` with a random one. A small
+    catalog's floors are read against these."""
+    names, counts = np.unique(gallery_labels, return_counts=True)
+    n_rel = np.array([dict(zip(names.tolist(), counts.tolist())).get(label, 0) for label in labels.tolist()])
+    return {"ceiling": round(float(np.minimum(n_rel, k).mean() / k), 4), "chance": round(float(n_rel.mean() / len(gallery_labels)), 4)}
 
 
 def eval_set_md5(gallery: Gallery, shopper: ShopperQueries | None) -> str:
@@ -102,10 +112,11 @@ def evaluate_vectors(encoder: DualEncoder | None, gallery: Gallery, shopper: Sho
     if encoder is not None:
         text_q = category_queries(encoder, categories)
         query_sets.append(("text", text_q, np.array(categories)))
-    metrics, per_cat, curves = {}, {}, {}
+    metrics, per_cat, curves, bounds = {}, {}, {}, {}
     for prefix, q, labels in query_sets:
         rel, n_rel = label_relevance(topk(q, vecs[rest], 10), labels, cats[rest])
         metrics |= ranking_metrics(rel, n_rel, prefix)
+        bounds[f"{prefix}_precision_at_10"] = precision_bounds(labels, cats[rest])
         curves[prefix] = recall_curve(rel)
         for c, m in grouped_metrics(rel, n_rel, labels, prefix).items():
             per_cat.setdefault(c, {}).update(m)
@@ -134,7 +145,7 @@ def evaluate_vectors(encoder: DualEncoder | None, gallery: Gallery, shopper: Sho
     md5 = eval_set_md5(gallery, shopper)
     queries = {"image": int(test.sum()), "text": len(categories) if encoder is not None else 0, "gallery": int(rest.sum()),
                "shopper": len(shopper.product_ids) if shopper is not None else 0}
-    return EvalResult(metrics, per_cat, md5, queries, curves, bad)
+    return EvalResult(metrics, per_cat, md5, queries, curves, bad, bounds)
 
 
 def ann_recall(tbl, gallery: Gallery, sample: int = 200, seed: int = 0) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
@@ -38,27 +39,54 @@ class GateDecision:
     passed: bool
     reasons: list[str] = field(default_factory=list)
     champion_version: int | None = None
+    floors_missed: dict[str, float] = field(default_factory=dict)  # metric -> the challenger's value
+    drops: dict[str, float] = field(default_factory=dict)  # metric -> how far below the champion it fell
 
 
 def gate(challenger: dict[str, float], champion: dict[str, float] | None, cfg: GateConfig,
          champion_version: int | None = None) -> GateDecision:
     """Pure decision: floors first, then regression against the champion (when there is one)."""
-    reasons = []
+    reasons, floors_missed, drops = [], {}, {}
     for name, floor in cfg.floors.items():
         value = challenger.get(name)
         if value is None:
             reasons.append(f"{name} missing from the challenger's metrics")
         elif value < floor:
             reasons.append(f"{name} {value:.4f} is below the floor {floor:.4f}")
+            floors_missed[name] = value
     if champion:
         for name in cfg.metrics:
             new, old = challenger.get(name), champion.get(name)
             tol = cfg.tolerances.get(name, cfg.tolerance)
             if new is None:
                 reasons.append(f"{name} missing from the challenger's metrics")
-            elif old is not None and new < old - tol:
+            elif old is not None and new < old - tol - 1e-9:  # 1e-9: 0.70 vs 0.75 - 0.05 is not a regression
                 reasons.append(f"{name} {new:.4f} regresses from the champion's {old:.4f} (tolerance {tol})")
-    return GateDecision(not reasons, reasons, champion_version)
+                drops[name] = old - new
+    return GateDecision(not reasons, reasons, champion_version, floors_missed, drops)
+
+
+def accept_hint(version: int, decision: GateDecision, bounds: dict[str, dict[str, float]]) -> str:
+    """For a version the gate refused: which check failed, what the catalog allows, and the exact command
+    that promotes it anyway (a person's explicit choice, recorded like any auto-approval)."""
+    if decision.passed:
+        return ""
+    lines, flags = [], []
+    for name, value in decision.floors_missed.items():
+        b = bounds.get(name)
+        reach = f" (on this catalog it can reach {b['ceiling']:.2f} with a perfect ranking; a random ranking scores {b['chance']:.2f})" if b else ""
+        lines.append(f"{name} is {value:.4f}, below its floor{reach}")
+        flags.append(f"--floor {name}={math.floor(value * 100) / 100:g}")
+    if decision.drops:
+        lines.append("it regresses from champion v{}: {}".format(decision.champion_version, ", ".join(
+            f"{name} by {drop:.4f}" for name, drop in decision.drops.items())))
+        flags.append(f"--tolerance {math.ceil(round(max(decision.drops.values()), 6) * 100) / 100:g}")
+    first = ("With no champion yet, nothing is compared: the floors alone stand between a model and shoppers. "
+             if decision.champion_version is None else "")
+    if any("missing" in r for r in decision.reasons):  # no value to set a floor or tolerance from
+        return first + f"v{version} was not promoted: " + "; ".join(decision.reasons)
+    return (f"{first}v{version} was not promoted: " + "; ".join(lines) + ". If that is good enough for your shoppers, "
+            f"accept it as it is (no retraining): lensflow promote --version {version} --auto-approve {' '.join(flags)}")
 
 
 def champion_metrics(c, name: str) -> tuple[int | None, dict | None]:
@@ -68,20 +96,22 @@ def champion_metrics(c, name: str) -> tuple[int | None, dict | None]:
     return int(mv.version), json.loads(version_tags(mv).get("metrics", "{}"))
 
 
-def promote(c, name: str, version: int, decision: GateDecision, policy: ApprovalPolicy, review: Review | None = None) -> str:
+def promote(c, name: str, version: int, decision: GateDecision, policy: ApprovalPolicy, review: Review | None = None,
+            next_step: str = "") -> str:
     """Record the gate and the approval on the version, then move `champion`, then mark the old one retired.
 
     Readers follow the alias, and the version behind it carries its index tag from the retrain, so a
     run killed between any two of these writes never shows a champion without its index; the status
     tags a killed run leaves behind are set right by `tasks.recover` under the writer lock.
 
+    `next_step` (recorded on a version the gate refused) tells a person how to accept it anyway.
     Returns the outcome: promoted, rejected, timed-out, awaiting-approval (policy `later`) or superseded
     (the champion changed after the comparison was made, so it no longer holds).
     """
     set_tags(c, name, version, {"gate": "passed" if decision.passed else "failed", "gate_reasons": decision.reasons})
     if not decision.passed:
         set_tags(c, name, version, {"status": "rejected", "rejected_at": now(), "rejected_by": "gate",
-                                    "rejected_reason": "gate: " + "; ".join(decision.reasons)})
+                                    "rejected_reason": "gate: " + "; ".join(decision.reasons), "next_step": next_step})
         return "rejected"
     if policy == "later":
         set_tags(c, name, version, {"status": "awaiting-approval"})

@@ -5,7 +5,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import shutil
+import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,68 @@ TRAIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 VAL_FROM_TRAIN = 5_000  # the last 5,000 Fashion-MNIST training images form the val split
 SAMPLE_MARK = "lensflow.sample"
+SAMPLE_IMAGE = re.compile(r"images/(train|val|test)/fm-(tr|te)-\d{5}\.png")  # the names build_sample_catalog writes
+
+
+class NotASample(FileExistsError):
+    """The data directory holds files lensflow did not create; a sample build would replace or mix with them."""
+
+
+def sample_meta(data_dir: Path) -> dict | None:
+    """The sample mark of data/catalog.parquet ({"source", "limit"}), or None when it is not a lensflow sample."""
+    import pyarrow.parquet as pq
+
+    path = data_dir / "catalog.parquet"
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(SAMPLE_MARK.encode()) if path.exists() else None
+    except Exception:  # noqa: BLE001 - an unreadable parquet is not one we wrote
+        return None
+    return json.loads(raw) if raw else None
+
+
+def sample_files(data_dir: Path) -> set[str]:
+    """Files under data_dir (relative paths) that a sample build wrote: the marked catalog, its
+    categories.json and its images (listed in that catalog, or named the way the builder names them)."""
+    owned = set()
+    if sample_meta(data_dir) is not None:
+        import pyarrow.parquet as pq
+
+        owned |= {"catalog.parquet", "categories.json",
+                  *pq.read_table(data_dir / "catalog.parquet", columns=["image_path"]).column(0).to_pylist()}
+    images = data_dir / "images"
+    if images.is_dir():
+        owned |= {rel for f in images.rglob("*.png") if SAMPLE_IMAGE.fullmatch(rel := f.relative_to(data_dir).as_posix())}
+    return owned
+
+
+def foreign_files(data_dir: Path) -> list[str]:
+    """Files under data_dir that lensflow's sample did not create (a user's catalog and photos), relative paths."""
+    if not data_dir.is_dir():
+        return []
+    owned = sample_files(data_dir)
+    return sorted(rel for f in data_dir.rglob("*") if (f.is_file() or f.is_symlink())
+                  and (rel := f.relative_to(data_dir).as_posix()) not in owned)
+
+
+def describe_files(data_dir: Path, rels: list[str], shown: int = 5) -> str:
+    """`data/catalog.csv, data/images/ (192 files)`: top-level entries with file counts."""
+    groups = Counter(rel.split("/", 1)[0] + ("/" if "/" in rel else "") for rel in rels)
+    parts = [f"{data_dir / name}/ ({n} file{'s' * (n > 1)})" if name.endswith("/") else f"{data_dir / name}"
+             for name, n in groups.items()]
+    return ", ".join(parts[:shown]) + (f" and {len(parts) - shown} more" if len(parts) > shown else "")
+
+
+def check_sample_may_write(data_dir: Path, force: bool = False) -> list[str]:
+    """The files a sample build must delete because lensflow did not create them: none (or NotASample)
+    without `force`; with it, the list (deleted by the build)."""
+    foreign = foreign_files(data_dir)
+    if foreign and not force:
+        raise NotASample(
+            f"{data_dir} holds files lensflow did not create: {describe_files(data_dir, foreign)}. The sample catalog "
+            "would replace them, so nothing was changed. To train on your own catalog run `lensflow retrain` without "
+            "--limit; to try the sample, point LENSFLOW_DATA_DIR at another folder; or pass --force to DELETE those "
+            f"{len(foreign)} file(s) and write the sample in their place.")
+    return foreign
 
 
 def read_idx(images_gz: Path, labels_gz: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -61,6 +124,8 @@ def build_sample_catalog(data_dir: Path, limit: int | None = None, source: Path 
     """Write data/images/<split>/<id>.png, data/catalog.parquet and data/categories.json.
 
     Deterministic: the same source and limit give byte-identical files (and so the same DVC md5).
+    Only files an earlier sample build wrote are replaced; anything else in data_dir (a user's catalog
+    or photos) stops the build with NotASample, unless `force`, which deletes exactly those files.
     """
     files = [source / f for f in (*TRAIN_FILES, *TEST_FILES)]
     absent = [str(f) for f in files if not f.exists()]
@@ -69,12 +134,7 @@ def build_sample_catalog(data_dir: Path, limit: int | None = None, source: Path 
             f"Fashion-MNIST not found ({', '.join(absent)}). Install it with: apt-get install -y dataset-fashion-mnist"
         )
     catalog_path = data_dir / "catalog.parquet"
-    if catalog_path.exists() and not force:
-        import pyarrow.parquet as pq
-
-        meta = pq.read_schema(catalog_path).metadata or {}
-        if SAMPLE_MARK.encode() not in meta:
-            raise FileExistsError(f"{catalog_path} is not a lensflow sample catalog; pass --force to overwrite it")
+    doomed = check_sample_may_write(data_dir, force) + sorted(sample_files(data_dir))
     n_train, n_val, n_test = split_counts(limit)
     train_x, train_y = read_idx(*files[:2])
     test_x, test_y = read_idx(*files[2:])
@@ -83,9 +143,12 @@ def build_sample_catalog(data_dir: Path, limit: int | None = None, source: Path 
         ("val", "tr", train_x[-VAL_FROM_TRAIN:][:n_val], train_y[-VAL_FROM_TRAIN:][:n_val], len(train_x) - VAL_FROM_TRAIN),
         ("test", "te", test_x[:n_test], test_y[:n_test], 0),
     ]
+    for rel in doomed:  # the earlier sample's files (and, with force, the listed foreign ones): nothing else
+        (data_dir / rel).unlink(missing_ok=True)
     images_dir = data_dir / "images"
-    if images_dir.exists():
-        shutil.rmtree(images_dir)
+    for folder in sorted((p for p in images_dir.rglob("*") if p.is_dir()), reverse=True) if images_dir.is_dir() else []:
+        if not any(folder.iterdir()):
+            folder.rmdir()
     rows = []
     total = n_train + n_val + n_test
     with tqdm(total=total, desc="sample catalog", unit="img") as bar:

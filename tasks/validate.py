@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 
 from tasks.catalog import SPLITS, load_catalog
 
+MAX_BAD_FRACTION = 0.05  # a run stops when more of the catalog's rows than this fail validation
 MAX_IMAGE_PIXELS = 50_000_000  # above this an upload or catalog image is treated as a decompression bomb
 
 
@@ -49,7 +51,9 @@ def image_problem(data_dir: Path, image_path: str | None) -> str | None:
         if not full.is_relative_to(root):
             return f"image_path {image_path!r} escapes the data directory"
         if not full.exists():
-            return f"image file {image_path!r} does not exist"
+            other = case_variant(root, rel)
+            return f"image file {image_path!r} does not exist" + (
+                f"; {other!r} does (file names are case-sensitive: fix image_path or rename the file)" if other else "")
         if not full.is_file():
             return f"image_path {image_path!r} is not a regular file"
     except (OSError, ValueError) as exc:  # a NUL byte, a name longer than the OS allows, ...
@@ -64,8 +68,42 @@ def image_problem(data_dir: Path, image_path: str | None) -> str | None:
                 return f"image {image_path!r} is {w}x{h}: more than {MAX_IMAGE_PIXELS:,} pixels"
             im.load()
     except Exception as exc:  # noqa: BLE001 - every decoder failure is a quarantine reason
-        return f"image {image_path!r} does not decode: {type(exc).__name__}: {exc}"
+        why = str(exc).replace(str(full), image_path).replace(str(root) + os.sep, "")  # PIL names the absolute path
+        return f"image {image_path!r} does not decode: {type(exc).__name__}: {why}"
     return None
+
+
+def case_variant(root: Path, rel: Path) -> str | None:
+    """The existing file that `rel` names but for letter case (`Images/Shirt.JPG` for `images/shirt.jpg`), or None."""
+    here = root
+    for part in rel.parts:
+        if part in ("..", "."):
+            return None
+        try:
+            match = next((p for p in here.iterdir() if p.name.lower() == part.lower()), None)
+        except OSError:
+            return None
+        if match is None:
+            return None
+        here = match
+    return here.relative_to(root).as_posix() if here.is_file() else None
+
+
+def closest_category(value: str, categories: list[str]) -> str | None:
+    """The known category a misspelt one most likely means ('trouser' -> 'Trouser', 'tshirt' -> 'T-shirt')."""
+    by_key = {"".join(ch for ch in c.lower() if ch.isalnum()): c for c in categories}
+    key = "".join(ch for ch in value.lower() if ch.isalnum())
+    if key in by_key:
+        return by_key[key]
+    close = difflib.get_close_matches(key, list(by_key), n=1, cutoff=0.6)
+    return by_key[close[0]] if close else None
+
+
+def unknown_category(value: str, categories: list[str]) -> str:
+    """The quarantine reason for a category not in categories.json, with the likely fix."""
+    guess = closest_category(value, categories)
+    return (f"unknown category {value!r}" + (f": did you mean {guess!r}?" if guess else "")
+            + " (known categories are listed in categories.json)")
 
 
 def check_images(data_dir: Path, paths: list, workers: int = 4, progress: bool = True) -> list[str | None]:
@@ -79,8 +117,12 @@ def _suite_results(df: pd.DataFrame, categories: list[str] | None, docs_dir: Pat
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
+    from great_expectations.data_context.types.base import DataContextConfig, InMemoryStoreBackendDefaults
+
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    context = gx.get_context(mode="ephemeral")
+    # no default temporary docs site (GX logs "Created temporary directory ..." for it on every run): ours is below
+    config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False))
+    context = gx.get_context(mode="ephemeral", project_config=config)
     context.variables.progress_bars = {"globally": False}
     site = "lensflow_docs"
     context.add_data_docs_site(
@@ -130,7 +172,7 @@ def validate_catalog(
     data_dir: Path,
     report_dir: Path,
     categories: list[str] | None = None,
-    max_bad_fraction: float = 0.05,
+    max_bad_fraction: float = MAX_BAD_FRACTION,
     progress: bool = True,
     known_good_images: set[str] | None = None,
 ) -> ValidationResult:
@@ -158,9 +200,12 @@ def validate_catalog(
     success, failing, docs = _suite_results(df, categories, report_dir / "data_docs")
     reasons_by_row: dict[int, list[str]] = {}
     problems = dict(zip(df["row"], df["image_problem"]))
+    category_of = dict(zip(df["row"], df["category"]))
     for reason, rows in failing.items():
         for r in rows:
-            reasons_by_row.setdefault(r, []).append(problems[r] if reason == "image problem" else reason)
+            reasons_by_row.setdefault(r, []).append(problems[r] if reason == "image problem" else
+                                                    unknown_category(category_of[r], categories) if reason == "unknown category"
+                                                    else reason)
     bad = df[df["row"].isin(reasons_by_row)].copy()
     bad["reason"] = bad["row"].map(lambda r: "; ".join(reasons_by_row[r]))
     quarantine_path = report_dir / "quarantine.csv"

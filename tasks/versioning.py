@@ -49,7 +49,7 @@ def ensure_dvc(root: Path, remote: str | Path) -> None:
 
 def read_dvc_md5(dvc_file: Path) -> str:
     if not dvc_file.exists():
-        raise DvcError(f"{dvc_file} does not exist: the data is not tracked by DVC yet (run `lensflow data sample`)")
+        raise DvcError(f"{dvc_file} does not exist: the data is not tracked by DVC yet (bring a catalog with `lensflow data import`, or run `lensflow data sample`)")
     outs = yaml.safe_load(dvc_file.read_text()).get("outs") or []
     if not outs or "md5" not in outs[0]:
         raise DvcError(f"{dvc_file} has no md5 in outs[0]")

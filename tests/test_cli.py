@@ -79,3 +79,84 @@ def test_retrain_status_search(tmp_path):
     finally:
         server.terminate()
         server.wait(30)
+
+
+def _user_catalog(src: Path) -> pd.DataFrame:
+    """A user's own files: catalog.csv (own ids, no split column) and photos in a sub-folder, with one
+    transparent PNG, one photo that is not there and one whose name differs in case."""
+    import numpy as np
+    from PIL import Image
+
+    df = write_synthetic_catalog(src, per_category=20).drop(columns=["split"])
+    (src / "catalog.parquet").unlink()
+    (src / "categories.json").unlink()
+    df["product_id"] = [f"SKU {i:04d}" for i in range(len(df))]
+    rgba = np.zeros((30, 40, 4), np.uint8)
+    rgba[5:25, 10:30] = (40, 60, 210, 255)
+    Image.fromarray(rgba, "RGBA").save(src / "images" / "clear.png")
+    df.loc[0, "image_path"] = "images/clear.png"
+    df.loc[1, "image_path"] = "images/gone.png"
+    (src / df.loc[2, "image_path"]).rename(src / df.loc[2, "image_path"].upper().replace("IMAGES/", "images/"))
+    df.to_csv(src / "catalog.csv", index=False)
+    return df
+
+
+def test_own_catalog_import_is_protected_gated_and_scriptable(tmp_path):
+    """From a user's CSV and photos to a champion: import, no data loss, the gate's way out, exit codes."""
+    src, root = tmp_path / "shop", tmp_path / "project"
+    root.mkdir()
+    user = _user_catalog(src)
+    out = run(root, "data", "import", str(src / "catalog.csv"), "--images", str(src))
+    data = root / "data"
+    assert f"read      {len(user)} products; {len(user) - 2} photos copied" in out.stdout
+    assert "quarantine 2 of 60 rows" in out.stdout and "'images/gone.png' is not in" in out.stdout
+    assert "file names are case-sensitive" in out.stdout and "commit data.dvc" in out.stdout
+    assert (root / "data.dvc").exists() and (data / "catalog.csv").exists() and not (data / "catalog.parquet").exists()
+    assert json.loads((data / "categories.json").read_text()) == sorted(set(user["category"]))
+    before = sorted(p.relative_to(data).as_posix() for p in data.rglob("*"))
+
+    # the data-loss bug: neither command may touch the user's catalog
+    for args in (["data", "sample", "--limit", "50"], ["retrain", "--limit", "50", "--auto-approve"]):
+        refused = run(root, *args, check=False)
+        assert refused.returncode == 1 and "lensflow did not create" in refused.stderr, refused.stderr
+        assert f"{data / 'images'}/ ({len(user) - 2} files)" in refused.stderr
+    assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == before
+    again = run(root, "data", "import", str(src / "catalog.csv"), "--images", str(src), check=False)
+    assert again.returncode == 1 and "--force" in again.stderr
+
+    # a first model that misses a floor: exit 3, stdout only JSON, and the exact command that accepts it
+    rejected = run(root, "retrain", "--preset", "tiny", "--epochs", "3", "--auto-approve", "--json",
+                   "--floor", "image_precision_at_10=1.01", check=False)
+    assert rejected.returncode == 3, rejected.stderr
+    summary = json.loads(rejected.stdout)
+    assert summary["outcome"] == "rejected" and summary["quarantined_rows"] == 2
+    command = rejected.stderr.split("accept it as it is (no retraining): ")[1].split()
+    assert command[:5] == ["lensflow", "promote", "--version", "1", "--auto-approve"] and command[5] == "--floor"
+    st = run(root, "status").stdout
+    assert "no champion yet: the last run registered v1, which ended rejected" in st and "next step" in st
+    assert "retrain --auto-approve` first" not in st
+    assert json.loads(run(root, "status", "--json").stdout)["last_run"]["status"] == "rejected"
+    accepted = run(root, "promote", *command[2:])
+    assert "v1 is now the champion" in accepted.stdout
+    assert json.loads(run(root, "status", "--json").stdout)["champion"]["version"] == 1
+    bad = run(root, "retrain", "--floor", "image_precison_at_10=0.3", "--auto-approve", check=False)
+    assert bad.returncode == 2 and "METRIC=VALUE" in bad.stderr
+    assert "lensflow serve" in run(root, "search", "--help").stdout
+
+
+@needs_fashion_mnist
+def test_retrain_limit_json_prints_only_json(tmp_path):
+    out = run(tmp_path, "retrain", "--limit", "60", "--preset", "tiny", "--epochs", "2", "--auto-approve", "--json",
+              "--floor", "image_precision_at_10=none", "--floor", "text_precision_at_10=none")
+    assert json.loads(out.stdout)["catalog_rows"] == 60 and "sample catalog: 60 products" in out.stderr
+
+
+def test_exit_codes_tell_a_script_what_happened():
+    import typer
+
+    from lensflow.cli import _end
+
+    for outcome, code in (("promoted", 0), ("rejected", 3), ("superseded", 3), ("awaiting-approval", 4)):
+        with pytest.raises(typer.Exit) as out:
+            _end({"outcome": outcome, "version": 2, "gate": {}})
+        assert out.value.exit_code == code

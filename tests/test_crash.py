@@ -68,6 +68,7 @@ def registry_state(settings) -> dict:
 def served(root: Path) -> tuple[dict, list]:
     """What a shopper gets: `lensflow status` (champion, index table, version, md5) and a search's hits."""
     st = json.loads(lensflow(root, "status", "--json").stdout)
+    st.pop("last_run")  # how the newest run ended (a killed one included): not what is served
     hits = json.loads(lensflow(root, "search", "--text", "Blue shoe", "--k", "5", "--json").stdout)
     return st, hits
 

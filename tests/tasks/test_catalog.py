@@ -35,3 +35,13 @@ def test_non_utf8_csv_is_reported(tmp_path):
     (tmp_path / "catalog.csv").write_bytes("product_id,title,category,image_path\na,caf\xe9,c,x.png\n".encode("latin-1"))
     with pytest.raises(CatalogError, match="catalog.csv"):
         load_catalog(tmp_path)
+
+
+def test_two_catalogs_are_an_error_naming_both(tmp_path):
+    """A sample catalog.parquet beside the user's catalog.csv must not silently win."""
+    row = {"product_id": ["a"], "title": ["x"], "category": ["c"], "image_path": ["i/a.png"]}
+    pd.DataFrame(row).to_parquet(tmp_path / "catalog.parquet")
+    pd.DataFrame(row).to_csv(tmp_path / "catalog.csv", index=False)
+    with pytest.raises(CatalogError) as err:
+        load_catalog(tmp_path)
+    assert str(tmp_path / "catalog.parquet") in str(err.value) and str(tmp_path / "catalog.csv") in str(err.value)

@@ -70,3 +70,13 @@ def test_without_an_encoder_only_image_and_shopper_metrics():
     r = evaluate_vectors(None, g, ShopperQueries(["bag0"], g.vectors[:1], {}, 0))
     assert "image_precision_at_10" in r.metrics and r.metrics["shopper_recall_at_1"] == 1.0
     assert not any(k.startswith("text_") or k == "zero_shot_accuracy" for k in r.metrics) and r.queries["text"] == 0
+
+
+def test_precision_bounds_show_what_a_small_catalog_allows():
+    from tasks.evaluate import precision_bounds
+
+    gallery = np.array(["a"] * 20 + ["b"] * 4 + ["c"] * 1)
+    b = precision_bounds(np.array(["a", "b", "c", "d"]), gallery)
+    # perfect ranking: a fills 10 of 10, b 4 of 10, c 1 of 10, d (no gallery products) 0
+    assert b["ceiling"] == round((1 + 0.4 + 0.1 + 0) / 4, 4)
+    assert b["chance"] == round((20 + 4 + 1 + 0) / 25 / 4, 4)

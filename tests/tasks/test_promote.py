@@ -52,3 +52,21 @@ def test_champion_index_reads_the_record_and_older_per_field_tags():
     record = Champion("m", 3, {"data_md5": "d.dir", "index": '{"uri": "/x", "table": "m-v3-r1", "version": 2, "rows": 71, '
                                '"fingerprint": "g.dir", "data_md5": "e.dir"}'}, "src")
     assert record.index["table"] == "m-v3-r1" and record.index["data_md5"] == "e.dir"
+
+
+def test_a_refused_first_model_says_which_floor_what_the_catalog_allows_and_how_to_accept_it():
+    from tasks.promote import accept_hint
+
+    cfg = GateConfig()  # the default floors
+    d = gate({"image_precision_at_10": 0.4167, "text_precision_at_10": 0.62, "image_ndcg_at_10": 0.5}, None, cfg)
+    assert not d.passed and d.floors_missed == {"image_precision_at_10": 0.4167}
+    hint = accept_hint(1, d, {"image_precision_at_10": {"ceiling": 0.83, "chance": 0.11}})
+    assert "With no champion yet" in hint and "image_precision_at_10 is 0.4167, below its floor" in hint
+    assert "reach 0.83 with a perfect ranking; a random ranking scores 0.11" in hint
+    assert hint.endswith("lensflow promote --version 1 --auto-approve --floor image_precision_at_10=0.41")
+    # against a champion: the tolerance that would let the drop through
+    d = gate({"image_precision_at_10": 0.7, "text_precision_at_10": 0.9, "image_ndcg_at_10": 0.7},
+             {"image_precision_at_10": 0.75, "text_precision_at_10": 0.9, "image_ndcg_at_10": 0.7}, cfg, champion_version=2)
+    hint = accept_hint(3, d, {})
+    assert "regresses from champion v2: image_precision_at_10 by 0.0500" in hint and hint.endswith("--tolerance 0.05")
+    assert "no champion" not in hint and accept_hint(3, gate({"image_precision_at_10": 0.9, "text_precision_at_10": 0.9}, None, cfg), {}) == ""

@@ -40,3 +40,43 @@ def test_refuses_to_overwrite_a_user_catalog(tmp_path):
     pd.DataFrame({"product_id": ["a"]}).to_parquet(tmp_path / "catalog.parquet")
     with pytest.raises(FileExistsError, match="--force"):
         build_sample_catalog(tmp_path, limit=20)
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@needs_fashion_mnist
+def test_a_users_csv_catalog_and_photos_are_never_deleted(tmp_path):
+    """The data-loss bug: a user's catalog.csv and photos under data/images were wiped by a sample build."""
+    from tests.conftest import write_synthetic_catalog
+
+    data = tmp_path / "data"
+    write_synthetic_catalog(data).to_csv(data / "catalog.csv", index=False)
+    (data / "catalog.parquet").unlink()
+    (data / "categories.json").unlink()
+    before = _snapshot(data)
+    with pytest.raises(FileExistsError) as err:
+        build_sample_catalog(data, limit=20)
+    assert _snapshot(data) == before  # nothing deleted, nothing written
+    assert str(data / "catalog.csv") in str(err.value) and f"{data / 'images'}/ (36 files)" in str(err.value)
+    assert "--force" in str(err.value)
+    # the user's photos alone (no catalog file yet) are protected too
+    (data / "catalog.csv").unlink()
+    with pytest.raises(FileExistsError):
+        build_sample_catalog(data, limit=20)
+    assert len(list((data / "images").iterdir())) == 36
+
+
+@needs_fashion_mnist
+def test_a_sample_rebuild_replaces_only_its_own_files_and_force_names_the_rest(tmp_path):
+    first = build_sample_catalog(tmp_path, limit=40)
+    second = build_sample_catalog(tmp_path, limit=20)  # its own earlier files: replaced without asking
+    on_disk = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")}
+    assert on_disk == set(second["image_path"]) and len(first) == 40
+    (tmp_path / "images" / "mine.jpg").write_bytes(b"not lensflow's")
+    with pytest.raises(FileExistsError, match=r"mine\.jpg|images/ \(1 file\)"):
+        build_sample_catalog(tmp_path, limit=30)
+    assert (tmp_path / "images" / "mine.jpg").exists() and len(pd.read_parquet(tmp_path / "catalog.parquet")) == 20
+    build_sample_catalog(tmp_path, limit=30, force=True)  # --force: deletes exactly what the refusal listed
+    assert not (tmp_path / "images" / "mine.jpg").exists() and len(pd.read_parquet(tmp_path / "catalog.parquet")) == 30

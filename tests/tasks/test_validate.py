@@ -31,7 +31,7 @@ def test_bad_rows_are_quarantined_with_reasons(project, tiny_catalog, tmp_path):
     assert set(q.index) == {1, 2, 3, 4, 5, 6, 7, 8}
     assert q.loc[1, "reason"] == q.loc[2, "reason"] == "duplicate product_id"
     assert q.loc[3, "reason"] == "title is empty"
-    assert q.loc[4, "reason"] == "unknown category"
+    assert q.loc[4, "reason"].startswith("unknown category 'Hat'")
     assert "escapes the data directory" in q.loc[5, "reason"]
     assert "does not decode" in q.loc[6, "reason"]
     assert "does not exist" in q.loc[7, "reason"]
@@ -66,3 +66,31 @@ def test_prices_must_be_numbers(project, tiny_catalog, tmp_path):
     q = pd.read_csv(result.quarantine_path)
     assert q["row"].tolist() == [3, 4] and set(q["reason"]) == {"price is not a non-negative number"}
     assert result.valid["price"].dtype == float and result.valid["price"].eq(19.9).all()
+
+
+def test_messages_name_the_value_and_the_likely_fix(project, tiny_catalog, tmp_path, caplog):
+    """A misspelt category names the closest known one, a case mismatch the file that does exist, and a
+    decoder error the path relative to data/ (never the absolute path); GX prints nothing about temp dirs."""
+    import logging
+
+    data = project.data_path
+    df = tiny_catalog.copy()
+    df.loc[0, "category"] = "blue-shoe"        # known: "Blue shoe"
+    df.loc[1, "category"] = "red shirt"        # known: "Red shirt" (case only)
+    df.loc[2, "category"] = "Umbrella"         # nothing close
+    src = data / df.loc[3, "image_path"]
+    src.rename(src.with_name(src.name.upper()))  # images/p0003.png -> images/P0003.PNG
+    (data / "images" / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    df.loc[4, "image_path"] = "images/logo.svg"
+    df.to_parquet(data / "catalog.parquet", index=False)
+    caplog.set_level(logging.INFO)
+    result = validate_catalog(data, tmp_path / "report", max_bad_fraction=0.5, progress=False)
+    q = pd.read_csv(result.quarantine_path).set_index("row")
+    assert "unknown category 'blue-shoe': did you mean 'Blue shoe'?" in q.loc[1, "reason"]
+    assert "unknown category 'red shirt': did you mean 'Red shirt'?" in q.loc[2, "reason"]
+    assert "unknown category 'Umbrella'" in q.loc[3, "reason"] and "did you mean" not in q.loc[3, "reason"]
+    upper = "images/" + src.name.upper()
+    assert f"'{df.loc[3, 'image_path']}' does not exist; '{upper}' does (file names are case-sensitive" in q.loc[4, "reason"]
+    assert "'images/logo.svg' does not decode" in q.loc[5, "reason"]
+    assert str(data) not in "".join(q["reason"]) and str(data) not in result.report_path.read_text().split('"quarantine"')[0]
+    assert "temporary directory" not in caplog.text
