@@ -62,8 +62,8 @@ def _place(src: Path, dest: Path, link: bool) -> None:
 def import_catalog(catalog: Path, images: Path, data_dir: Path, categories_file: Path | None = None,
                    link: bool = False, force: bool = False, progress: bool = False) -> Imported:
     """Copy `catalog` (CSV or parquet; `image_path` relative to `images`, or else to the catalog's folder, or
-    absolute inside `images`) and the photos it names into
-    data_dir: data/catalog.<ext>, data/images/<path under images>, data/categories.json.
+    absolute inside `images`) and the photos it names into data_dir: data/catalog.<ext>,
+    data/images/<path under images> (a leading images/ is not doubled), data/categories.json.
 
     Refuses (FileExistsError) when data_dir holds files lensflow did not create, unless `force`, which
     deletes exactly those; the files of lensflow's own sample catalog are replaced without asking."""
@@ -90,7 +90,9 @@ def import_catalog(catalog: Path, images: Path, data_dir: Path, categories_file:
         (data_dir / rel).unlink()
     data_dir.mkdir(parents=True, exist_ok=True)
 
-    placed: dict[str, str] = {}  # source image_path -> path in data/
+    placed: dict[str, str] = {}  # image_path as written -> path in data/
+    dest_of: dict[Path, str] = {}  # source file -> path in data/
+    taken: set[str] = set()
     missing, n_bytes = [], 0
     for row, value in enumerate(tqdm(df["image_path"], desc="import photos", unit="img", disable=not progress), start=1):
         if not isinstance(value, str) or not value.strip() or value in placed:
@@ -108,10 +110,19 @@ def import_catalog(catalog: Path, images: Path, data_dir: Path, categories_file:
             missing.append(f"row {row}: {value!r} is not in {images}" + (
                 f" ({other!r} is: file names are case-sensitive)" if other else ""))
             continue
-        dest = "images/" + rel.as_posix()
+        if src.resolve() in dest_of:  # the same photo named twice (say, relative and absolute)
+            placed[value] = dest_of[src.resolve()]
+            continue
+        rel = rel.as_posix()
+        dest = "images/" + rel.removeprefix("images/")  # DIR/images/x.png -> data/images/x.png, not images/images/
+        if dest in taken:
+            dest = "images/" + rel
+        if dest in taken:
+            raise CatalogError(f"row {row}: {value!r} and another photo would both be stored as data/{dest}; rename one")
         _place(src, data_dir / dest, link)
         n_bytes += (data_dir / dest).stat().st_size
-        placed[value] = dest
+        placed[value], dest_of[src.resolve()] = dest, dest
+        taken.add(dest)
     df["image_path"] = [placed.get(v, v) if isinstance(v, str) else v for v in df["image_path"]]
     out = data_dir / ("catalog.parquet" if catalog.suffix.lower() == ".parquet" else "catalog.csv")
     if out.name == CATALOG_FILES[0]:
@@ -119,7 +130,7 @@ def import_catalog(catalog: Path, images: Path, data_dir: Path, categories_file:
     else:
         df.to_csv(out, index=False)
     (data_dir / "categories.json").write_text(json.dumps(categories, indent=1, ensure_ascii=False) + "\n")
-    return Imported(out, len(df), len(placed), n_bytes, categories,
+    return Imported(out, len(df), len(dest_of), n_bytes, categories,
                     str(categories_file) if categories_file else "catalog", len(sample), link, missing)
 
 

@@ -130,7 +130,7 @@ def test_own_catalog_import_is_protected_gated_and_scriptable(tmp_path):
     assert rejected.returncode == 3, rejected.stderr
     summary = json.loads(rejected.stdout)
     assert summary["outcome"] == "rejected" and summary["quarantined_rows"] == 2
-    command = rejected.stderr.split("accept it as it is (no retraining): ")[1].split()
+    command = rejected.stderr.split("accept it as it is (no retraining): ")[1].splitlines()[0].split()
     assert command[:5] == ["lensflow", "promote", "--version", "1", "--auto-approve"] and command[5] == "--floor"
     st = run(root, "status").stdout
     assert "no champion yet: the last run registered v1, which ended rejected" in st and "next step" in st

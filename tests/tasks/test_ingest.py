@@ -48,6 +48,13 @@ def test_image_paths_written_relative_to_the_catalogs_folder_are_found_too(tmp_p
                   "image_path": ["photos/tops/a.jpg"]}).to_csv(shop / "catalog.csv", index=False)
     imp = import_catalog(shop / "catalog.csv", shop / "photos", data)
     assert imp.images == 1 and not imp.missing and load_catalog(data)["image_path"].tolist() == ["images/tops/a.jpg"]
+    # --images at the shop folder itself, paths that start with images/: stored once, not images/images/
+    (shop / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(shop / "images" / "x.png")
+    pd.DataFrame({"product_id": ["A", "B"], "title": ["a", "b"], "category": ["Tops"] * 2,
+                  "image_path": ["images/x.png", str(shop / "images" / "x.png")]}).to_csv(shop / "catalog.csv", index=False)
+    imp = import_catalog(shop / "catalog.csv", shop, data, force=True)
+    assert imp.images == 1 and load_catalog(data)["image_path"].tolist() == ["images/x.png", "images/x.png"]
 
 
 def test_import_refuses_to_replace_files_it_did_not_create_unless_forced(tmp_path):
