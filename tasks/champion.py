@@ -55,10 +55,15 @@ def resolve_champion(settings: Settings) -> Champion:
     try:
         return resolve_version(settings)
     except NoChampion as exc:
-        last = last_run(settings)
-        raise NoChampion(f"{exc} (run `lensflow retrain --auto-approve` first)" if last is None else
-                         f"{exc}: the last run registered v{last['version']}, which ended {last['status']} "
-                         "(`lensflow status` says why and what to do)") from None
+        raise NoChampion(no_champion(exc, last_run(settings))) from None
+
+
+def no_champion(exc: NoChampion, last: dict | None, see_status: bool = True) -> str:
+    """Why nothing is served, and what to do: the first retrain, or what became of the last one."""
+    if last is None:
+        return f"{exc} (run `lensflow retrain --auto-approve` first)"
+    return (f"no champion yet: the last run registered v{last['version']}, which ended {last['status']}"
+            + (f" ({last['reason']})" if last["reason"] else "") + ("; `lensflow status` says what to do" if see_status else ""))
 
 
 def resolve_version(settings: Settings, version: int | None = None, alias: str = CHAMPION) -> Champion:
@@ -141,12 +146,10 @@ def status(settings: Settings) -> dict:
     how the last run ended."""
     last = last_run(settings)
     try:
-        champ = resolve_champion(settings)
+        champ = resolve_version(settings)
     except NoChampion as exc:
-        problems = [str(exc)] if last is None else [
-            f"no champion yet: the last run registered v{last['version']}, which ended {last['status']}"
-            + (f" ({last['reason']})" if last["reason"] else "")]
-        return {"champion": None, "consistent": False, "problems": problems, "last_run": last}
+        return {"champion": None, "consistent": False, "problems": [no_champion(exc, last, see_status=False)],
+                "last_run": last}
     problems = index_problems(champ)
     idx = champ.index
     return {"last_run": last,

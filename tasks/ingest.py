@@ -16,7 +16,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from tasks.catalog import CATALOG_FILES, CatalogError, read_catalog_table
-from tasks.sample import describe_files, foreign_files, sample_files
+from tasks.sample import describe_files, foreign_files, remove_files, sample_files
 from tasks.validate import MAX_BAD_FRACTION, case_variant
 
 
@@ -74,7 +74,7 @@ def import_catalog(catalog: Path, images: Path, data_dir: Path, categories_file:
         raise CatalogError(f"{catalog}: a catalog is a .csv or .parquet file")
     if not images.is_dir():
         raise CatalogError(f"--images {images}: no such folder")
-    if data_dir.resolve() in (catalog.parent, images, *images.parents):
+    if catalog.is_relative_to(data_dir.resolve()) or images.is_relative_to(data_dir.resolve()):
         raise CatalogError(f"{catalog} and {images} are already in the data folder {data_dir}: run `lensflow retrain` on it "
                            "as it is, or import from a folder outside it")
     df = read_catalog_table(catalog)
@@ -86,8 +86,7 @@ def import_catalog(catalog: Path, images: Path, data_dir: Path, categories_file:
                               "Nothing was changed. Move them away, or pass --force to DELETE those "
                               f"{len(foreign)} file(s) and import in their place.")
     sample = sorted(sample_files(data_dir))
-    for rel in [*foreign, *sample]:
-        (data_dir / rel).unlink()
+    remove_files(data_dir, [*foreign, *sample])
     data_dir.mkdir(parents=True, exist_ok=True)
 
     placed: dict[str, str] = {}  # image_path as written -> path in data/

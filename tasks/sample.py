@@ -48,13 +48,9 @@ def sample_meta(data_dir: Path) -> dict | None:
 
 def sample_files(data_dir: Path) -> set[str]:
     """Files under data_dir (relative paths) that a sample build wrote: the marked catalog, its
-    categories.json and its images (listed in that catalog, or named the way the builder names them)."""
-    owned = set()
-    if sample_meta(data_dir) is not None:
-        import pyarrow.parquet as pq
-
-        owned |= {"catalog.parquet", "categories.json",
-                  *pq.read_table(data_dir / "catalog.parquet", columns=["image_path"]).column(0).to_pylist()}
+    categories.json and the images named the way the builder names them (not whatever a possibly edited
+    catalog lists: a user's photo never counts as the sample's)."""
+    owned = {"catalog.parquet", "categories.json"} if sample_meta(data_dir) is not None else set()
     images = data_dir / "images"
     if images.is_dir():
         owned |= {rel for f in images.rglob("*.png") if SAMPLE_IMAGE.fullmatch(rel := f.relative_to(data_dir).as_posix())}
@@ -76,6 +72,16 @@ def describe_files(data_dir: Path, rels: list[str], shown: int = 5) -> str:
     parts = [f"{data_dir / name}/ ({n} file{'s' * (n > 1)})" if name.endswith("/") else f"{data_dir / name}"
              for name, n in groups.items()]
     return ", ".join(parts[:shown]) + (f" and {len(parts) - shown} more" if len(parts) > shown else "")
+
+
+def remove_files(data_dir: Path, rels: list[str]) -> None:
+    """Delete exactly these files under data_dir, then the folders that left empty (never data_dir itself)."""
+    for rel in rels:
+        (data_dir / rel).unlink(missing_ok=True)
+    for folder in sorted({p for rel in rels for p in (data_dir / rel).parents if p.is_relative_to(data_dir) and p != data_dir},
+                         key=lambda p: len(p.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def check_sample_may_write(data_dir: Path, force: bool = False) -> list[str]:
@@ -143,12 +149,8 @@ def build_sample_catalog(data_dir: Path, limit: int | None = None, source: Path 
         ("val", "tr", train_x[-VAL_FROM_TRAIN:][:n_val], train_y[-VAL_FROM_TRAIN:][:n_val], len(train_x) - VAL_FROM_TRAIN),
         ("test", "te", test_x[:n_test], test_y[:n_test], 0),
     ]
-    for rel in doomed:  # the earlier sample's files (and, with force, the listed foreign ones): nothing else
-        (data_dir / rel).unlink(missing_ok=True)
+    remove_files(data_dir, doomed)  # the earlier sample's files (and, with force, the listed foreign ones): nothing else
     images_dir = data_dir / "images"
-    for folder in sorted((p for p in images_dir.rglob("*") if p.is_dir()), reverse=True) if images_dir.is_dir() else []:
-        if not any(folder.iterdir()):
-            folder.rmdir()
     rows = []
     total = n_train + n_val + n_test
     with tqdm(total=total, desc="sample catalog", unit="img") as bar:

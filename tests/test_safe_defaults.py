@@ -202,7 +202,7 @@ def test_status_never_prints_index_credentials(project, monkeypatch):
     uri = f"s3://AKIAEXAMPLE:{SECRET}@bucket/lancedb?aws_secret_access_key={SECRET}"
     tags = {"index": json.dumps({"uri": uri, "table": "lensflow-encoder-v1", "version": 3, "rows": 10, "fingerprint": None}),
             "metrics": json.dumps({"image_recall_at_10": 0.5}), "data_md5": "abc"}
-    monkeypatch.setattr(C, "resolve_champion", lambda s: C.Champion("lensflow-encoder", 1, tags, "runs:/x/model"))
+    monkeypatch.setattr(C, "resolve_version", lambda s, *a, **k: C.Champion("lensflow-encoder", 1, tags, "runs:/x/model"))
     # the store boundary: no object store with these keys exists here, so the connection finds no tables
     monkeypatch.setattr(C, "connect", lambda uri: SimpleNamespace(list_tables=lambda: SimpleNamespace(tables=[])))
     st = C.status(project)
