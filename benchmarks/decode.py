@@ -22,17 +22,13 @@ from PIL import Image
 from benchmarks.machine import save_results
 from lensflow.runtime import offline_env
 from lensflow.settings import get_settings
-from models.preprocess import to_rgb
+from models.preprocess import has_alpha, to_rgb
 
 
 def plain_rgb(image: Image.Image) -> Image.Image:
     """The baseline decoder: mode conversion only, with no EXIF record left for anything downstream to apply."""
     rgb = image.convert("RGB")
     return Image.frombytes("RGB", rgb.size, rgb.tobytes())
-
-
-def has_alpha(image: Image.Image) -> bool:
-    return image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
 
 
 def transparent_copy(image: Image.Image, rng: np.random.Generator) -> bytes:

@@ -69,7 +69,12 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = BACKGROUND) ->
             image = ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 - a malformed EXIF block: the pixels as stored, rather than no image at all
         pass
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+    if has_alpha(image):
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (*background, 255)), rgba)
     return image.convert("RGB")  # always a new, loaded image: callers may close the file they opened
+
+
+def has_alpha(image: Image.Image) -> bool:
+    """Whether the file has transparent pixels to composite: an alpha band or a transparent colour/palette entry."""
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info

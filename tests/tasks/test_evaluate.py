@@ -74,9 +74,11 @@ def test_without_an_encoder_only_image_and_shopper_metrics():
 
 def test_precision_bounds_show_what_a_small_catalog_allows():
     from tasks.evaluate import precision_bounds
+    from tasks.metrics import label_relevance
 
     gallery = np.array(["a"] * 20 + ["b"] * 4 + ["c"] * 1)
-    b = precision_bounds(np.array(["a", "b", "c", "d"]), gallery)
+    _, n_rel = label_relevance(np.zeros((4, 10), int), np.array(["a", "b", "c", "d"]), gallery)
+    b = precision_bounds(n_rel, len(gallery))
     # perfect ranking: a fills 10 of 10, b 4 of 10, c 1 of 10, d (no gallery products) 0
     assert b["ceiling"] == round((1 + 0.4 + 0.1 + 0) / 4, 4)
     assert b["chance"] == round((20 + 4 + 1 + 0) / 25 / 4, 4)
