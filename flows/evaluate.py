@@ -17,6 +17,7 @@ from tasks.approval import now
 from tasks.baseline import version_on_eval_set_task
 from tasks.champion import resolve_version
 from tasks.report import HEADLINE, comparison_table
+from tasks.robustness import DEFAULT_COMBINED, DEFAULT_PER_CONDITION
 from tasks.validate import MAX_BAD_FRACTION, validate_catalog_task
 from tasks.versioning import version_data_task
 
@@ -25,7 +26,9 @@ class EvaluateParams(BaseModel):
     """Parameters of an evaluation (rendered as a form in the Prefect UI)."""
 
     version: int | None = Field(None, ge=1, description="model version to evaluate; empty: the champion")
-    shopper_queries: int | None = Field(None, ge=1, description="shopper-photo queries (test products); empty: all")
+    shopper_queries: int | None = Field(2000, ge=1, description="training-recipe shopper-photo queries (test products); empty: all")
+    heldout_photos: int = Field(DEFAULT_PER_CONDITION, ge=0, description="held-out shopper photos per single condition")
+    heldout_combined: int = Field(DEFAULT_COMBINED, ge=1, description="held-out shopper photos with every condition at once")
     max_bad_fraction: float = Field(MAX_BAD_FRACTION, ge=0, le=1, description="stop when more catalog rows than this fail validation")
     progress: bool = Field(True, description="show progress bars")
 
@@ -43,7 +46,8 @@ def evaluate(params: EvaluateParams = EvaluateParams()) -> dict:
     mv = c.get_model_version(s.registered_model, str(target.version))
     s.path(s.cache_dir).mkdir(parents=True, exist_ok=True)
     measured = version_on_eval_set_task(mv, checked.valid, s.data_path, s.path(s.cache_dir), data.md5, params.shopper_queries,
-                                        s.torch_device(), s.loader_workers, params.progress).result
+                                        s.torch_device(), s.loader_workers, params.progress,
+                                        (params.heldout_photos, params.heldout_combined)).result
     run_id = registry.start_run(c, "lensflow-evaluate", s.artifact_location, f"evaluate-v{target.version}-{data.md5[:8]}",
                                 {"model_version": target.version, "data_md5": data.md5, "eval_set_md5": measured.eval_set_md5})
     registry.log_metrics(c, run_id, measured.metrics)

@@ -19,7 +19,7 @@ from tasks.champion import IndexMismatch, index_problems, resolve_version, resto
 from tasks.lock import project_lock
 from tasks.recover import recover
 from tasks.promote import ReviewPolicy, accept_hint, champion_metrics, gate, promote_task
-from tasks.report import comparison_table
+from tasks.report import comparison_table, robustness_table
 
 REVIEW_ARTIFACT = "promotion-review"
 
@@ -55,6 +55,9 @@ def review_page(s: Settings, c, version: int, run_id: str, metrics: dict, champ_
         lines.append(f"- champion v{champ_version}: {mlflow_links(s, c, champ_run_id, champ_version)}")
     lines += [f"- {k}: `{v}`" for k, v in facts.items()]
     lines += ["", comparison_table(metrics, champ_metrics, label)]
+    held = robustness_table(metrics, champ_metrics, label)
+    if held:
+        lines += ["", "### Held-out shopper photos (tasks/heldout_photos.py: no code or seeds shared with training)", "", held]
     return "\n".join(lines)
 
 

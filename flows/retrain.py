@@ -22,12 +22,13 @@ from models.train import load_strategy
 from tasks import registry
 from tasks.baseline import champion_on_eval_set_task
 from tasks.embed import embed_catalog_task
-from tasks.evaluate import evaluate_task
+from tasks.evaluate import Gallery, evaluate_task
 from tasks.index import QueryParams, build_index_task, connect, index_record, table_dir, table_name
 from tasks.lock import project_lock
 from tasks.promote import ReviewPolicy
 from tasks.recover import recover
 from tasks.report import write_report
+from tasks.robustness import DEFAULT_COMBINED, DEFAULT_PER_CONDITION, add_robustness_task
 from tasks.shard import embed_sharded, shard_vectors
 from tasks.shopper import shopper_queries_task
 from tasks.train import train_encoder_task
@@ -48,7 +49,10 @@ class RetrainParams(ReviewPolicy):
     lr: float | None = Field(None, gt=0, description="peak learning rate of the heads (warm-up + cosine); empty: the strategy's")
     instance_weight: float | None = Field(None, ge=0, description="weight of the shopper-photo instance loss; empty: the strategy's")
     seed: int = Field(0, description="random seed (heads init, batch order, augmentation draws)")
-    shopper_queries: int | None = Field(None, ge=1, description="shopper-photo queries (test products); empty: all")
+    shopper_queries: int | None = Field(2000, ge=1, description="training-recipe shopper-photo queries (test products); empty: all")
+    heldout_photos: int = Field(DEFAULT_PER_CONDITION, ge=0, description="held-out shopper photos per single condition "
+                                "(tasks/heldout_photos.py; 0: only the combined condition)")
+    heldout_combined: int = Field(DEFAULT_COMBINED, ge=1, description="held-out shopper photos with every condition at once (gated)")
     max_bad_fraction: float = Field(MAX_BAD_FRACTION, ge=0, le=1, description="stop the run when more catalog rows than this fail validation")
     ann_min_rows: int = Field(10_000, ge=1, description="build an IVF_PQ index when the table has at least this many rows")
     nprobes: int = Field(20, ge=1, description="IVF partitions searched per query")
@@ -132,8 +136,11 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
                 shopper = shopper_queries_task(trained.encoder, checked.valid, s.data_path, cache, data.md5,
                                                limit=params.shopper_queries, workers=s.loader_workers, progress=params.progress)
                 result = evaluate_task(trained.encoder, table, shopper)
+                result = add_robustness_task(result, trained.encoder, Gallery.from_table(table), checked.valid, s.data_path,
+                                             params.heldout_photos, params.heldout_combined, cache, data.md5, params.progress)
                 baseline = champion_on_eval_set_task(c, s.registered_model, checked.valid, s.data_path, cache, data.md5,
-                                                     params.shopper_queries, s.torch_device(), s.loader_workers, params.progress)
+                                                     params.shopper_queries, s.torch_device(), s.loader_workers, params.progress,
+                                                     heldout=(params.heldout_photos, params.heldout_combined))
             champ_version, champ = (baseline.version, baseline.result.metrics) if baseline else (None, None)
             registry.log_metrics(c, run_id, result.metrics)
             registry.log_metrics(c, run_id, {f"{m}.{_slug(cat)}": v for cat, ms in result.per_category.items() for m, v in ms.items()})

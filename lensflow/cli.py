@@ -308,7 +308,10 @@ def status(json_out: bool = typer.Option(False, "--json", help="print JSON")) ->
         ch = st["champion"]
         typer.echo(f"champion  {ch['name']} v{ch['version']} (data {ch['data_md5']})")
         typer.echo(f"index     {ch['index']['table']} v{ch['index']['version']}, {ch['index']['rows']} rows at {ch['index']['uri']}")
-        typer.echo("metrics   " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(ch["metrics"].items()) if k.endswith("_at_10")))
+        typer.echo("metrics   " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(ch["metrics"].items())
+                                          if k.endswith("_at_10") and not k.startswith("heldout_")))
+        for line in heldout_lines(ch["metrics"]):
+            typer.echo(line)
         typer.echo("consistent" if st["consistent"] else redact("INCONSISTENT: " + "; ".join(st["problems"])))
         if last and last["version"] != ch["version"]:
             typer.echo(redact(f"last run  v{last['version']} {last['status']}" + (f": {last['reason']}" if last["reason"] else "")))
@@ -318,15 +321,33 @@ def status(json_out: bool = typer.Option(False, "--json", help="print JSON")) ->
         raise typer.Exit(2)
 
 
+def heldout_lines(metrics: dict) -> list[str]:
+    """The held-out shopper-photo figures for `status`: combined, each condition's R@1, and the gap."""
+    from tasks.report import gap_line
+    from tasks.robustness import table_of
+
+    table = table_of(metrics)
+    if "combined" not in table:
+        return ["held-out  not measured for this version (registered before the held-out evaluation): run the evaluate flow"]
+    c = table.pop("combined")
+    return [f"held-out  shopper photos, all conditions: R@1 {c['recall_at_1']:.3f}, R@10 {c['recall_at_10']:.3f}, "
+            f"category P@10 {c['category_precision_at_10']:.3f}",
+            "          R@1 per condition: " + ", ".join(f"{k} {v['recall_at_1']:.2f}" for k, v in table.items()),
+            "          " + gap_line(metrics)]
+
+
 @app.command()
 def search(
     text: Optional[str] = typer.Option(None, "--text", help="search by text"),
     image: Optional[Path] = typer.Option(None, "--image", help="search by a photo", exists=True, dir_okay=False),
     k: int = typer.Option(10, "--k", min=1, max=1000),
     category: Optional[str] = typer.Option(None, "--category", help="only this category"),
+    box: Optional[str] = typer.Option(None, "--box", help="with --image: search only inside x0,y0,x1,y1 of the upright photo "
+                                      "(relative when every value is <= 1, pixels otherwise)"),
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Search the champion's index by text or by photo, once.
+    """Search the champion's index by text or by photo, once. A photo's product is located and cropped first,
+    as the service does.
 
     Each call loads the champion's encoder and verifies its index first (~5-10 s on a 2-core CPU) for one
     query of a few ms: for more than a handful of searches run `lensflow serve` and use its API or page."""
@@ -334,10 +355,21 @@ def search(
 
     if (text is None) == (image is None):
         _fail("give exactly one of --text or --image", 2)
+    if box is not None and image is None:
+        _fail("--box needs --image", 2)
     try:
+        pixels = None
+        if box is not None:
+            from PIL import Image
+
+            from models.preprocess import to_rgb
+            from serving.search import parse_box
+
+            with Image.open(image) as im:
+                pixels = parse_box(box, to_rgb(im).size)
         served = load_champion(_settings())
         where = f"category = {sql_quote(category)}" if category else None
-        results = do_search(served, text=text, image=image, k=k, where=where)
+        results = do_search(served, text=text, image=image, k=k, where=where, box=pixels)
     except (NoChampion, IndexMismatch, ValueError) as exc:
         _fail(str(exc))
     except OSError as exc:

@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models.heads import ProjectionHead
+from models.localize import Localizer
 from models.towers import Tower, build_tower
 
 FORMAT = 1
@@ -26,11 +27,15 @@ class DualEncoder(nn.Module):
     recognise the same product in a shopper's photo. Text vectors live in the first part only
     (zeros in the second), so text search ranks by the category space alone, while photo search
     ranks by w * category similarity + (1 - w) * instance similarity: one index serves both.
+
+    A shopper's photo goes through `encode_photos`: with a `localize` config the product is found
+    and cropped first (models/localize.py); catalog photos go straight to `encode_images`.
     """
 
-    def __init__(self, config: dict, image_tower: Tower, text_tower: Tower):
+    def __init__(self, config: dict, image_tower: Tower, text_tower: Tower, localizer: Localizer | None = None):
         super().__init__()
         self.config = config
+        self.localizer = localizer
         self.image_tower, self.text_tower = image_tower, text_tower
         dim, hidden = config["embed_dim"], config.get("head_hidden", 0)
         self.image_head = ProjectionHead(image_tower.out_dim, dim, hidden)
@@ -72,6 +77,17 @@ class DualEncoder(nn.Module):
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.embed_features(self.image_tower(pixels.to(self.device))).float()
 
+    def photo_view(self, image, box: tuple[float, float, float, float] | None = None):
+        """What of a shopper's photo gets embedded: the product's crop (inside `box`, pixels, when given)."""
+        if self.localizer is not None:
+            return self.localizer.crop(image, box)
+        return image.crop(tuple(int(round(v)) for v in box)) if box is not None else image
+
+    def encode_photos(self, images: list, boxes: list | None = None) -> torch.Tensor:
+        """Vectors of shopper photos (upright RGB PIL images, models.preprocess.to_rgb)."""
+        boxes = boxes or [None] * len(images)
+        return self.encode_images(self.preprocess([self.photo_view(im, b) for im, b in zip(images, boxes)]))
+
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         t = self.text_head(self.text_tower(list(texts))).float()
         pad = self.embed_dim - t.shape[-1]
@@ -95,6 +111,8 @@ class DualEncoder(nn.Module):
         save_file({k: v.detach().cpu().contiguous() for k, v in self.heads_state().items()}, str(directory / "heads.safetensors"))
         self.image_tower.save(directory / "image_tower")
         self.text_tower.save(directory / "text_tower")
+        if self.localizer is not None:
+            self.localizer.save(directory / "localizer")
         return directory
 
 
@@ -118,7 +136,8 @@ def build_encoder(config: dict | str, seed: int = 0) -> DualEncoder:
     """A fresh encoder from a preset (pretrained towers, randomly initialised heads)."""
     config = load_preset(config) if isinstance(config, str) else dict(config)
     torch.manual_seed(seed)
-    encoder = DualEncoder(config, build_tower(config["image_tower"]), build_tower(config["text_tower"]))
+    localizer = Localizer.load(config["localize"]) if "localize" in config else None
+    encoder = DualEncoder(config, build_tower(config["image_tower"]), build_tower(config["text_tower"]), localizer)
     return encoder.eval()
 
 
@@ -133,7 +152,8 @@ def load_encoder(directory: str | Path, device: str = "cpu") -> DualEncoder:
         raise ValueError(f"{meta_path}: unsupported encoder format {meta.get('format')!r} (expected {FORMAT})")
     image_tower = build_tower(meta["image_tower"], directory / "image_tower")
     text_tower = build_tower(meta["text_tower"], directory / "text_tower")
-    encoder = DualEncoder(meta["config"], image_tower, text_tower)
+    localizer = Localizer.load(meta["config"]["localize"], directory / "localizer") if "localize" in meta["config"] else None
+    encoder = DualEncoder(meta["config"], image_tower, text_tower, localizer)
     state = load_file(str(directory / "heads.safetensors"))
     with torch.no_grad():
         encoder.image_head.load_state_dict({k[len("image_head."):]: v for k, v in state.items() if k.startswith("image_head.")})

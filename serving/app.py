@@ -124,6 +124,19 @@ class SearchResponse(BaseModel):
     took_ms: float
 
 
+class Region(BaseModel):
+    box: list[int] = Field(description="x0, y0, x1, y1 in the upright photo's pixels")
+    relative: list[float] = Field(description="the same box as fractions of the width and height (pass as `box=` to /search/image)")
+    score: float = Field(description="share of the photo's salient mass in this region")
+
+
+class RegionsResponse(BaseModel):
+    model_version: int
+    width: int
+    height: int
+    regions: list[Region] = Field(description="the products found, most salient first")
+
+
 class IndexInfo(BaseModel):
     table: str
     version: int
@@ -219,6 +232,19 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
                               results=[Hit(**r, image_url=f"/images/{r['product_id']}") for r in rows])
         return JSONResponse(body.model_dump(), headers={"X-Model-Version": str(cur.version)})
 
+    async def photo_body(request: Request) -> bytes:
+        """The photo's bytes from the request body, with its content type and size checked."""
+        ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if ctype not in IMAGE_TYPES:
+            raise S.BadQuery(f"content type {ctype or 'missing'!r} is not a photo; send the image bytes with "
+                             "Content-Type image/jpeg, image/png, image/webp, image/gif or image/bmp", 415)
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > settings.max_upload_bytes:
+                raise S.BadQuery(f"request body larger than {settings.max_upload_bytes} bytes", 413)
+        return bytes(data)
+
     def text_query(q: str) -> str:
         q = q.strip()
         if not q:
@@ -254,33 +280,47 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
                            modifier: str | None = Query(None, max_length=500, description="text modifier: "
                                                         "\"like this, but <modifier>\", e.g. 'dress'"),
                            modifier_weight: float = Query(0.5, ge=0, le=1, description="weight of the modifier text"),
+                           box: str | None = Query(None, max_length=100, description="search only inside this box of the "
+                                                   "upright photo: x0,y0,x1,y1, relative (all values <= 1) or pixels; "
+                                                   "the product is still located inside it"),
                            category: str | None = Category, min_price: float | None = MinPrice,
                            max_price: float | None = MaxPrice, limit: int = Limit, offset: int = Offset):
-        """Search by photo (the request body), optionally with a text modifier."""
+        """Search by photo (the request body), optionally with a text modifier. The product is located in the
+        photo and cropped before it is embedded (inside `box` when given)."""
         from starlette.concurrency import run_in_threadpool
 
         t0, cur = time.perf_counter(), live()
-        ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-        if ctype not in IMAGE_TYPES:
-            raise S.BadQuery(f"content type {ctype or 'missing'!r} is not a photo; send the image bytes with "
-                             "Content-Type image/jpeg, image/png, image/webp, image/gif or image/bmp", 415)
-        data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > settings.max_upload_bytes:
-                raise S.BadQuery(f"request body larger than {settings.max_upload_bytes} bytes", 413)
+        data = await photo_body(request)
         mod = text_query(modifier) if modifier is not None else None
         f = S.Filters(category, min_price, max_price)
 
         def work():
-            image = S.decode_image(bytes(data), settings.max_image_pixels, settings.max_image_side,
-                                   cur.served.encoder.preprocess.size)
-            vec = S.image_vector(cur.served, image)
+            image = S.decode_image(data, settings.max_image_pixels, settings.max_image_side, S.photo_side(cur.served))
+            vec = S.image_vector(cur.served, image, S.parse_box(box, image.size))
             if mod:
                 vec = S.with_modifier(vec, S.text_vector(cur.served, mod), modifier_weight)
             return S.by_vector(cur.served, cur.catalog, vec, limit, offset, f)
 
         return respond(cur, await run_in_threadpool(work), limit, offset, t0)
+
+    @app.post("/detect", response_model=RegionsResponse, responses=ERRORS, tags=["search"],
+              openapi_extra={"requestBody": {"required": True, "description": "the photo's bytes (not multipart)",
+                                             "content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                                         for t in sorted(IMAGE_TYPES)}}})
+    async def detect(request: Request):
+        """The products found in a photo (as /search/image locates them), to search each one with `box=`."""
+        from starlette.concurrency import run_in_threadpool
+
+        cur = live()
+        data = await photo_body(request)
+
+        def work():
+            image = S.decode_image(data, settings.max_image_pixels, settings.max_image_side, S.photo_side(cur.served))
+            return RegionsResponse(model_version=cur.version, width=image.width, height=image.height,
+                                   regions=[Region(**r) for r in S.photo_regions(cur.served, image)])
+
+        body = await run_in_threadpool(work)
+        return JSONResponse(body.model_dump(), headers={"X-Model-Version": str(cur.version)})
 
     @app.get("/products/{product_id}/similar", response_model=SearchResponse, responses=ERRORS, tags=["search"])
     def more_like_this(product_id: str, category: str | None = Category, min_price: float | None = MinPrice,

@@ -114,11 +114,50 @@ def text_vector(served: Served, text: str) -> np.ndarray:
         return served.encoder.encode_texts([text])[0].cpu().numpy()
 
 
-def image_vector(served: Served, image: Image.Image) -> np.ndarray:
+def parse_box(text: str | None, size: tuple[int, int]) -> tuple[float, float, float, float] | None:
+    """`x0,y0,x1,y1` -> a pixel box inside a `size` (w, h) photo. Relative when every value is <= 1
+    (fractions of the width and height), pixels otherwise."""
+    if text is None or not text.strip():
+        return None
+    try:
+        x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise BadQuery(f"box must be four numbers x0,y0,x1,y1 (relative 0-1 or pixels), got {text!r}") from None
+    if not all(math.isfinite(v) and v >= 0 for v in (x0, y0, x1, y1)):
+        raise BadQuery(f"box values must be finite and >= 0, got {text!r}")
+    w, h = size
+    if max(x0, y0, x1, y1) <= 1:
+        x0, x1, y0, y1 = x0 * w, x1 * w, y0 * h, y1 * h
+    x0, y0, x1, y1 = min(x0, w), min(y0, h), min(x1, w), min(y1, h)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise BadQuery(f"box {text!r} is empty inside the {w}x{h} photo: give x0 < x1 and y0 < y1")
+    return x0, y0, x1, y1
+
+
+def photo_side(served: Served) -> int:
+    """The smallest side a query photo should keep when decoded (models.preprocess.draft): a product that
+    fills 40% of the photo still gets the model's resolution after the localizer crops it."""
+    encoder = served.encoder
+    side = encoder.preprocess.size
+    return side if encoder.localizer is None else max(encoder.localizer.config.side, round(side / 0.4))
+
+
+def image_vector(served: Served, image: Image.Image, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """A shopper photo's vector: the product found and cropped (inside `box` when given), then encoded."""
     import torch
 
     with torch.inference_mode():
-        return served.encoder.encode_images(served.encoder.preprocess([image]))[0].cpu().numpy()
+        return served.encoder.encode_photos([image], [box])[0].cpu().numpy()
+
+
+def photo_regions(served: Served, image: Image.Image) -> list[dict]:
+    """The products the localizer finds in a photo, most salient first: {box (pixels), relative, score}."""
+    if served.encoder.localizer is None:
+        return [{"box": [0, 0, image.width, image.height], "relative": [0.0, 0.0, 1.0, 1.0], "score": 1.0}]
+    w, h = image.size
+    return [{"box": list(r.box), "relative": [round(r.box[0] / w, 4), round(r.box[1] / h, 4), round(r.box[2] / w, 4),
+                                              round(r.box[3] / h, 4)], "score": round(r.score, 4)}
+            for r in served.encoder.localizer.regions(image)]
 
 
 def with_modifier(image_vec: np.ndarray, text_vec: np.ndarray, weight: float) -> np.ndarray:

@@ -197,9 +197,14 @@ def load_champion(settings: Settings, device: str = "cpu") -> Served:
     return Served(champ, encoder, table)
 
 
-def search(served: Served, text: str | None = None, image: Path | None = None, k: int = 10, where: str | None = None) -> list[dict]:
+def search(served: Served, text: str | None = None, image: Path | None = None, k: int = 10, where: str | None = None,
+           box: tuple[float, float, float, float] | None = None) -> list[dict]:
+    """One search: by text, or by a photo file (decoded upright, the product located and cropped, inside
+    `box` pixels when given: DualEncoder.encode_photos, as the service does)."""
     import torch
     from PIL import Image
+
+    from models.preprocess import to_rgb
 
     if (text is None) == (image is None):
         raise ValueError("give exactly one of text or image")
@@ -210,6 +215,6 @@ def search(served: Served, text: str | None = None, image: Path | None = None, k
             vec = served.encoder.encode_texts([text])[0]
         else:
             with Image.open(image) as im:
-                vec = served.encoder.encode_images(served.encoder.preprocess([im]))[0]
+                vec = served.encoder.encode_photos([to_rgb(im)], [box])[0]
     rows = vector_search(served.table, np.asarray(vec.cpu()), k, where)
     return [{"product_id": r["product_id"], "title": r["title"], "category": r["category"], "score": round(r["score"], 6)} for r in rows]

@@ -16,7 +16,8 @@ from tasks.evaluate import EvalResult
 from tasks.metrics import CURVE_KS
 from tasks.shopper import example_sheet, shopper_photo
 
-HEADLINE = ("image_precision_at_10", "text_precision_at_10", "zero_shot_accuracy", "shopper_recall_at_1",
+HEADLINE = ("image_precision_at_10", "text_precision_at_10", "zero_shot_accuracy", "heldout_combined_recall_at_1",
+            "heldout_combined_recall_at_10", "heldout_combined_category_precision_at_10", "shopper_recall_at_1",
             "shopper_recall_at_10", "shopper_mrr_at_10", "image_recall_at_1", "image_ndcg_at_10", "text_ndcg_at_10",
             "index_recall_at_10")
 
@@ -93,7 +94,8 @@ def worst_queries_sheet(result: EvalResult, catalog: pd.DataFrame, data_dir: Pat
 def comparison_table(challenger: dict[str, float], champion: dict[str, float] | None, champion_label: str = "champion",
                      challenger_label: str = "challenger") -> str:
     """Markdown table of the headline metrics with deltas (champion measured on the same eval set)."""
-    names = [m for m in HEADLINE if m in challenger] + sorted(set(challenger) - set(HEADLINE))
+    names = [m for m in HEADLINE if m in challenger] + sorted(m for m in set(challenger) - set(HEADLINE)
+                                                              if not m.startswith("heldout_"))  # those: robustness_table
     lines = [f"| metric | {challenger_label} | {champion_label} | delta |", "|---|---|---|---|"]
     for m in names:
         c = challenger[m]
@@ -102,6 +104,33 @@ def comparison_table(challenger: dict[str, float], champion: dict[str, float] | 
         else:
             lines.append(f"| {m} | {c:.4f} | - | - |")
     return "\n".join(lines)
+
+
+def robustness_table(challenger: dict[str, float], champion: dict[str, float] | None = None, champion_label: str = "champion") -> str:
+    """Markdown: held-out shopper photos per condition (R@1, R@10, category P@10), the champion's R@1 beside
+    the challenger's, and the train-recipe vs held-out line."""
+    from tasks.robustness import table_of
+
+    rows = table_of(challenger)
+    if not rows:
+        return ""
+    theirs = table_of(champion or {})
+    lines = [f"| held-out condition | R@1 | R@10 | category P@10 | {champion_label} R@1 |", "|---|---|---|---|---|"]
+    for cond, m in rows.items():
+        other = theirs.get(cond, {}).get("recall_at_1")
+        lines.append(f"| {cond} | {m['recall_at_1']:.3f} | {m['recall_at_10']:.3f} | {m['category_precision_at_10']:.3f} | "
+                     f"{'-' if other is None else f'{other:.3f}'} |")
+    if "shopper_recall_at_1" in challenger and "combined" in rows:
+        lines += ["", gap_line(challenger)]
+    return "\n".join(lines)
+
+
+def gap_line(metrics: dict[str, float]) -> str:
+    """Train recipe vs held-out recipe: how much of the flow's own shopper score does not carry over."""
+    train, held = metrics.get("shopper_recall_at_1"), metrics.get("heldout_combined_recall_at_1")
+    if train is None or held is None:
+        return ""
+    return (f"train-recipe vs held-out-recipe shopper R@1: {train:.3f} vs {held:.3f} (generalisation gap {train - held:+.3f})")
 
 
 def write_report(out: Path, result: EvalResult, champion: EvalResult | None, champion_version: int | None,
@@ -114,7 +143,7 @@ def write_report(out: Path, result: EvalResult, champion: EvalResult | None, cha
         result.as_dict() | (extra or {}) | {"champion": {"version": champion_version, **(champion.as_dict() if champion else {})}},
         indent=2))
     table = comparison_table(result.metrics, champion.metrics if champion else None, label)
-    (out / "comparison.md").write_text(table + "\n")
+    (out / "comparison.md").write_text(table + "\n\n" + robustness_table(result.metrics, champion.metrics if champion else None, label) + "\n")
     recall_curves_plot(result, champion, out / "recall_at_k.png", ("challenger", label))
     per_category_plot(result, out / "per_category.png")
     worst_queries_sheet(result, catalog, data_dir, out / "worst_shopper_queries.png")

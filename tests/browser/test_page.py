@@ -32,7 +32,8 @@ def real_service(tmp_path_factory, prefect_harness):
     get_settings.cache_clear()
     s = get_settings()
     catalog = build_sample_catalog(s.data_path, limit=1000)
-    retrain(params=RetrainParams(epochs=6, approval="auto-approve", progress=False, shopper_queries=50))
+    retrain(params=RetrainParams(epochs=6, approval="auto-approve", progress=False, shopper_queries=50, heldout_photos=10,
+                                 heldout_combined=30))
     with ServiceThread(s) as service:
         yield service, catalog, root
     mp.undo()
@@ -117,3 +118,64 @@ def test_photo_upload_and_text_query_in_a_real_browser(real_service, browser, tm
     wait_status(browser, "more like")
     assert set(categories_shown(browser)) == {"Sneaker"}
     browser.save_screenshot(str(ARTIFACTS / "browser-more-like-this.png"))
+
+
+def two_product_photo(catalog, root: Path, out: Path) -> tuple[Path, list[str], list[tuple[float, float, float, float]]]:
+    """A shopper's photo with two catalog products side by side on a table (a trouser left, a bag right)."""
+    rows = [catalog[(catalog.category == c) & (catalog.split == "test")].iloc[0] for c in ("Trouser", "Bag")]
+    rng = np.random.default_rng(7)
+    canvas = Image.fromarray(np.clip(90 + rng.normal(0, 6, (300, 480, 3)), 0, 255).astype(np.uint8))
+    boxes = [(30, 40, 230, 260), (270, 50, 460, 240)]
+    for row, (x0, y0, x1, y1) in zip(rows, boxes):
+        with Image.open(root / "data" / row.image_path) as im:
+            product = im.convert("RGB").resize((x1 - x0, y1 - y0), Image.Resampling.BICUBIC)
+        mask = product.convert("L").point(lambda v: 255 if v > 12 else 0)
+        canvas.paste(product, (x0, y0), mask)
+    canvas.save(out, quality=92)
+    return out, [r.product_id for r in rows], [tuple(v / s for v, s in zip(b, (480, 300, 480, 300))) for b in boxes]
+
+
+def shown_ids(driver) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [c.get_attribute("data-product-id") for c in driver.find_elements(By.CSS_SELECTOR, "#results .card")]
+
+
+def test_two_products_are_offered_and_a_dragged_box_searches_inside_it(real_service, browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    service, catalog, root = real_service
+    ARTIFACTS.mkdir(exist_ok=True)
+    photo, ids, boxes = two_product_photo(catalog, root, tmp_path / "two-products.jpg")
+    browser.get(service.url + "/")
+    WebDriverWait(browser, 30).until(lambda d: "v1" in d.find_element(By.ID, "model-version").text)
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    WebDriverWait(browser, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#regions button.region")) >= 2)
+    wait_status(browser, "results for your photo")
+    browser.save_screenshot(str(ARTIFACTS / "browser-two-products.png"))
+    offered = browser.find_elements(By.CSS_SELECTOR, "#regions button.region")
+    found = []
+    for button in offered[:2]:
+        rel = [float(v) for v in button.get_attribute("data-box").split(",")]
+        centre = ((rel[0] + rel[2]) / 2, (rel[1] + rel[3]) / 2)
+        which = next(i for i, b in enumerate(boxes) if b[0] <= centre[0] <= b[2] and b[1] <= centre[1] <= b[3])
+        button.click()
+        wait_status(browser, "results for your photo (inside the box)")
+        WebDriverWait(browser, 30).until(lambda d: "active" in button.get_attribute("class"))
+        assert ids[which] in shown_ids(browser)[:10], (which, shown_ids(browser)[:10])
+        found.append(which)
+    assert sorted(found) == [0, 1]  # each product was offered, and each one finds itself
+
+    # drag a box around the bag: the search runs inside it alone
+    img = browser.find_element(By.ID, "preview-img")
+    w, h = img.size["width"], img.size["height"]
+    x0, y0, x1, y1 = boxes[1]
+    chain = ActionChains(browser)
+    chain.move_to_element_with_offset(img, int((x0 - 0.5) * w) + 2, int((y0 - 0.5) * h) + 2).click_and_hold()
+    chain.move_by_offset(int((x1 - x0) * w) - 4, int((y1 - y0) * h) - 4).release().perform()
+    wait_status(browser, "results for your photo (inside the box)")
+    WebDriverWait(browser, 30).until(lambda d: ids[1] in shown_ids(d)[:10])
+    assert sum(c == "Bag" for c in categories_shown(browser)[:10]) >= 6
+    browser.save_screenshot(str(ARTIFACTS / "browser-dragged-box.png"))

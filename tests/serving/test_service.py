@@ -95,6 +95,28 @@ def test_photo_search_and_text_modifier(svc):
     assert {h["category"] for h in filtered} == {"Blue shoe"}
 
 
+def test_photo_box_and_detect(svc):
+    """A photo of two catalog products side by side: a box around either finds that one; /detect offers regions."""
+    service, s, catalog = svc
+    a, b = catalog.iloc[2], catalog[catalog.category != catalog.iloc[2].category].iloc[3]
+    canvas = Image.new("RGB", (120, 60), (255, 255, 255))
+    for row, x in ((a, 0), (b, 60)):
+        with Image.open(s.data_path / row.image_path) as im:
+            canvas.paste(im.convert("RGB").resize((60, 60)), (x, 0))
+    buf = io.BytesIO()
+    canvas.save(buf, "PNG")
+    data = buf.getvalue()
+    left = post_image(service.url, data, box="0,0,0.5,1", limit=3).json()["results"]
+    right = post_image(service.url, data, box="60,0,120,60", limit=3).json()["results"]  # pixels
+    assert left[0]["product_id"] == a.product_id and right[0]["product_id"] == b.product_id
+    regions = httpx.post(f"{service.url}/detect", content=data, headers={"Content-Type": "image/png"}).json()
+    assert regions["model_version"] == 1 and (regions["width"], regions["height"]) == (120, 60)
+    assert regions["regions"] and all(0 <= v <= 1 for r in regions["regions"] for v in r["relative"])
+    for bad, words in (("1,2,3", "four numbers"), ("0.5,0,0.5,1", "empty"), ("0,0,nan,1", "finite")):
+        r = post_image(service.url, data, box=bad)
+        assert r.status_code == 400 and words in r.json()["error"], r.text
+
+
 def test_more_like_this_and_images(svc):
     service, s, catalog = svc
     pid = catalog.product_id.iloc[0]
@@ -145,12 +167,12 @@ def test_bad_inputs_get_clear_4xx(svc, case):
 def test_openapi_documents_every_endpoint(svc):
     service, _, _ = svc
     spec = httpx.get(f"{service.url}/openapi.json").json()
-    assert {"/search/text", "/search/image", "/products/{product_id}/similar", "/images/{product_id}", "/health",
+    assert {"/search/text", "/search/image", "/detect", "/products/{product_id}/similar", "/images/{product_id}", "/health",
             "/version"} <= set(spec["paths"])
     body = spec["paths"]["/search/image"]["post"]["requestBody"]
     assert body["required"] and {"image/jpeg", "image/png"} <= set(body["content"])
     params = {p["name"] for p in spec["paths"]["/search/image"]["post"]["parameters"]}
-    assert {"modifier", "modifier_weight", "category", "min_price", "max_price", "limit", "offset"} <= params
+    assert {"modifier", "modifier_weight", "box", "category", "min_price", "max_price", "limit", "offset"} <= params
     assert "SearchResponse" in spec["components"]["schemas"] and "415" in spec["paths"]["/search/image"]["post"]["responses"]
 
 
