@@ -1,11 +1,13 @@
 """Held-out shopper photos, condition by condition, on the champion: with and without the localizer.
 
-    python -m benchmarks.robustness [--per-condition 100] [--combined 300] [--model DIR]
+    python -m benchmarks.robustness [--per-condition 50] [--combined 300] [--model DIR]
+                                    [--localizer '{"deskew": true}' ...]
 
 The photos come from tasks/heldout_photos.py (no code, parameters or seeds shared with training).
 Columns: the champion's encoder as served, the same encoder with the localizer switched off (or on,
-for a champion trained before it existed), and the time per query of each. Writes
-benchmarks/results/robustness-*.json.
+for a champion trained before it existed), one column per `--localizer` setting (models.localize.
+LocalizeConfig fields: the ablation of side, margin, deskew), and the time per query of each (photo
+generation included). Writes benchmarks/results/robustness-*.json.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from lensflow.settings import get_settings
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--per-condition", type=int, default=100)
+    ap.add_argument("--per-condition", type=int, default=50)
     ap.add_argument("--combined", type=int, default=300)
     ap.add_argument("--model", type=Path, help="an encoder directory to evaluate against the champion's index")
+    ap.add_argument("--localizer", action="append", default=[], help="JSON LocalizeConfig overrides: one more column each")
     args = ap.parse_args()
 
     from models.encoder import load_encoder
@@ -47,7 +50,12 @@ def main() -> None:
         gallery.vectors = np.asarray(embed_catalog(encoder, catalog_rows, s.data_path))
     catalog = load_catalog(s.data_path)
     own = encoder.localizer
-    variants = {"served": own, "no localizer" if own else "with localizer": None if own else Localizer.load(LocalizeConfig().__dict__)}
+    import json
+
+    base = own or Localizer.load({})
+    variants = {"served": own, "no localizer" if own else "with localizer": None if own else base}
+    for spec in args.localizer:
+        variants[spec] = Localizer(base.model, LocalizeConfig(**json.loads(spec)))
     tables, seconds = {}, {}
     for name, localizer in variants.items():
         encoder.localizer = localizer
@@ -57,7 +65,9 @@ def main() -> None:
     encoder.localizer = own
     names = list(tables)
     print(f"\nchampion v{served.champion.version}, {len(gallery.ids):,} products; R@1 / R@10 / category P@10")
-    print(f"{'condition':<16}" + "".join(f"{n:>26}" for n in names))
+    for n in names:
+        print(f"{n}: R@1 / R@10 / category P@10")
+    print(f"{'condition':<16}" + "".join(f"{i:>26}" for i in range(len(names))))
     for cond in tables[names[0]]:
         print(f"{cond:<16}" + "".join(f"{tables[n][cond]['recall_at_1']:>10.3f}{tables[n][cond]['recall_at_10']:>8.3f}"
                                       f"{tables[n][cond]['category_precision_at_10']:>8.3f}" for n in names))

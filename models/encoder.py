@@ -29,7 +29,8 @@ class DualEncoder(nn.Module):
     ranks by w * category similarity + (1 - w) * instance similarity: one index serves both.
 
     A shopper's photo goes through `encode_photos`: with a `localize` config the product is found
-    and cropped first (models/localize.py); catalog photos go straight to `encode_images`.
+    and cropped first, and embedded upright and turned (models/localize.py); catalog photos go straight
+    to `encode_images`.
     """
 
     def __init__(self, config: dict, image_tower: Tower, text_tower: Tower, localizer: Localizer | None = None):
@@ -77,16 +78,20 @@ class DualEncoder(nn.Module):
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.embed_features(self.image_tower(pixels.to(self.device))).float()
 
-    def photo_view(self, image, box: tuple[float, float, float, float] | None = None):
-        """What of a shopper's photo gets embedded: the product's crop (inside `box`, pixels, when given)."""
+    def photo_views(self, image, box: tuple[float, float, float, float] | None = None) -> list:
+        """What of a shopper's photo gets embedded: the product's crop and its turned copies (inside `box`,
+        pixels, when given); without a localizer, the photo (or box) itself."""
         if self.localizer is not None:
-            return self.localizer.crop(image, box)
-        return image.crop(tuple(int(round(v)) for v in box)) if box is not None else image
+            return self.localizer.views(image, box)
+        return [image.crop(tuple(int(round(v)) for v in box)) if box is not None else image]
 
     def encode_photos(self, images: list, boxes: list | None = None) -> torch.Tensor:
-        """Vectors of shopper photos (upright RGB PIL images, models.preprocess.to_rgb)."""
+        """[N, R, D] vectors of shopper photos (upright RGB PIL images, models.preprocess.to_rgb), R views each:
+        a product's score for photo i is its best over the R vectors (`best_scores`)."""
         boxes = boxes or [None] * len(images)
-        return self.encode_images(self.preprocess([self.photo_view(im, b) for im, b in zip(images, boxes)]))
+        views = [self.photo_views(im, b) for im, b in zip(images, boxes)]
+        flat = self.encode_images(self.preprocess([v for vs in views for v in vs]))
+        return flat.reshape(len(images), -1, flat.shape[-1])
 
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         t = self.text_head(self.text_tower(list(texts))).float()

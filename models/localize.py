@@ -13,8 +13,11 @@ centred, filling the frame, upright), so a query is first cut down to the produc
    elongated and tilted: `deskew`, off by default because it measured worse; training teaches the
    encoder rotations instead, models/augment.py).
 
-The crop is what gets embedded. Catalog photos are left as they are: they are the upright,
-centred, studio framing that the crop reproduces.
+The crop (and copies of it turned by a few degrees: a product scores its best match over them) is
+what gets embedded, with everything around the product (the saliency map as a soft matte)
+replaced by the catalog's studio colour when the catalog has one (`background`, found from the
+training catalog's photos): a product on a bed, a rug or a cluttered table then looks like its catalog
+photo. Catalog photos are left as they are: they are the framing the crop reproduces.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ class LocalizeConfig:
     # catalog products are not all axis-aligned, and turning only the query moves it away from its catalog photo
     max_tilt: float = 40.0  # degrees: a larger correction is taken as the product's own pose, not a tilt
     min_elongation: float = 1.25  # principal-axis length ratio below which the tilt is not trusted
+    background: tuple[int, int, int] | None = None  # the catalog's studio colour: what surrounds the product in a crop
+    # (set from the training catalog's photos when an encoder is trained; None: the photo's own surroundings)
+    turns: tuple[float, ...] = (0.0, -15.0, 15.0)  # the crop is also embedded turned by these degrees; a product
+    # scores its best match over them (a tilted photo: rotation-only R@1 0.28 -> 0.56, upright JPEGs 0.82 -> 0.80)
     max_regions: int = 4  # products offered per photo (one saliency pass each)
     min_peak: float = 0.3  # a photo whose most salient pixel is below this probability has no product to offer
     threads: int = 2  # onnxruntime intra-op threads
@@ -128,28 +135,45 @@ class Localizer:
         cfg, found, work = self.config, [], image
         for _ in range(cfg.max_regions if several else 1):
             sal = self.saliency(work)
-            peak = float(sal.max())
-            if peak < cfg.min_peak:
+            region = self._most_salient(sal, image.size, found)
+            if region is None:
                 break
-            new = [r for r in regions_of(sal / peak, image.size, cfg) if not any(_overlap(r.box, f.box) > 0.5 for f in found)]
-            if not new:
-                break
-            found.append(new[0])
+            found.append(region)
             if several:
                 work = work.copy()
-                work.paste(edge_colour(image), new[0].box)
+                work.paste(edge_colour(image), region.box)
         return found
 
+    def _most_salient(self, sal: np.ndarray, size: tuple[int, int], found: list[Region]) -> Region | None:
+        peak = float(sal.max())
+        if peak < self.config.min_peak:
+            return None
+        new = [r for r in regions_of(sal / peak, size, self.config) if not any(_overlap(r.box, f.box) > 0.5 for f in found)]
+        return new[0] if new else None
+
     def crop(self, image: Image.Image, box: tuple[float, float, float, float] | None = None) -> Image.Image:
-        """The square crop to embed: the most salient region (inside `box`, pixels, when given), upright,
-        with a margin. With no salient region, the photo (or box) itself."""
+        """The square crop to embed: the most salient region (inside `box`, pixels, when given) with a margin,
+        its surroundings replaced by the catalog's studio colour when the encoder knows it (`background`).
+        With no salient region, the photo (or box) itself."""
         if box is not None:
             x0, y0, x1, y1 = (int(round(v)) for v in box)
             image = image.crop((x0, y0, x1, y1))
-        found = self.regions(image, several=False)
-        if not found:
+        sal = self.saliency(image)
+        region = self._most_salient(sal, image.size, [])
+        if region is None:
             return square_crop(image, (0, 0, image.width, image.height), 0.0, 0.0)
-        return square_crop(image, found[0].box, self.config.margin, found[0].tilt if self.config.deskew else 0.0)
+        fill = None
+        if self.config.background is not None:
+            fill = tuple(int(v) for v in self.config.background)
+            alpha = Image.fromarray((np.clip(sal, 0, 1) * 255).astype(np.uint8)).resize(image.size, Image.Resampling.BILINEAR)
+            image = Image.composite(image, Image.new("RGB", image.size, fill), alpha)
+        return square_crop(image, region.box, self.config.margin, region.tilt if self.config.deskew else 0.0, fill)
+
+    def views(self, image: Image.Image, box: tuple[float, float, float, float] | None = None) -> list[Image.Image]:
+        """The crop, then the crop turned by each of `turns` (the corners take the studio or edge colour)."""
+        crop = self.crop(image, box)
+        fill = tuple(int(v) for v in self.config.background) if self.config.background is not None else edge_colour(crop)
+        return [crop.rotate(t, Image.Resampling.BILINEAR, fillcolor=fill) if t else crop for t in self.config.turns]
 
 
 def regions_of(saliency: np.ndarray, size: tuple[int, int], cfg: LocalizeConfig) -> list[Region]:
@@ -193,9 +217,10 @@ def tilt(xs: np.ndarray, ys: np.ndarray, cfg: LocalizeConfig) -> float:
     return correction if abs(correction) <= cfg.max_tilt else 0.0
 
 
-def square_crop(image: Image.Image, box: tuple[int, int, int, int], margin: float, angle: float) -> Image.Image:
+def square_crop(image: Image.Image, box: tuple[int, int, int, int], margin: float, angle: float,
+                fill: tuple[int, int, int] | None = None) -> Image.Image:
     """A square around `box` (side: its longer side plus `margin` each way), rotated by `angle` degrees about
-    the box centre first; what falls outside the photo takes the colour of the photo's edge."""
+    the box centre first; what falls outside the photo takes `fill` (default: the colour of the photo's edge)."""
     x0, y0, x1, y1 = box
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     w, h = x1 - x0, y1 - y0
@@ -204,7 +229,7 @@ def square_crop(image: Image.Image, box: tuple[int, int, int, int], margin: floa
         w, h = abs(w * math.cos(t)) + abs(h * math.sin(t)), abs(w * math.sin(t)) + abs(h * math.cos(t))
         w, h = min(w, x1 - x0 + y1 - y0), min(h, x1 - x0 + y1 - y0)
     side = max(w, h, 1) * (1 + 2 * margin)
-    fill = edge_colour(image)
+    fill = fill or edge_colour(image)
     if angle:
         image = image.rotate(angle, Image.Resampling.BILINEAR, center=(cx, cy), fillcolor=fill)
     half = side / 2
@@ -215,6 +240,17 @@ def square_crop(image: Image.Image, box: tuple[int, int, int, int], margin: floa
     canvas.paste(image.crop((max(0, crop[0]), max(0, crop[1]), min(image.width, crop[2]), min(image.height, crop[3]))),
                  (max(0, -crop[0]), max(0, -crop[1])))
     return canvas
+
+
+def studio_background(images, agree: float = 0.8, tolerance: int = 24) -> tuple[int, int, int] | None:
+    """The catalog's studio colour: the median edge colour of its photos, when at least `agree` of them
+    have an edge within `tolerance` of it (a catalog shot on one background); None otherwise."""
+    edges = np.array([edge_colour(im) for im in images], dtype=np.float32)
+    if not len(edges):
+        return None
+    colour = np.median(edges, axis=0)
+    close = np.abs(edges - colour).max(axis=1) <= tolerance
+    return tuple(int(v) for v in colour) if close.mean() >= agree else None
 
 
 def edge_colour(image: Image.Image) -> tuple[int, int, int]:

@@ -14,7 +14,7 @@ from lensflow.storage import sql_quote
 from models.preprocess import draft, to_rgb
 
 from tasks.champion import Served
-from tasks.index import table_metadata, vector_search
+from tasks.index import best_of, table_metadata
 
 RESULT_COLUMNS = ("product_id", "title", "category", "price")
 ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
@@ -143,7 +143,8 @@ def photo_side(served: Served) -> int:
 
 
 def image_vector(served: Served, image: Image.Image, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """A shopper photo's vector: the product found and cropped (inside `box` when given), then encoded."""
+    """A shopper photo's [R, D] vectors: the product found and cropped (inside `box` when given), upright and
+    turned (models.localize); `by_vector` ranks each product by its best score over them."""
     import torch
 
     with torch.inference_mode():
@@ -161,10 +162,10 @@ def photo_regions(served: Served, image: Image.Image) -> list[dict]:
 
 
 def with_modifier(image_vec: np.ndarray, text_vec: np.ndarray, weight: float) -> np.ndarray:
-    """"Like this photo, but <text>": (1 - weight) x photo + weight x text, renormalised."""
+    """"Like this photo, but <text>": (1 - weight) x photo + weight x text, renormalised (each view of a photo)."""
     v = (1 - weight) * image_vec + weight * text_vec
-    n = float(np.linalg.norm(v))
-    return v / n if n > 0 else image_vec
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    return np.where(n > 0, v / np.where(n > 0, n, 1), image_vec)
 
 
 def product_vector(served: Served, product_id: str) -> np.ndarray:
@@ -184,8 +185,7 @@ def _row(r: dict) -> dict:
 def by_vector(served: Served, catalog: Catalog, vec: np.ndarray, limit: int, offset: int, filters: Filters,
               exclude_id: str | None = None) -> list[dict]:
     cols = tuple(c for c in RESULT_COLUMNS if c in catalog.columns)
-    rows = vector_search(served.table, vec, offset + limit, where_clause(filters, catalog, exclude_id), columns=cols,
-                         meta=catalog.meta)
+    rows = best_of(served.table, vec, offset + limit, where_clause(filters, catalog, exclude_id), columns=cols, meta=catalog.meta)
     return [{**_row(r), "score": round(r["score"], 6)} for r in rows[offset:offset + limit]]
 
 
@@ -194,7 +194,7 @@ def hybrid(served: Served, catalog: Catalog, text: str, vec: np.ndarray, limit: 
     n = max(50, 2 * (offset + limit))
     where = where_clause(filters, catalog)
     cols = [c for c in RESULT_COLUMNS if c in catalog.columns]
-    vec_rows = vector_search(served.table, vec, n, where, columns=tuple(cols), meta=catalog.meta)
+    vec_rows = best_of(served.table, vec, n, where, columns=tuple(cols), meta=catalog.meta)
     q = served.table.search(text, query_type="fts")
     if where:
         q = q.where(where, prefilter=True)

@@ -11,7 +11,7 @@ import numpy as np
 from lensflow.redact import redact_uri
 from lensflow.settings import Settings
 from lensflow.storage import is_remote, sql_quote
-from tasks.index import connect, table_dir, table_fingerprint, table_metadata, vector_search
+from tasks.index import best_of, connect, table_dir, table_fingerprint, table_metadata
 from tasks.registry import CHAMPION, client, get_alias, version_tags
 from tasks.versioning import DvcError, restore_dir
 
@@ -215,6 +215,6 @@ def search(served: Served, text: str | None = None, image: Path | None = None, k
             vec = served.encoder.encode_texts([text])[0]
         else:
             with Image.open(image) as im:
-                vec = served.encoder.encode_photos([to_rgb(im)], [box])[0]
-    rows = vector_search(served.table, np.asarray(vec.cpu()), k, where)
+                vec = served.encoder.encode_photos([to_rgb(im)], [box])[0]  # [R views, D]
+    rows = best_of(served.table, np.asarray(vec.cpu()), k, where)
     return [{"product_id": r["product_id"], "title": r["title"], "category": r["category"], "score": round(r["score"], 6)} for r in rows]

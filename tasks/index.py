@@ -184,4 +184,18 @@ def vector_search(tbl, vector: np.ndarray, k: int, where: str | None = None, que
     return rows
 
 
+def best_of(tbl, vectors: np.ndarray, k: int, where: str | None = None, **kw) -> list[dict]:
+    """`vector_search` for one vector [D], or for the views of one photo [R, D]: each product ranked by its
+    best score over the views (ties by product id)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim == 1 or len(vectors) == 1:
+        return vector_search(tbl, vectors.reshape(-1), k, where, **kw)
+    best: dict[str, dict] = {}
+    for v in vectors:
+        for r in vector_search(tbl, v, k, where, **kw):
+            if r["product_id"] not in best or r["score"] > best[r["product_id"]]["score"]:
+                best[r["product_id"]] = r
+    return sorted(best.values(), key=lambda r: (-r["score"], r["product_id"]))[:k]
+
+
 build_index_task = stage(build_index, name="build-index")

@@ -62,6 +62,8 @@ def gate(challenger: dict[str, float], champion: dict[str, float] | None, cfg: G
         for name in cfg.metrics:
             new, old = challenger.get(name), champion.get(name)
             tol = cfg.tolerances.get(name, cfg.tolerance)
+            if new is None and old is None:  # neither measured it (versions from before that metric existed)
+                continue
             if new is None:
                 reasons.append(f"{name} missing from the challenger's metrics")
             elif old is not None and new < old - tol - 1e-9:  # 1e-9: 0.70 vs 0.75 - 0.05 is not a regression

@@ -69,8 +69,9 @@ def query_pixels(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, co
         saved = np.load(path)
         return saved["ids"].tolist(), saved["pixels"]
     ids, photos = heldout_photos(catalog, data_dir, condition, n)
-    pixels = np.stack([encoder.preprocess.to_array(encoder.photo_view(p)) for p in photos]) if photos else \
-        np.zeros((0, encoder.preprocess.size, encoder.preprocess.size, 3), np.uint8)
+    side = encoder.preprocess.size
+    pixels = np.stack([np.stack([encoder.preprocess.to_array(v) for v in encoder.photo_views(p)]) for p in photos]) if photos \
+        else np.zeros((0, 1, side, side, 3), np.uint8)  # [N, R views, H, W, 3]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path.with_suffix(".tmp.npz"), ids=np.array(ids), pixels=pixels)
@@ -79,17 +80,31 @@ def query_pixels(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, co
 
 
 def pixel_vectors(encoder: DualEncoder, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """[N, R, D] vectors of [N, R, H, W, 3] view pixels."""
+    n, r = pixels.shape[:2]
+    flat = pixels.reshape(n * r, *pixels.shape[2:])
     out = []
     with torch.inference_mode():
-        for i in range(0, len(pixels), batch_size):
-            out.append(encoder.encode_images(encoder.preprocess.to_tensor(pixels[i:i + batch_size])).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, encoder.embed_dim), np.float32)
+        for i in range(0, len(flat), batch_size):
+            out.append(encoder.encode_images(encoder.preprocess.to_tensor(flat[i:i + batch_size])).float().cpu().numpy())
+    return (np.concatenate(out) if out else np.zeros((0, encoder.embed_dim), np.float32)).reshape(n, r, -1)
+
+
+def best_ranking(vectors: np.ndarray, gallery: np.ndarray, k: int = 10) -> np.ndarray:
+    """Top-k gallery rows per photo by its best score over its views ([N, R, D] or [N, D] vectors), as the
+    service ranks a photo's views (serving.search.by_vector)."""
+    if vectors.ndim == 2:
+        return topk(vectors, gallery, k)
+    scores = np.max(np.einsum("nrd,md->nrm", vectors, gallery, optimize=True), axis=1)
+    top = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
 
 
 def condition_metrics(query_ids: list[str], vectors: np.ndarray, gallery: Gallery) -> dict[str, float]:
     row_of = {pid: i for i, pid in enumerate(gallery.ids)}
     truth = np.array([row_of[p] for p in query_ids])
-    ranked = topk(vectors, gallery.vectors, 10)
+    ranked = best_ranking(vectors, gallery.vectors, 10)
     hit = ranked == truth[:, None]
     return {"recall_at_1": float(hit[:, 0].mean()), "recall_at_10": float(hit.any(axis=1).mean()),
             "category_precision_at_10": float((gallery.categories[ranked] == gallery.categories[truth][:, None]).mean())}

@@ -54,6 +54,8 @@ def train_encoder(
     augment = augment or ShopperAugment()
     encoder = build_encoder(preset, seed=cfg.seed).to(device)
     encoder.config["fine_tune"] = cfg.as_dict()
+    if encoder.localizer is not None:
+        set_studio_background(encoder, catalog, data_dir)
     train = (catalog["split"] == "train").to_numpy()
     val = (catalog["split"] == "val").to_numpy()
     if train.sum() < 2:
@@ -102,6 +104,28 @@ def train_encoder(
               "val_rows": int(val.sum()), "distinct_texts": len(texts), "embed_dim": encoder.embed_dim,
               "epochs_run": len(history), "best_epoch": best["epoch"], "augment": augment.fingerprint()}
     return TrainResult(encoder, out_dir, history, seconds, feature_seconds, hit, np.asarray(tower_features), params)
+
+
+def set_studio_background(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, sample: int = 500) -> None:
+    """Record the catalog's studio colour in the encoder's localizer (and config), so a query's surroundings
+    are replaced by it (models.localize.studio_background; none when the catalog has no single background)."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from models.localize import Localizer, studio_background
+    from models.preprocess import to_rgb
+
+    paths = catalog["image_path"].sort_values().tolist()
+    picked = paths[:: max(1, len(paths) // sample)][:sample]
+    images = []
+    for path in picked:
+        with Image.open(data_dir / path) as im:
+            images.append(to_rgb(im))
+    colour = studio_background(images)
+    config = replace(encoder.localizer.config, background=colour)
+    encoder.localizer = Localizer(encoder.localizer.model, config)
+    encoder.config["localize"] = dict(encoder.config["localize"], background=list(colour) if colour else None)
 
 
 train_encoder_task = stage(train_encoder, name="fine-tune")

@@ -49,6 +49,20 @@ def test_retrain_status_search(tmp_path):
     assert hits[0]["category"] == "Green bag" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     both = run(tmp_path, "search", "--json", check=False)
     assert both.returncode == 2 and "exactly one of --text or --image" in both.stderr
+    # --box: only that part of the photo is searched (the bag on the right half of a two-product photo)
+    from PIL import Image
+
+    shoe = tmp_path / "data" / catalog.loc[catalog["category"] == "Blue shoe", "image_path"].iloc[0]
+    pair = Image.new("RGB", (80, 40))
+    for x, path in ((0, shoe), (40, photo)):
+        with Image.open(path) as im:
+            pair.paste(im.convert("RGB").resize((40, 40)), (x, 0))
+    pair.save(tmp_path / "pair.png")
+    right = json.loads(run(tmp_path, "search", "--image", str(tmp_path / "pair.png"), "--box", "0.5,0,1,1", "--k", "3", "--json").stdout)
+    left = json.loads(run(tmp_path, "search", "--image", str(tmp_path / "pair.png"), "--box", "0,0,40,40", "--k", "3", "--json").stdout)
+    assert right[0]["category"] == "Green bag" and left[0]["category"] == "Blue shoe"
+    bad = run(tmp_path, "search", "--image", str(photo), "--box", "1,2", check=False)
+    assert bad.returncode == 1 and "four numbers" in bad.stderr
     # the catalog did not change: a reindex has nothing to do
     assert json.loads(run(tmp_path, "reindex", "--json").stdout)["outcome"] == "unchanged"
     # a reviewer's approval needs a Prefect server: refused up front, nothing trained

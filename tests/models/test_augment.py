@@ -30,8 +30,20 @@ def test_product_mask_keeps_inner_dark_parts():
 
 def test_background_is_replaced_when_asked():
     im = product_on_black()
-    always = ShopperAugment(background=1.0, tint=0.0, blur=0.0, rotate=0.0, shift=0.0, scale=(1.0, 1.0), jpeg=(95, 95))
-    never = ShopperAugment(background=0.0, tint=0.0, blur=0.0, rotate=0.0, shift=0.0, scale=(1.0, 1.0), jpeg=(95, 95))
+    plain = dict(tint=0.0, shade=0.0, blur=0.0, noise=0.0, rotate=0.0, fill=(1.0, 1.0), margin=(0.0, 0.0), jitter=0.0, jpeg=(95, 95))
+    always = ShopperAugment(studio=0.0, **plain)
+    never = ShopperAugment(studio=1.0, **plain)
     corner = lambda aug: np.asarray(aug(im, aug.rng("k", 0)))[:10, :10].mean()  # noqa: E731
     assert corner(never) < 5 and corner(always) > 5
     assert always.fingerprint() != never.fingerprint()
+
+
+def test_the_view_is_cropped_around_the_product_like_the_localizer():
+    """However small and wherever the product lands in the scene, the view is the square around it."""
+    im = product_on_black()
+    aug = ShopperAugment(fill=(0.3, 0.3), studio=1.0, tint=0.0, shade=0.0, blur=0.0, noise=0.0, rotate=0.0, margin=(0.0, 0.0),
+                         jitter=0.0, jpeg=(95, 95))
+    for seed in range(5):
+        view = np.asarray(aug(im, aug.rng("k", seed))).mean(axis=-1)
+        rows = np.flatnonzero((view > 100).any(axis=1))
+        assert rows[0] <= 8 and rows[-1] >= aug.size - 9  # the garment (taller than wide) spans the view's height

@@ -101,12 +101,22 @@ def test_encoder_saves_its_localizer_and_photos_embed_the_same_after_loading(tmp
         assert torch.equal(enc.encode_photos([photo]), again.encode_photos([photo]))
         whole = enc.encode_images(enc.preprocess([photo]))
         located = enc.encode_photos([photo])
-    assert not torch.allclose(whole, located)  # the crop, not the whole photo, was embedded
+    assert located.shape == (1, 3, enc.embed_dim)  # the crop, turned -15 and +15 degrees too
+    assert not torch.allclose(whole, located[:, 0])  # the crop, not the whole photo, was embedded
 
 
 def test_without_a_localizer_a_box_still_crops():
     enc = build_encoder("tiny")
     assert enc.localizer is None
     photo = _photo([(180, 120, 300, 220)])
-    assert enc.photo_view(photo, (180, 120, 300, 220)).size == (120, 100)
-    assert enc.photo_view(photo) is photo
+    assert [v.size for v in enc.photo_views(photo, (180, 120, 300, 220))] == [(120, 100)]
+    assert enc.photo_views(photo) == [photo]
+    with torch.inference_mode():
+        assert enc.encode_photos([photo, photo]).shape == (2, 1, enc.embed_dim)
+
+
+def test_views_are_the_crop_and_its_turned_copies(localizer):
+    views = localizer.views(_photo([(180, 120, 300, 220)]))
+    assert len(views) == len(localizer.config.turns) == 3 and len({v.size for v in views}) == 1
+    upright, left, right = (np.asarray(v, dtype=np.float32) for v in views)
+    assert np.abs(upright - left).mean() > 1 and np.abs(left - right).mean() > 1

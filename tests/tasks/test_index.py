@@ -96,3 +96,24 @@ def test_batches_of_the_wrong_width_name_the_row(tmp_path):
     df, vecs = _catalog(20)
     with pytest.raises(ValueError, match=r"shape \(10, 8\) at row 10; expected \[n, 16\]"):
         build_index(str(tmp_path), "m-v1", df, iter([vecs[:10], vecs[10:, :8]]), {}, dim=16)
+
+
+def test_best_of_ranks_each_product_by_its_best_view(tmp_path):
+    from tasks.index import best_of
+    from tasks.robustness import best_ranking
+
+    df, vecs = _catalog(300)
+    build_index(str(tmp_path), "m-v1", df, vecs, {}, ann_min_rows=1000)
+    import lancedb
+
+    tbl = lancedb.connect(str(tmp_path)).open_table("m-v1")
+    views = np.stack([vecs[3], 0.6 * vecs[10] + 0.8 * vecs[11]])  # view 1 is product 3 itself; view 2 sits between 10 and 11
+    hits = best_of(tbl, views, 5)
+    assert [h["product_id"] for h in hits[:1]] == ["p3"] and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert "p11" in {h["product_id"] for h in hits} and len({h["product_id"] for h in hits}) == 5
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    exact = np.max(views @ vecs.T, axis=0)  # the same ranking in numpy, as the held-out evaluation computes it
+    assert [f"p{i}" for i in best_ranking(views[None], vecs, 5)[0]] == [h["product_id"] for h in hits]
+    assert [f"p{i}" for i in np.argsort(-exact)[:5]] == [h["product_id"] for h in hits]
+    assert best_of(tbl, vecs[7], 3)[0]["product_id"] == "p7"  # one vector: plain vector search

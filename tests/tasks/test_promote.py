@@ -70,3 +70,15 @@ def test_a_refused_first_model_says_which_floor_what_the_catalog_allows_and_how_
     hint = accept_hint(3, d, {})
     assert "regresses from champion v2: image_precision_at_10 by 0.0500" in hint and hint.endswith("--tolerance 0.05")
     assert "no champion" not in hint and accept_hint(3, gate({"image_precision_at_10": 0.9, "text_precision_at_10": 0.9}, None, cfg), {}) == ""
+
+
+def test_the_gate_refuses_a_challenger_whose_held_out_photos_got_worse():
+    from tasks.promote import GateConfig, gate
+
+    base = {"image_precision_at_10": 0.9, "text_precision_at_10": 0.9, "image_ndcg_at_10": 0.9}
+    champion = base | {"heldout_combined_recall_at_1": 0.60}
+    assert gate(base | {"heldout_combined_recall_at_1": 0.58}, champion, GateConfig()).passed  # within 0.03
+    worse = gate(base | {"heldout_combined_recall_at_1": 0.50}, champion, GateConfig())
+    assert not worse.passed and "heldout_combined_recall_at_1" in worse.drops
+    # a champion registered before the held-out evaluation has no such figure: nothing to compare with
+    assert gate(base | {"heldout_combined_recall_at_1": 0.1}, base, GateConfig()).passed
