@@ -109,6 +109,9 @@ def time_in_process(s, n: int, pics: list[bytes]) -> dict:
     served = load_champion(s)
     catalog = S.Catalog.of(served.table)
     rows: dict[str, list[float]] = {"text": [], "photo": []}
+    localizer = served.encoder.localizer
+    if localizer is not None:
+        rows["photo: localize only"] = []
     for i in range(n + 5):
         t0 = time.perf_counter()
         S.by_vector(served, catalog, S.text_vector(served, QUERIES[i % len(QUERIES)]), 10, 0, S.Filters())
@@ -116,9 +119,14 @@ def time_in_process(s, n: int, pics: list[bytes]) -> dict:
         img = Image.open(io.BytesIO(pics[i % len(pics)])).convert("RGB")
         S.by_vector(served, catalog, S.image_vector(served, img), 10, 0, S.Filters())
         t2 = time.perf_counter()
+        if localizer is not None:
+            localizer.crop(img)
+        t3 = time.perf_counter()
         if i >= 5:
             rows["text"].append((t1 - t0) * 1000)
             rows["photo"].append((t2 - t1) * 1000)
+            if localizer is not None:
+                rows["photo: localize only"].append((t3 - t2) * 1000)
     return {k: pct(v) for k, v in rows.items()}
 
 

@@ -8,16 +8,19 @@ augmented training views. A heads retrain on unchanged data never runs the image
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from tasks import stage
 
 from models.augment import ShopperAugment
 from models.encoder import DualEncoder, build_encoder
+from models.localize import Localizer, catalog_look
+from models.preprocess import to_rgb
 from models.train import TrainConfig, TrainData, Trainer, tower_outputs, validation_scores
 from tasks.catalog import category_text
 from tasks.features import suffix_inputs
@@ -55,7 +58,7 @@ def train_encoder(
     encoder = build_encoder(preset, seed=cfg.seed).to(device)
     encoder.config["fine_tune"] = cfg.as_dict()
     if encoder.localizer is not None:
-        set_studio_background(encoder, catalog, data_dir)
+        match_catalog_look(encoder, catalog, data_dir)
     train = (catalog["split"] == "train").to_numpy()
     val = (catalog["split"] == "val").to_numpy()
     if train.sum() < 2:
@@ -106,26 +109,18 @@ def train_encoder(
     return TrainResult(encoder, out_dir, history, seconds, feature_seconds, hit, np.asarray(tower_features), params)
 
 
-def set_studio_background(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, sample: int = 500) -> None:
-    """Record the catalog's studio colour in the encoder's localizer (and config), so a query's surroundings
-    are replaced by it (models.localize.studio_background; none when the catalog has no single background)."""
-    from dataclasses import replace
-
-    from PIL import Image
-
-    from models.localize import Localizer, studio_background
-    from models.preprocess import to_rgb
-
+def match_catalog_look(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, sample: int = 500) -> None:
+    """Record in the encoder's localizer (and config) what its catalog's photos look like (studio colour,
+    grayscale: models.localize.catalog_look), so query crops are made to look the same."""
     paths = catalog["image_path"].sort_values().tolist()
-    picked = paths[:: max(1, len(paths) // sample)][:sample]
     images = []
-    for path in picked:
+    for path in paths[:: max(1, len(paths) // sample)][:sample]:
         with Image.open(data_dir / path) as im:
             images.append(to_rgb(im))
-    colour = studio_background(images)
-    config = replace(encoder.localizer.config, background=colour)
-    encoder.localizer = Localizer(encoder.localizer.model, config)
-    encoder.config["localize"] = dict(encoder.config["localize"], background=list(colour) if colour else None)
+    look = catalog_look(images)
+    encoder.localizer = Localizer(encoder.localizer.model, replace(encoder.localizer.config, **look))
+    encoder.config["localize"] = dict(encoder.config["localize"], background=list(look["background"]) if look["background"] else None,
+                                      grayscale=look["grayscale"])
 
 
 train_encoder_task = stage(train_encoder, name="fine-tune")
