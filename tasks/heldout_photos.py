@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from scipy import ndimage
 
 SEED_NAMESPACE = "lensflow-heldout-photos-v1"  # never a training seed: training draws from integer seeds 1..V
+GENERATOR = 2  # bump whenever the photos change: it keys the cached query pixels and the eval set's md5
 CONDITIONS = ("framing", "rotation", "dark", "bright", "textured", "photographic", "cluttered",
               "light", "blur", "noise", "jpeg", "exif", "second_product")
 COMBINED = "combined"
@@ -88,10 +89,11 @@ def textured_background(w, h, rng):
     if rng.random() < 0.5:  # weave
         period = rng.uniform(4, 14)
         v = 0.5 + 0.25 * (np.sin(2 * np.pi * xx / period) + np.sin(2 * np.pi * yy / period))
-    else:  # grain
-        warp = ndimage.gaussian_filter(rng.normal(0, 1, (h, w)), 6) * rng.uniform(20, 60)
+    else:  # grain: stripes bent by a smooth random warp
+        coarse = rng.uniform(0, 255, (max(2, h // 24), max(2, w // 24))).astype(np.uint8)
+        warp = (np.asarray(Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC), np.float32) / 255 - 0.5) * rng.uniform(40, 120)
         v = 0.5 + 0.5 * np.sin(2 * np.pi * (yy + warp) / rng.uniform(6, 20))
-    v = np.clip(v + rng.normal(0, 0.08, (h, w)), 0, 1)
+    v = np.clip(v + rng.standard_normal((h, w), dtype=np.float32) * 0.08, 0, 1)
     return base[None, None] * (1 - v[..., None]) + other[None, None] * v[..., None]
 
 
@@ -101,14 +103,19 @@ def photographic_background(w, h, rng):
     horizon = int(h * rng.uniform(0.35, 0.8))
     out = np.empty((h, w, 3), np.float32)
     out[:horizon], out[horizon:] = wall, floor
-    field = sum(ndimage.zoom(rng.normal(0, 1, (s, s, 3)), (h / s, w / s, 1), order=1)[:h, :w] * (40 / s ** 0.3)
-                for s in (3, 6, 12))
-    out = ndimage.gaussian_filter(out, (3, 3, 0)) + field
+    for cells, amp in ((3, 28.0), (6, 22.0), (12, 16.0)):  # smooth colour variation at three scales
+        field = rng.uniform(0, 255, (cells, cells, 3)).astype(np.uint8)
+        out += (np.asarray(Image.fromarray(field).resize((w, h), Image.Resampling.BICUBIC), np.float32) - 127.5) * amp / 127.5
+    small = (max(1, w // 8), max(1, h // 8))
+    yy, xx = np.mgrid[0:small[1], 0:small[0]].astype(np.float32)
+    glow = np.zeros((small[1], small[0], 3), np.float32)
     for _ in range(int(rng.integers(2, 6))):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.05, 0.25) * max(w, h)
-        yy, xx = np.ogrid[0:h, 0:w]
-        out += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None] * rng.uniform(-60, 80, 3)
-    return out + rng.normal(0, 3, (h, w, 3))
+        cy, cx, r = rng.uniform(0, small[1]), rng.uniform(0, small[0]), rng.uniform(0.05, 0.25) * max(small)
+        glow += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None] * rng.uniform(-60, 80, 3).astype(np.float32)
+    glow_img = np.clip(glow + 128, 0, 255).astype(np.uint8)
+    out += np.asarray(Image.fromarray(glow_img).resize((w, h), Image.Resampling.BILINEAR), np.float32) - 128
+    out = np.asarray(Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(3)), np.float32)
+    return out + rng.standard_normal((h, w, 1), dtype=np.float32) * 3
 
 
 def cluttered_background(w, h, rng):
@@ -187,7 +194,8 @@ def render(product: Image.Image, scene: Scene, rng: np.random.Generator) -> Phot
     if scene.motion > 1:
         image = image.filter(ImageFilter.BoxBlur(0)).filter(_motion_kernel(scene.motion, rng))
     if scene.noise > 0:
-        arr = np.asarray(image, dtype=np.float32) + rng.normal(0, scene.noise, (h, w, 1)) + rng.normal(0, scene.noise / 2, (h, w, 3))
+        arr = (np.asarray(image, dtype=np.float32) + rng.standard_normal((h, w, 1), dtype=np.float32) * scene.noise
+               + rng.standard_normal((h, w, 3), dtype=np.float32) * (scene.noise / 2))
         image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     return Photo(_encode(image, scene.quality, scene.orientation), box, "")
 
@@ -222,7 +230,7 @@ def _encode(image: Image.Image, quality: int | None, orientation: int) -> bytes:
         image = image.transpose(_STORE[orientation])
         exif[0x0112] = orientation
     if quality is None:
-        image.save(buf, format="PNG", exif=exif.tobytes() if orientation != 1 else None)
+        image.save(buf, format="PNG", compress_level=1, exif=exif.tobytes() if orientation != 1 else None)
     else:
         image.save(buf, format="JPEG", quality=quality, exif=exif.tobytes() if orientation != 1 else b"")
     return buf.getvalue()

@@ -24,7 +24,7 @@ from models.encoder import DualEncoder
 from models.preprocess import to_rgb
 from tasks import stage
 from tasks.evaluate import EvalResult, Gallery
-from tasks.heldout_photos import COMBINED, CONDITIONS, SEED_NAMESPACE, other_product, shopper_photo, upright
+from tasks.heldout_photos import COMBINED, CONDITIONS, GENERATOR, SEED_NAMESPACE, other_product, shopper_photo, upright
 from tasks.metrics import topk
 
 DEFAULT_PER_CONDITION = 50  # photos per single condition (R@1 to about +-0.07)
@@ -62,7 +62,7 @@ def query_pixels(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, co
     photos, the localizer and the preprocessing, not on the heads: they are cached (with `cache_dir`), so the
     champion measured on the same eval set, and the next retrain, do not localize the photos again."""
     loc = encoder.localizer.config.fingerprint() if encoder.localizer is not None else None
-    key = hashlib.sha256(json.dumps([data_md5, SEED_NAMESPACE, condition, n, loc, encoder.preprocess.fingerprint()],
+    key = hashlib.sha256(json.dumps([data_md5, SEED_NAMESPACE, GENERATOR, condition, n, loc, encoder.preprocess.fingerprint()],
                                     sort_keys=True, default=str).encode()).hexdigest()[:24]
     path = cache_dir / "heldout" / f"{key}.npz" if cache_dir is not None and data_md5 else None
     if path is not None and path.exists():
@@ -156,7 +156,7 @@ def add_robustness(result: EvalResult, encoder: DualEncoder, gallery: Gallery, c
                        progress=progress)
     result.metrics |= flat_metrics(table, result.metrics.get("shopper_recall_at_1"))
     result.queries |= {f"heldout_{c}": int(r["queries"]) for c, r in table.items()}
-    result.eval_set_md5 = hashlib.md5(f"{result.eval_set_md5}|{SEED_NAMESPACE}|{per_condition}|{combined}".encode()).hexdigest()
+    result.eval_set_md5 = hashlib.md5(f"{result.eval_set_md5}|{SEED_NAMESPACE}|{GENERATOR}|{per_condition}|{combined}".encode()).hexdigest()
     return result
 
 
