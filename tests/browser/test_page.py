@@ -135,6 +135,11 @@ def two_product_photo(catalog, root: Path, out: Path) -> tuple[Path, list[str], 
     return out, [r.product_id for r in rows], [tuple(v / s for v, s in zip(b, (480, 300, 480, 300))) for b in boxes]
 
 
+def forget_results(driver) -> None:
+    """Empty the results and the status, so that waiting for them waits for the next search."""
+    driver.execute_script("document.getElementById('results').innerHTML = ''; document.getElementById('status').textContent = '';")
+
+
 def shown_ids(driver) -> list[str]:
     from selenium.webdriver.common.by import By
 
@@ -161,6 +166,7 @@ def test_two_products_are_offered_and_a_dragged_box_searches_inside_it(real_serv
         rel = [float(v) for v in button.get_attribute("data-box").split(",")]
         centre = ((rel[0] + rel[2]) / 2, (rel[1] + rel[3]) / 2)
         which = next(i for i, b in enumerate(boxes) if b[0] <= centre[0] <= b[2] and b[1] <= centre[1] <= b[3])
+        forget_results(browser)
         button.click()
         wait_status(browser, "results for your photo (inside the box)")
         WebDriverWait(browser, 30).until(lambda d: "active" in button.get_attribute("class"))
@@ -172,6 +178,7 @@ def test_two_products_are_offered_and_a_dragged_box_searches_inside_it(real_serv
     img = browser.find_element(By.ID, "preview-img")
     w, h = img.size["width"], img.size["height"]
     x0, y0, x1, y1 = boxes[1]
+    forget_results(browser)
     chain = ActionChains(browser)
     chain.move_to_element_with_offset(img, int((x0 - 0.5) * w) + 2, int((y0 - 0.5) * h) + 2).click_and_hold()
     chain.move_by_offset(int((x1 - x0) * w) - 4, int((y1 - y0) * h) - 4).release().perform()
