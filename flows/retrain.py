@@ -135,8 +135,9 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
             with timed(took, "evaluate"):
                 shopper = shopper_queries_task(trained.encoder, checked.valid, s.data_path, cache, data.md5,
                                                limit=params.shopper_queries, workers=s.loader_workers, progress=params.progress)
-                result = evaluate_task(trained.encoder, table, shopper)
-                result = add_robustness_task(result, trained.encoder, Gallery.from_table(table), checked.valid, s.data_path,
+                gallery = Gallery.from_table(table)
+                result = evaluate_task(trained.encoder, table, shopper, gallery=gallery)
+                result = add_robustness_task(result, trained.encoder, gallery, checked.valid, s.data_path,
                                              params.heldout_photos, params.heldout_combined, cache, data.md5, params.progress)
                 baseline = champion_on_eval_set_task(c, s.registered_model, checked.valid, s.data_path, cache, data.md5,
                                                      params.shopper_queries, s.torch_device(), s.loader_workers, params.progress,

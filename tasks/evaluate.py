@@ -159,9 +159,11 @@ def ann_recall(tbl, gallery: Gallery, sample: int = 200, seed: int = 0) -> float
     return float(np.mean(hits))
 
 
-def evaluate(encoder: DualEncoder, tbl, shopper: ShopperQueries | None = None, ann_sample: int = 200, seed: int = 0) -> EvalResult:
-    """Evaluate against the index that was built (its rows and vectors), including its ANN recall."""
-    gallery = Gallery.from_table(tbl)
+def evaluate(encoder: DualEncoder, tbl, shopper: ShopperQueries | None = None, ann_sample: int = 200, seed: int = 0,
+             gallery: Gallery | None = None) -> EvalResult:
+    """Evaluate against the index that was built (its rows and vectors, read once into `gallery` when not
+    given), including its ANN recall."""
+    gallery = gallery or Gallery.from_table(tbl)
     result = evaluate_vectors(encoder, gallery, shopper)
     if table_metadata(tbl).get("ann"):
         result.metrics["index_recall_at_10"] = ann_recall(tbl, gallery, ann_sample, seed)

@@ -14,6 +14,7 @@ from models.augment import ShopperAugment
 from models.preprocess import to_rgb
 from tasks.evaluate import EvalResult
 from tasks.metrics import CURVE_KS
+from tasks.robustness import table_of
 from tasks.shopper import example_sheet, shopper_photo
 
 HEADLINE = ("image_precision_at_10", "text_precision_at_10", "zero_shot_accuracy", "heldout_combined_recall_at_1",
@@ -109,8 +110,6 @@ def comparison_table(challenger: dict[str, float], champion: dict[str, float] | 
 def robustness_table(challenger: dict[str, float], champion: dict[str, float] | None = None, champion_label: str = "champion") -> str:
     """Markdown: held-out shopper photos per condition (R@1, R@10, category P@10), the champion's R@1 beside
     the challenger's, and the train-recipe vs held-out line."""
-    from tasks.robustness import table_of
-
     rows = table_of(challenger)
     if not rows:
         return ""
