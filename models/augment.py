@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
+from models.localize import edge_colour
 from models.preprocess import draft, to_rgb
 
 SCENES = ("studio", "surface", "noise", "clutter", "stripes")
@@ -53,7 +54,7 @@ class ShopperAugment:
         scene_side = s * 3 // 2
         image = to_rgb(draft(image, s))
         src = np.asarray(image, dtype=np.float32)
-        border = tuple(int(v) for v in _border_colour(src))
+        border = edge_colour(image)
         mask = Image.fromarray(self._product_mask(src, border).astype(np.uint8) * 255)
         # the product, scaled and turned, on a transparent layer the size of the scene
         side = rng.uniform(*self.fill) * scene_side
@@ -97,10 +98,6 @@ class ShopperAugment:
         labels, _ = ndimage.label(near)
         edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
         return ~np.isin(labels, edge[edge > 0])
-
-
-def _border_colour(rgb: np.ndarray) -> np.ndarray:
-    return np.median(np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]), axis=0)
 
 
 def _texture(size: int, rng: np.random.Generator) -> Image.Image:

@@ -87,7 +87,7 @@ class DualEncoder(nn.Module):
 
     def encode_photos(self, images: list, boxes: list | None = None) -> torch.Tensor:
         """[N, R, D] vectors of shopper photos (upright RGB PIL images, models.preprocess.to_rgb), R views each:
-        a product's score for photo i is its best over the R vectors (`best_scores`)."""
+        a product's score for photo i is its best over the R vectors (tasks.index.best_of)."""
         boxes = boxes or [None] * len(images)
         views = [self.photo_views(im, b) for im, b in zip(images, boxes)]
         flat = self.encode_images(self.preprocess([v for vs in views for v in vs]))

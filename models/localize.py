@@ -59,6 +59,10 @@ class LocalizeConfig:
     min_peak: float = 0.3  # a photo whose most salient pixel is below this probability has no product to offer
     threads: int = 2  # onnxruntime intra-op threads
 
+    def studio(self) -> tuple[int, int, int] | None:
+        """`background` as a PIL fill colour (None without one)."""
+        return tuple(int(v) for v in self.background) if self.background is not None else None
+
     def fingerprint(self) -> dict:
         return {"kind": "u2netp-crop", **{k: v for k, v in asdict(self).items() if k != "threads"}}
 
@@ -71,9 +75,6 @@ class Region:
     box: tuple[int, int, int, int]
     score: float
     tilt: float
-
-    def as_dict(self) -> dict:
-        return {"box": list(self.box), "score": round(self.score, 4), "tilt": round(self.tilt, 1)}
 
 
 def packaged_model() -> Path:
@@ -167,9 +168,8 @@ class Localizer:
         region = self._most_salient(sal, image.size, [])
         if region is None:
             return square_crop(image, (0, 0, image.width, image.height), 0.0, 0.0)
-        fill = None
-        if self.config.background is not None:
-            fill = tuple(int(v) for v in self.config.background)
+        fill = self.config.studio()
+        if fill is not None:
             alpha = Image.fromarray((np.clip(sal, 0, 1) * 255).astype(np.uint8)).resize(image.size, Image.Resampling.BILINEAR)
             image = Image.composite(image, Image.new("RGB", image.size, fill), alpha)
         return square_crop(image, region.box, self.config.margin, region.tilt if self.config.deskew else 0.0, fill)
@@ -182,7 +182,7 @@ class Localizer:
             crop = crop.convert("L").convert("RGB")
         if self.config.autocontrast is not None:
             crop = ImageOps.autocontrast(crop, cutoff=self.config.autocontrast, preserve_tone=True)
-        fill = tuple(int(v) for v in self.config.background) if self.config.background is not None else edge_colour(crop)
+        fill = self.config.studio() or edge_colour(crop)
         return [crop.rotate(t, Image.Resampling.BILINEAR, fillcolor=fill) if t else crop for t in self.config.turns]
 
 
