@@ -61,7 +61,7 @@ def embed(encoder, images: list[Image.Image], decode, batch: int = 128) -> np.nd
     out = []
     with torch.inference_mode():
         for i in range(0, len(images), batch):
-            arrays = [encoder.preprocess.to_array(decode(im)) for im in images[i:i + batch]]
+            arrays = [encoder.preprocess.to_array(decode(im)) for im in images[i : i + batch]]
             out.append(encoder.encode_images(encoder.preprocess.to_tensor(arrays)).float().numpy())
     return np.concatenate(out)
 
@@ -78,8 +78,14 @@ def main() -> None:
     s = get_settings()
     offline_env(s.root)
     served = load_champion(s)
-    rows = served.table.search().select(["product_id", "image_path"]).limit(served.table.count_rows()).to_arrow().to_pydict()
-    ids, paths = rows["product_id"], rows["image_path"]
+    rows = (
+        served.table.search()
+        .select(["product_id", "image_path"])
+        .limit(served.table.count_rows())
+        .to_arrow()
+        .to_pydict()
+    )
+    paths = rows["image_path"]
     images = []
     for p in paths:
         with Image.open(s.data_path / p) as im:
@@ -88,25 +94,44 @@ def main() -> None:
     rng = np.random.default_rng(0)
     alpha = [i for i, im in enumerate(images) if has_alpha(im)]
     phone = sorted(rng.choice(len(images), size=min(300, len(images)), replace=False).tolist())
-    queries = {"transparent PNG, re-exported": (alpha, [transparent_copy(images[i], rng) for i in alpha]),
-               "phone photo, EXIF orientation 6": (phone, [phone_photo(images[i]) for i in phone])}
+    queries = {
+        "transparent PNG, re-exported": (alpha, [transparent_copy(images[i], rng) for i in alpha]),
+        "phone photo, EXIF orientation 6": (phone, [phone_photo(images[i]) for i in phone]),
+    }
     table = {}
     for arm, decode in (("baseline convert('RGB')", plain_rgb), ("lensflow to_rgb", to_rgb)):
         gallery = embed(served.encoder, images, decode)
         for name, (truth, data) in queries.items():
             if not truth:
                 continue
-            r = ranks(embed(served.encoder, [Image.open(io.BytesIO(d)) for d in data], decode), gallery, np.array(truth))
-            table.setdefault(name, {"queries": len(truth)})[arm] = {"recall_at_1": round(float((r == 1).mean()), 4),
-                                                                    "recall_at_10": round(float((r <= 10).mean()), 4)}
-    print(f"catalog {s.data_path}: {len(images)} products, {len(alpha)} with transparency; champion v{served.champion.version}")
-    print(f"{'queries':<34} {'n':>5}  {'baseline R@1':>12} {'lensflow R@1':>12}  {'baseline R@10':>13} {'lensflow R@10':>13}")
+            r = ranks(
+                embed(served.encoder, [Image.open(io.BytesIO(d)) for d in data], decode), gallery, np.array(truth)
+            )
+            table.setdefault(name, {"queries": len(truth)})[arm] = {
+                "recall_at_1": round(float((r == 1).mean()), 4),
+                "recall_at_10": round(float((r <= 10).mean()), 4),
+            }
+    print(
+        f"catalog {s.data_path}: {len(images)} products, {len(alpha)} with transparency; champion v{served.champion.version}"
+    )
+    print(
+        f"{'queries':<34} {'n':>5}  {'baseline R@1':>12} {'lensflow R@1':>12}  {'baseline R@10':>13} {'lensflow R@10':>13}"
+    )
     for name, row in table.items():
         b, ours = row["baseline convert('RGB')"], row["lensflow to_rgb"]
-        print(f"{name:<34} {row['queries']:>5}  {b['recall_at_1']:>12.3f} {ours['recall_at_1']:>12.3f}  "
-              f"{b['recall_at_10']:>13.3f} {ours['recall_at_10']:>13.3f}")
-    save_results("decode", {"catalog_rows": len(images), "transparent_rows": len(alpha),
-                            "model_version": served.champion.version, "results": table})
+        print(
+            f"{name:<34} {row['queries']:>5}  {b['recall_at_1']:>12.3f} {ours['recall_at_1']:>12.3f}  "
+            f"{b['recall_at_10']:>13.3f} {ours['recall_at_10']:>13.3f}"
+        )
+    save_results(
+        "decode",
+        {
+            "catalog_rows": len(images),
+            "transparent_rows": len(alpha),
+            "model_version": served.champion.version,
+            "results": table,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -46,11 +46,10 @@ def peak_rss_mb() -> float | None:
 
 def image_sets(work: Path, n: int, side: int) -> dict:
     """{name: (catalog, data_dir)}: n sample products as their catalog PNGs and as side x side JPEGs."""
+    import pandas as pd
     from PIL import Image
 
     from tasks.sample import build_sample_catalog
-
-    import pandas as pd
 
     png_dir = work / f"fmnist-{n}"
     built = png_dir / "catalog.parquet"
@@ -98,9 +97,18 @@ def end_to_end(encoder, catalog, data_dir: Path, batch: int, workers: int, uri: 
     from tasks.index import build_index
 
     def run():
-        batches = embedding_batches(encoder, catalog, data_dir, batch_size=batch, loader_workers=workers, progress=False)
-        return build_index(uri, f"bench-w{workers}-{time.monotonic_ns()}", catalog, batches, {}, ann_min_rows=10**12,
-                           dim=encoder.embed_dim)
+        batches = embedding_batches(
+            encoder, catalog, data_dir, batch_size=batch, loader_workers=workers, progress=False
+        )
+        return build_index(
+            uri,
+            f"bench-w{workers}-{time.monotonic_ns()}",
+            catalog,
+            batches,
+            {},
+            ann_min_rows=10**12,
+            dim=encoder.embed_dim,
+        )
 
     run_s, rss, info = timed(run)
     assert info.rows == len(catalog)
@@ -136,8 +144,13 @@ def text_rates(encoder, texts: list[str], naive_n: int) -> dict:
                 encoder.encode_texts([t])
 
     naive_s, naive_rss, _ = timed(one_by_one)
-    return {"batched_per_s": round(len(texts) / batched_s, 1), "batched_peak_rss_mb": batched_rss,
-            "naive_per_s": round(min(naive_n, len(texts)) / naive_s, 1), "naive_peak_rss_mb": naive_rss, "texts": len(texts)}
+    return {
+        "batched_per_s": round(len(texts) / batched_s, 1),
+        "batched_peak_rss_mb": batched_rss,
+        "naive_per_s": round(min(naive_n, len(texts)) / naive_s, 1),
+        "naive_peak_rss_mb": naive_rss,
+        "texts": len(texts),
+    }
 
 
 def main() -> None:
@@ -170,28 +183,51 @@ def main() -> None:
         for name, (catalog, data_dir) in sets.items():
             limit, limit_rss = model_only(encoder, catalog, data_dir, args.batch)
             base, base_rss = naive(encoder, catalog, data_dir, args.naive)
-            cases = [("model-only (pre-decoded tensors): the limit", limit, limit_rss, None),
-                     ("naive loop (one image at a time)", base, base_rss, None)]
+            cases = [
+                ("model-only (pre-decoded tensors): the limit", limit, limit_rss, None),
+                ("naive loop (one image at a time)", base, base_rss, None),
+            ]
             for w in workers:
                 rate, rss = end_to_end(encoder, catalog, data_dir, args.batch, w, str(db))
                 cases.append((f"end-to-end, {w} loader worker{'s' if w != 1 else ''} (into LanceDB)", rate, rss, w))
             for case, rate, rss, w in cases:
-                rows.append({"set": name, "case": case, "workers": w, "img_per_s": round(rate, 1), "peak_rss_mb": rss,
-                             "of_limit": round(rate / limit, 3), "x_naive": round(rate / base, 2)})
+                rows.append(
+                    {
+                        "set": name,
+                        "case": case,
+                        "workers": w,
+                        "img_per_s": round(rate, 1),
+                        "peak_rss_mb": rss,
+                        "of_limit": round(rate / limit, 3),
+                        "x_naive": round(rate / base, 2),
+                    }
+                )
                 table.append(f"| {name} | {case} | {rate:,.0f} | {rate / limit:.0%} | {rate / base:.1f}x | {rss} |")
         titles = sets["catalog PNG 28 px"][0]["title"].tolist()
         text = text_rates(encoder, titles, args.naive)
     finally:
         shutil.rmtree(db, ignore_errors=True)
 
-    print(f"\n{describe()['summary']}; preset {args.preset} (image side {encoder.preprocess.size} px), "
-          f"batch {args.batch}, torch threads {torch.get_num_threads()}, {args.images} images per set\n")
+    print(
+        f"\n{describe()['summary']}; preset {args.preset} (image side {encoder.preprocess.size} px), "
+        f"batch {args.batch}, torch threads {torch.get_num_threads()}, {args.images} images per set\n"
+    )
     print("| image set | case | img/s | of model-only | vs naive | peak RSS MB (this process) |")
     print("|---|---|---|---|---|---|")
     print("\n".join(table))
     print(f"\ntext: {text['batched_per_s']:,.0f} texts/s batched (256) vs {text['naive_per_s']:,.0f} one at a time")
-    save_results("embed", {"preset": args.preset, "image_side": encoder.preprocess.size, "batch": args.batch,
-                           "images_per_set": args.images, "jpeg_side": args.jpeg_side, "rows": rows, "text": text})
+    save_results(
+        "embed",
+        {
+            "preset": args.preset,
+            "image_side": encoder.preprocess.size,
+            "batch": args.batch,
+            "images_per_set": args.images,
+            "jpeg_side": args.jpeg_side,
+            "rows": rows,
+            "text": text,
+        },
+    )
 
 
 if __name__ == "__main__":

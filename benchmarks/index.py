@@ -51,7 +51,10 @@ def resampled(real: np.ndarray, n: int, seed: int, noise: float = 0.5) -> np.nda
     out = np.empty((n, real.shape[1]), np.float32)
     for i in range(0, n, 100_000):
         m = min(100_000, n - i)
-        out[i : i + m] = unit(real[rng.integers(0, len(real), m)] + noise * rng.standard_normal((m, real.shape[1])) / np.sqrt(real.shape[1]))
+        out[i : i + m] = unit(
+            real[rng.integers(0, len(real), m)]
+            + noise * rng.standard_normal((m, real.shape[1])) / np.sqrt(real.shape[1])
+        )
     return out
 
 
@@ -94,11 +97,10 @@ def latencies(search, queries: np.ndarray) -> tuple[dict, list[np.ndarray]]:
 
 def bench_set(name: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path) -> list[dict]:
     import faiss
-    import lancedb
-
     import pyarrow as pa
     from lancedb.index import IvfPq
 
+    import lancedb
     from tasks.index import META_KEY, QueryParams, ann_params, vector_search
 
     n, dim = base.shape
@@ -106,11 +108,23 @@ def bench_set(name: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarra
 
     def add(method: str, settings: str, build_s: float, search, qs=queries, tr=truth, default: bool = False):
         lat, found = latencies(search, qs)
-        r = {"set": name, "n": n, "dim": dim, "method": method, "settings": settings, "build_s": round(build_s, 1),
-             **lat, "recall_at_10": round(recall(found, tr), 4), "lensflow_default": default}
+        r = {
+            "set": name,
+            "n": n,
+            "dim": dim,
+            "method": method,
+            "settings": settings,
+            "build_s": round(build_s, 1),
+            **lat,
+            "recall_at_10": round(recall(found, tr), 4),
+            "lensflow_default": default,
+        }
         rows.append(r)
-        print(f"  {method:24s} {settings:38s} build {r['build_s']:7.1f} s  p50 {r['p50_ms']:7.2f} ms  "
-              f"p99 {r['p99_ms']:7.2f} ms  recall@10 {r['recall_at_10']:.3f}", flush=True)
+        print(
+            f"  {method:24s} {settings:38s} build {r['build_s']:7.1f} s  p50 {r['p50_ms']:7.2f} ms  "
+            f"p99 {r['p99_ms']:7.2f} ms  recall@10 {r['recall_at_10']:.3f}",
+            flush=True,
+        )
 
     def np_search(q):
         s = base @ q
@@ -122,7 +136,14 @@ def bench_set(name: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarra
     t0 = time.perf_counter()
     flat = faiss.IndexFlatIP(dim)
     flat.add(base)
-    add("faiss IndexFlatIP", "exact", time.perf_counter() - t0, lambda q: flat.search(q[None], K)[1][0], queries[:100], truth[:100])
+    add(
+        "faiss IndexFlatIP",
+        "exact",
+        time.perf_counter() - t0,
+        lambda q: flat.search(q[None], K)[1][0],
+        queries[:100],
+        truth[:100],
+    )
     flat = None
 
     nlist = int(4 * np.sqrt(n))
@@ -142,30 +163,55 @@ def bench_set(name: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarra
         ann = ann_params(n, dim)
         default_q = QueryParams()
         at = [(default_q.nprobes, default_q.refine_factor), (10, 10), (20, 20), (40, 20)]
-        subs = {ann["num_sub_vectors"], dim // 16, dim // 32} | ({dim // 8} if n <= 200_000 else set())  # dim/8: slow to build at 1M
+        subs = {ann["num_sub_vectors"], dim // 16, dim // 32} | (
+            {dim // 8} if n <= 200_000 else set()
+        )  # dim/8: slow to build at 1M
         subs = sorted(subs, reverse=True)
         variants = [(sub, at) for sub in subs]
         for sub, queries_at in variants:
             cfg = {**ann, "num_sub_vectors": sub}
             name_t = f"t{sub}"
             t0 = time.perf_counter()  # table write + IVF_PQ exactly as tasks.index.build_index does (no FTS here)
-            data = pa.table({"product_id": pa.array([str(i) for i in range(n)]),
-                             "vector": pa.FixedSizeListArray.from_arrays(pa.array(base.ravel()), dim)})
+            data = pa.table(
+                {
+                    "product_id": pa.array([str(i) for i in range(n)]),
+                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(base.ravel()), dim),
+                }
+            )
             data = data.replace_schema_metadata({META_KEY: json.dumps({"ann": cfg})})
             tbl = lancedb.connect(str(db_dir)).create_table(name_t, data=data)
-            tbl.create_index("vector", config=IvfPq(distance_type="cosine", num_partitions=cfg["num_partitions"],
-                                                     num_sub_vectors=sub), replace=True)
+            tbl.create_index(
+                "vector",
+                config=IvfPq(distance_type="cosine", num_partitions=cfg["num_partitions"], num_sub_vectors=sub),
+                replace=True,
+            )
             build = time.perf_counter() - t0
             tbl = lancedb.connect(str(db_dir)).open_table(name_t)
             for nprobes, refine in queries_at:
                 qp = {"nprobes": nprobes, "refine_factor": refine}
-                add("LanceDB IVF_PQ", f"part {ann['num_partitions']}, sub {sub}, nprobes {nprobes}, refine {refine}", build,
-                    lambda q, qp=qp: np.array([int(r["product_id"]) for r in vector_search(tbl, q, K, query=qp, columns=("product_id",))]),
-                    default=(sub == ann["num_sub_vectors"] and (nprobes, refine) == (default_q.nprobes, default_q.refine_factor)))
+                add(
+                    "LanceDB IVF_PQ",
+                    f"part {ann['num_partitions']}, sub {sub}, nprobes {nprobes}, refine {refine}",
+                    build,
+                    lambda q, qp=qp, tbl=tbl: np.array(
+                        [int(r["product_id"]) for r in vector_search(tbl, q, K, query=qp, columns=("product_id",))]
+                    ),
+                    default=(
+                        sub == ann["num_sub_vectors"]
+                        and (nprobes, refine) == (default_q.nprobes, default_q.refine_factor)
+                    ),
+                )
         if n <= 200_000:
-            add("LanceDB no index", "exact (flat scan)", 0.0,
-                lambda q: np.array([int(r["product_id"]) for r in vector_search(tbl, q, K, exact=True, columns=("product_id",))]),
-                queries[:50], truth[:50])
+            add(
+                "LanceDB no index",
+                "exact (flat scan)",
+                0.0,
+                lambda q: np.array(
+                    [int(r["product_id"]) for r in vector_search(tbl, q, K, exact=True, columns=("product_id",))]
+                ),
+                queries[:50],
+                truth[:50],
+            )
     finally:
         shutil.rmtree(db_dir, ignore_errors=True)
     return rows
@@ -188,12 +234,21 @@ def main() -> None:
     if real is not None:
         rng = np.random.default_rng(0)
         pick = rng.permutation(len(real))
-        sets.append((f"real {len(real) - args.queries:,} (champion)", lambda: (real[pick[args.queries:]], real[pick[: args.queries]])))
+        sets.append(
+            (
+                f"real {len(real) - args.queries:,} (champion)",
+                lambda: (real[pick[args.queries :]], real[pick[: args.queries]]),
+            )
+        )
     for n in (int(x) for x in args.sizes.split(",")):
         if real is not None:
-            sets.append((f"resampled real {n:,}", lambda n=n: (resampled(real, n, 1), resampled(real, args.queries, 2))))
+            sets.append(
+                (f"resampled real {n:,}", lambda n=n: (resampled(real, n, 1), resampled(real, args.queries, 2)))
+            )
         else:
-            sets.append((f"synthetic {n:,}", lambda n=n: (clustered(n, args.dim, 1), clustered(args.queries, args.dim, 2))))
+            sets.append(
+                (f"synthetic {n:,}", lambda n=n: (clustered(n, args.dim, 1), clustered(args.queries, args.dim, 2)))
+            )
     rows = []
     for name, make in sets:
         base, queries = make()
@@ -208,7 +263,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         mark = " **(lensflow default)**" if r["lensflow_default"] else ""
-        print(f"| {r['set']} | {r['method']} | {r['settings']}{mark} | {r['build_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['recall_at_10']:.3f} |")
+        print(
+            f"| {r['set']} | {r['method']} | {r['settings']}{mark} | {r['build_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['recall_at_10']:.3f} |"
+        )
     save_results("index", {"k": K, "queries": args.queries, "rows": rows})
 
 

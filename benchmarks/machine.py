@@ -19,8 +19,15 @@ def describe() -> dict:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else None
-    info = {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1) if mem else None, "gpu": gpu,
-            "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem, 1) if mem else None,
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
     info["summary"] = f"{info['cores']} cores ({cpu}), {info['memory_gib']} GiB" + (f", {gpu}" if gpu else ", no GPU")
     return info
 

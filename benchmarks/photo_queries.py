@@ -34,11 +34,17 @@ def main(folder: Path) -> None:
         rank = ids.index(r["product_id"]) + 1 if r["product_id"] in ids else None
         if r.get("category"):
             cat_p10.append(sum(h["category"] == r["category"] for h in hits) / 10)
-        per_query.append({"query": r["query_file"], "product_id": r["product_id"], "rank": rank, "top1": hits[0]["title"]})
-        print(f"{r['query_file']:<14} {r['product_id']:<12} rank {rank or '>10':<4} top-1 {hits[0]['product_id']} {hits[0]['title']}")
+        per_query.append(
+            {"query": r["query_file"], "product_id": r["product_id"], "rank": rank, "top1": hits[0]["title"]}
+        )
+        print(
+            f"{r['query_file']:<14} {r['product_id']:<12} rank {rank or '>10':<4} top-1 {hits[0]['product_id']} {hits[0]['title']}"
+        )
     n = len(rows)
-    metrics = {"recall_at_1": sum(q["rank"] == 1 for q in per_query) / n,
-               "recall_at_10": sum(q["rank"] is not None for q in per_query) / n}
+    metrics = {
+        "recall_at_1": sum(q["rank"] == 1 for q in per_query) / n,
+        "recall_at_10": sum(q["rank"] is not None for q in per_query) / n,
+    }
     chance = {"recall_at_1": 1 / n_products, "recall_at_10": min(1.0, 10 / n_products)}
     if cat_p10:
         metrics["category_precision_at_10"] = sum(cat_p10) / len(cat_p10)
@@ -46,9 +52,18 @@ def main(folder: Path) -> None:
     print(f"{'metric':<26} {'champion':>9} {'random':>9}")
     for k, v in metrics.items():
         print(f"{k:<26} {v:>9.3f} " + (f"{chance[k]:>9.3f}" if k in chance else f"{'-':>9}"))
-    save_results("photo-queries", {"folder": folder.name, "queries": n, "products": n_products,
-                                   "model_version": served.champion.version, "metrics": metrics, "random": chance,
-                                   "per_query": per_query})
+    save_results(
+        "photo-queries",
+        {
+            "folder": folder.name,
+            "queries": n,
+            "products": n_products,
+            "model_version": served.champion.version,
+            "metrics": metrics,
+            "random": chance,
+            "per_query": per_query,
+        },
+    )
 
 
 if __name__ == "__main__":

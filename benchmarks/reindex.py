@@ -22,7 +22,6 @@ from lensflow.runtime import offline_env, tune_malloc
 from lensflow.settings import get_settings
 
 
-
 def mutate(data_dir: Path, added: float, changed: float, removed: float, seed: int = 0) -> dict:
     """Change the catalog in place; returns the ids of each kind."""
     df = pd.read_parquet(data_dir / "catalog.parquet")
@@ -30,7 +29,7 @@ def mutate(data_dir: Path, added: float, changed: float, removed: float, seed: i
     n = len(df)
     order = rng.permutation(n)
     rem = df.iloc[order[: int(removed * n)]]
-    chg = df.iloc[order[int(removed * n): int(removed * n) + int(changed * n)]]
+    chg = df.iloc[order[int(removed * n) : int(removed * n) + int(changed * n)]]
     src = df.iloc[rng.choice(n, int(added * n), replace=False)]
     for path in chg["image_path"]:  # a new photo under the same id and path
         with Image.open(data_dir / path) as im:
@@ -42,16 +41,25 @@ def mutate(data_dir: Path, added: float, changed: float, removed: float, seed: i
         pid = f"new-{stamp}-{i:05d}"
         with Image.open(data_dir / row.image_path) as im:
             ImageOps.mirror(im).save(data_dir / "images" / "new" / f"{pid}.png")
-        new_rows.append(row._asdict() | {"product_id": pid, "image_path": f"images/new/{pid}.png", "title": f"New {row.title}"})
+        new_rows.append(
+            row._asdict() | {"product_id": pid, "image_path": f"images/new/{pid}.png", "title": f"New {row.title}"}
+        )
     new = pd.DataFrame(new_rows).drop(columns=["Index"])
     out = pd.concat([df[~df["product_id"].isin(rem["product_id"])], new], ignore_index=True)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     meta = pq.read_schema(data_dir / "catalog.parquet").metadata or {}
-    pq.write_table(pa.Table.from_pandas(out, preserve_index=False).replace_schema_metadata(meta), data_dir / "catalog.parquet")
-    return {"added": new["product_id"].tolist(), "changed": chg["product_id"].tolist(), "removed": rem["product_id"].tolist(),
-            "rows_before": n, "rows_after": len(out)}
+    pq.write_table(
+        pa.Table.from_pandas(out, preserve_index=False).replace_schema_metadata(meta), data_dir / "catalog.parquet"
+    )
+    return {
+        "added": new["product_id"].tolist(),
+        "changed": chg["product_id"].tolist(),
+        "removed": rem["product_id"].tolist(),
+        "rows_before": n,
+        "rows_after": len(out),
+    }
 
 
 def main() -> None:
@@ -64,7 +72,6 @@ def main() -> None:
     offline_env(s.root)
     tune_malloc()
     import lancedb
-
     from flows.reindex import ReindexParams, reindex
     from models.encoder import load_encoder
     from tasks.champion import load_champion, model_dir, resolve_champion
@@ -83,12 +90,17 @@ def main() -> None:
     # checks on what is served now
     served = load_champion(s)
     tbl = served.table
-    vecs = {r["product_id"]: np.asarray(r["vector"]) for r in tbl.search().where(
-        "product_id IN (" + ",".join(f"'{p}'" for p in ids["added"][:100]) + ")").select(["product_id", "vector"]).limit(100).to_list()}
+    vecs = {
+        r["product_id"]: np.asarray(r["vector"])
+        for r in tbl.search()
+        .where("product_id IN (" + ",".join(f"'{p}'" for p in ids["added"][:100]) + ")")
+        .select(["product_id", "vector"])
+        .limit(100)
+        .to_list()
+    }
     found = sum(vector_search(tbl, v, 1)[0]["product_id"] == p for p, v in vecs.items())
     removed = set(ids["removed"])
-    leaked = sum(bool(removed & {h["product_id"] for h in vector_search(tbl, v, 10)})
-                 for v in vecs.values())
+    leaked = sum(bool(removed & {h["product_id"] for h in vector_search(tbl, v, 10)}) for v in vecs.values())
 
     # baseline, same run: embed the whole new catalog from its images and build a fresh index
     catalog = validate_catalog(s.data_path, Path("/tmp") / "reindex-bench-validation", progress=False).valid
@@ -107,24 +119,49 @@ def main() -> None:
     shutil.rmtree(uri, ignore_errors=True)
 
     full = embed_s + build_s
-    rows = [("reindex flow, whole run", reindex_s), ("reindex core: diff + embed + apply/index + DVC track", core),
-            ("  of which embed (changed products only)", out["stage_seconds"]["embed"]),
-            ("  of which apply + ANN update", out["stage_seconds"]["index"]),
-            ("  version data (dvc add) + validate", out["stage_seconds"]["version_data"] + out["stage_seconds"]["validate"]),
-            ("full embed of the new catalog (baseline)", embed_s), ("full index build (baseline)", build_s),
-            ("full embed + index build (baseline)", full)]
-    print(f"\n{champ.name} v{champ.version}: {ids['rows_before']} -> {ids['rows_after']} products; diff {out['diff']}, "
-          f"embedded {out['embedded']}; ANN: {out['reason']}; {describe()['summary']}")
+    rows = [
+        ("reindex flow, whole run", reindex_s),
+        ("reindex core: diff + embed + apply/index + DVC track", core),
+        ("  of which embed (changed products only)", out["stage_seconds"]["embed"]),
+        ("  of which apply + ANN update", out["stage_seconds"]["index"]),
+        (
+            "  version data (dvc add) + validate",
+            out["stage_seconds"]["version_data"] + out["stage_seconds"]["validate"],
+        ),
+        ("full embed of the new catalog (baseline)", embed_s),
+        ("full index build (baseline)", build_s),
+        ("full embed + index build (baseline)", full),
+    ]
+    print(
+        f"\n{champ.name} v{champ.version}: {ids['rows_before']} -> {ids['rows_after']} products; diff {out['diff']}, "
+        f"embedded {out['embedded']}; ANN: {out['reason']}; {describe()['summary']}"
+    )
     print("| step | seconds | % of full embed + build |\n|---|---|---|")
     for name, sec in rows:
         print(f"| {name} | {sec:.1f} | {100 * sec / full:.1f}% |")
-    print(f"\nrecall@10 vs exact: incremental {inc_recall:.4f}, fresh build {fresh_recall:.4f} (delta {inc_recall - fresh_recall:+.4f})")
-    print(f"added products found as their own top-1: {found}/{len(vecs)}; queries returning a removed product: {leaked}")
-    save_results("reindex", {"model_version": champ.version,
-                                "rows_before": ids["rows_before"], "rows_after": ids["rows_after"], "diff": out["diff"],
-                                "embedded": out["embedded"], "reindex": {k: v for k, v in out.items() if k != "index"},
-                                "seconds": dict(rows), "recall_incremental": inc_recall, "recall_fresh": fresh_recall,
-                                "added_found": found, "added_checked": len(vecs), "queries_with_removed": leaked})
+    print(
+        f"\nrecall@10 vs exact: incremental {inc_recall:.4f}, fresh build {fresh_recall:.4f} (delta {inc_recall - fresh_recall:+.4f})"
+    )
+    print(
+        f"added products found as their own top-1: {found}/{len(vecs)}; queries returning a removed product: {leaked}"
+    )
+    save_results(
+        "reindex",
+        {
+            "model_version": champ.version,
+            "rows_before": ids["rows_before"],
+            "rows_after": ids["rows_after"],
+            "diff": out["diff"],
+            "embedded": out["embedded"],
+            "reindex": {k: v for k, v in out.items() if k != "index"},
+            "seconds": dict(rows),
+            "recall_incremental": inc_recall,
+            "recall_fresh": fresh_recall,
+            "added_found": found,
+            "added_checked": len(vecs),
+            "queries_with_removed": leaked,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -26,11 +26,13 @@ def main() -> None:
     ap.add_argument("--per-condition", type=int, default=50)
     ap.add_argument("--combined", type=int, default=300)
     ap.add_argument("--model", type=Path, help="an encoder directory to evaluate against the champion's index")
-    ap.add_argument("--localizer", action="append", default=[], help="JSON LocalizeConfig overrides: one more column each")
+    ap.add_argument(
+        "--localizer", action="append", default=[], help="JSON LocalizeConfig overrides: one more column each"
+    )
     args = ap.parse_args()
 
     from models.encoder import load_encoder
-    from models.localize import Localizer, LocalizeConfig
+    from models.localize import LocalizeConfig, Localizer
     from tasks.catalog import load_catalog
     from tasks.champion import load_champion
     from tasks.evaluate import Gallery
@@ -69,11 +71,25 @@ def main() -> None:
         print(f"{n}: R@1 / R@10 / category P@10")
     print(f"{'condition':<16}" + "".join(f"{i:>26}" for i in range(len(names))))
     for cond in tables[names[0]]:
-        print(f"{cond:<16}" + "".join(f"{tables[n][cond]['recall_at_1']:>10.3f}{tables[n][cond]['recall_at_10']:>8.3f}"
-                                      f"{tables[n][cond]['category_precision_at_10']:>8.3f}" for n in names))
+        print(
+            f"{cond:<16}"
+            + "".join(
+                f"{tables[n][cond]['recall_at_1']:>10.3f}{tables[n][cond]['recall_at_10']:>8.3f}"
+                f"{tables[n][cond]['category_precision_at_10']:>8.3f}"
+                for n in names
+            )
+        )
     print(f"{'s per query':<16}" + "".join(f"{seconds[n]:>26.4f}" for n in names))
-    save_results("robustness", {"model_version": served.champion.version, "model": str(args.model or "champion"),
-                                "products": len(gallery.ids), "tables": tables, "seconds_per_query": seconds})
+    save_results(
+        "robustness",
+        {
+            "model_version": served.champion.version,
+            "model": str(args.model or "champion"),
+            "products": len(gallery.ids),
+            "tables": tables,
+            "seconds_per_query": seconds,
+        },
+    )
 
 
 if __name__ == "__main__":

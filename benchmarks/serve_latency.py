@@ -21,14 +21,31 @@ from benchmarks.machine import describe, save_results
 from lensflow.runtime import offline_env
 from lensflow.settings import get_settings
 
-QUERIES = ["ankle boots", "a summer dress", "running sneakers", "leather bag", "warm winter coat", "slim trousers",
-           "striped t-shirt", "knitted pullover", "open sandals", "office shirt", "black boots", "denim pants"]
+QUERIES = [
+    "ankle boots",
+    "a summer dress",
+    "running sneakers",
+    "leather bag",
+    "warm winter coat",
+    "slim trousers",
+    "striped t-shirt",
+    "knitted pullover",
+    "open sandals",
+    "office shirt",
+    "black boots",
+    "denim pants",
+]
 
 
 def pct(xs: list[float]) -> dict:
     a = np.asarray(xs)
-    return {"n": len(a), "p50_ms": round(float(np.percentile(a, 50)), 2), "p95_ms": round(float(np.percentile(a, 95)), 2),
-            "p99_ms": round(float(np.percentile(a, 99)), 2), "mean_ms": round(float(a.mean()), 2)}
+    return {
+        "n": len(a),
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p95_ms": round(float(np.percentile(a, 95)), 2),
+        "p99_ms": round(float(np.percentile(a, 99)), 2),
+        "mean_ms": round(float(a.mean()), 2),
+    }
 
 
 def photos(s, n: int) -> list[bytes]:
@@ -62,8 +79,11 @@ def running_service(port: int):
     import httpx
 
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "lensflow"), "serve", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "lensflow"), "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         t0 = time.perf_counter()
         while True:
@@ -92,7 +112,10 @@ def time_http(url: str, n: int, pics: list[bytes]) -> dict:
                 if kind == "photo":
                     r = c.post("/search/image", content=pics[i % len(pics)], headers={"Content-Type": "image/jpeg"})
                 else:
-                    r = c.get("/search/text", params={"q": QUERIES[i % len(QUERIES)], "mode": "hybrid" if "hybrid" in kind else "vector"})
+                    r = c.get(
+                        "/search/text",
+                        params={"q": QUERIES[i % len(QUERIES)], "mode": "hybrid" if "hybrid" in kind else "vector"},
+                    )
                 dt = (time.perf_counter() - t0) * 1000
                 r.raise_for_status()
                 if i >= 5:  # warm-up excluded
@@ -139,14 +162,25 @@ def main() -> None:
     with running_service(args.port) as (url, startup):
         http = time_http(url, args.requests, pics)
     local = time_in_process(s, args.requests, pics)
-    rows = [{"path": f"HTTP {k}", **v} for k, v in http.items()] + [{"path": f"in-process {k} (baseline)", **v} for k, v in local.items()]
-    print(f"\n{champ.name} v{champ.version}, {champ.index['rows']} products, index {champ.index['table']}; "
-          f"service ready in {startup:.1f} s; {describe()['summary']}")
+    rows = [{"path": f"HTTP {k}", **v} for k, v in http.items()] + [
+        {"path": f"in-process {k} (baseline)", **v} for k, v in local.items()
+    ]
+    print(
+        f"\n{champ.name} v{champ.version}, {champ.index['rows']} products, index {champ.index['table']}; "
+        f"service ready in {startup:.1f} s; {describe()['summary']}"
+    )
     print("| path | n | p50 ms | p95 ms | p99 ms | mean ms |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['path']} | {r['n']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['mean_ms']} |")
-    save_results("serve-latency", {"model_version": champ.version,
-                                "rows_in_index": champ.index["rows"], "startup_seconds": round(startup, 1), "rows": rows})
+    save_results(
+        "serve-latency",
+        {
+            "model_version": champ.version,
+            "rows_in_index": champ.index["rows"],
+            "startup_seconds": round(startup, 1),
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

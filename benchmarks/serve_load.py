@@ -13,7 +13,6 @@ from benchmarks.machine import describe, save_results
 from benchmarks.serve_latency import QUERIES, champion_and_photos, running_service
 
 
-
 def level(url: str, kind: str, clients: int, max_requests: int, max_seconds: float, pics: list[bytes]) -> dict:
     """`clients` threads, each with its own connection, until `max_requests` in all or `max_seconds`."""
     import httpx
@@ -31,8 +30,11 @@ def level(url: str, kind: str, clients: int, max_requests: int, max_seconds: flo
                     sent[0] += 1
                 t0 = time.perf_counter()
                 try:
-                    r = (c.post("/search/image", content=pics[n % len(pics)], headers={"Content-Type": "image/jpeg"})
-                         if kind == "photo" else c.get("/search/text", params={"q": QUERIES[n % len(QUERIES)]}))
+                    r = (
+                        c.post("/search/image", content=pics[n % len(pics)], headers={"Content-Type": "image/jpeg"})
+                        if kind == "photo"
+                        else c.get("/search/text", params={"q": QUERIES[n % len(QUERIES)]})
+                    )
                     ok = r.status_code == 200
                 except httpx.HTTPError as exc:
                     ok, r = False, exc
@@ -48,9 +50,16 @@ def level(url: str, kind: str, clients: int, max_requests: int, max_seconds: flo
         t.join()
     wall = time.perf_counter() - t0
     a = np.asarray(lat) * 1000
-    return {"kind": kind, "clients": clients, "requests": len(lat) + len(errors), "errors": len(errors), "seconds": round(wall, 1),
-            "qps": round(len(lat) / wall, 1), "p50_ms": round(float(np.percentile(a, 50)), 1),
-            "p99_ms": round(float(np.percentile(a, 99)), 1)}
+    return {
+        "kind": kind,
+        "clients": clients,
+        "requests": len(lat) + len(errors),
+        "errors": len(errors),
+        "seconds": round(wall, 1),
+        "qps": round(len(lat) / wall, 1),
+        "p50_ms": round(float(np.percentile(a, 50)), 1),
+        "p99_ms": round(float(np.percentile(a, 99)), 1),
+    }
 
 
 def main() -> None:
@@ -71,9 +80,10 @@ def main() -> None:
     print(f"\n{champ.name} v{champ.version}, {champ.index['rows']} products; {describe()['summary']}")
     print("| search | clients | requests | errors | QPS | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['kind']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['qps']} | {r['p50_ms']} | {r['p99_ms']} |")
-    save_results("serve-load", {"model_version": champ.version,
-                                "rows_in_index": champ.index["rows"], "rows": rows})
+        print(
+            f"| {r['kind']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['qps']} | {r['p50_ms']} | {r['p99_ms']} |"
+        )
+    save_results("serve-load", {"model_version": champ.version, "rows_in_index": champ.index["rows"], "rows": rows})
 
 
 if __name__ == "__main__":

@@ -43,7 +43,11 @@ def catalog_images(work: Path, n: int, data: Path | None) -> tuple[pd.DataFrame,
     for i in range(n):
         Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(work / "images" / f"s{i:06d}.png")
     ids = [f"s{i:06d}" for i in range(n)]
-    return pd.DataFrame({"product_id": ids, "image_path": [f"images/{p}.png" for p in ids]}), work, f"synthetic 28 px noise ({n})"
+    return (
+        pd.DataFrame({"product_id": ids, "image_path": [f"images/{p}.png" for p in ids]}),
+        work,
+        f"synthetic 28 px noise ({n})",
+    )
 
 
 def worker_peak_rss_mb() -> float:
@@ -53,7 +57,9 @@ def worker_peak_rss_mb() -> float:
     return float("nan")
 
 
-def sharded(model_dir: str, catalog, data_dir: Path, out: Path, workers: int, threads: int, batch: int, ref: np.ndarray) -> dict:
+def sharded(
+    model_dir: str, catalog, data_dir: Path, out: Path, workers: int, threads: int, batch: int, ref: np.ndarray
+) -> dict:
     from distributed import Client, LocalCluster
 
     from tasks.shard import embed_sharded, shard_vectors
@@ -64,15 +70,28 @@ def sharded(model_dir: str, catalog, data_dir: Path, out: Path, workers: int, th
     try:
         for phase in ("cold", "warm"):
             t0 = time.perf_counter()
-            results = embed_sharded(model_dir, catalog, data_dir, out / f"{workers}x{threads}-{phase}", shards=workers,
-                                    address=cluster.scheduler_address, batch_size=batch, threads=threads, progress=False)
+            results = embed_sharded(
+                model_dir,
+                catalog,
+                data_dir,
+                out / f"{workers}x{threads}-{phase}",
+                shards=workers,
+                address=cluster.scheduler_address,
+                batch_size=batch,
+                threads=threads,
+                progress=False,
+            )
             wall = time.perf_counter() - t0
             got = np.concatenate(list(shard_vectors(results, catalog)))
-            row[phase] = {"wall_s": round(wall, 2), "img_per_s": round(len(catalog) / wall, 1),
-                          "slowest_shard_s": round(max(r.seconds for r in results), 2),
-                          "load_s": round(max(r.load_seconds for r in results), 2),
-                          "pids": sorted({r.pid for r in results}), "max_abs_diff": float(np.abs(got - ref).max()),
-                          "bit_identical": bool(np.array_equal(got, ref))}
+            row[phase] = {
+                "wall_s": round(wall, 2),
+                "img_per_s": round(len(catalog) / wall, 1),
+                "slowest_shard_s": round(max(r.seconds for r in results), 2),
+                "load_s": round(max(r.load_seconds for r in results), 2),
+                "pids": sorted({r.pid for r in results}),
+                "max_abs_diff": float(np.abs(got - ref).max()),
+                "bit_identical": bool(np.array_equal(got, ref)),
+            }
         with Client(cluster) as client:
             row["worker_peak_rss_mb"] = sorted(client.run(worker_peak_rss_mb).values())
     finally:
@@ -110,13 +129,21 @@ def main() -> None:
             t0 = time.perf_counter()
             encoder = load_encoder(model_dir)
             load_s = time.perf_counter() - t0
-            list(embedding_batches(encoder, catalog.head(args.batch), data_dir, batch_size=args.batch, progress=False))  # warm-up
+            list(
+                embedding_batches(encoder, catalog.head(args.batch), data_dir, batch_size=args.batch, progress=False)
+            )  # warm-up
             t0 = time.perf_counter()
-            ref = np.concatenate(list(embedding_batches(encoder, catalog, data_dir, batch_size=args.batch, progress=False)))
+            ref = np.concatenate(
+                list(embedding_batches(encoder, catalog, data_dir, batch_size=args.batch, progress=False))
+            )
             single_s = time.perf_counter() - t0
             del encoder
-            single = {"threads": torch.get_num_threads(), "load_s": round(load_s, 2), "wall_s": round(single_s, 2),
-                      "img_per_s": round(len(catalog) / single_s, 1)}
+            single = {
+                "threads": torch.get_num_threads(),
+                "load_s": round(load_s, 2),
+                "wall_s": round(single_s, 2),
+                "img_per_s": round(len(catalog) / single_s, 1),
+            }
             runs = []
             for spec in args.runs.split(","):
                 w, t = (int(x) for x in spec.split("x"))
@@ -125,20 +152,43 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\n{describe()['summary']}; preset {args.preset}, batch {args.batch}, {len(catalog)} images: {source}; "
-          f"load average {os.getloadavg()[0]:.2f}; Prefect API (temporary server) start {api_s:.1f} s\n")
-    print("| path | torch threads | cluster start s | wall s (cold) | img/s (cold) | wall s (warm) | img/s (warm) "
-          "| slowest shard s (warm) | worker peak RSS MB | vectors |")
+    print(
+        f"\n{describe()['summary']}; preset {args.preset}, batch {args.batch}, {len(catalog)} images: {source}; "
+        f"load average {os.getloadavg()[0]:.2f}; Prefect API (temporary server) start {api_s:.1f} s\n"
+    )
+    print(
+        "| path | torch threads | cluster start s | wall s (cold) | img/s (cold) | wall s (warm) | img/s (warm) "
+        "| slowest shard s (warm) | worker peak RSS MB | vectors |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| single process (load {single['load_s']} s apart) | {single['threads']} | - | {single['wall_s']} | {single['img_per_s']:,.0f} "
-          f"| - | - | - | - | reference |")
+    print(
+        f"| single process (load {single['load_s']} s apart) | {single['threads']} | - | {single['wall_s']} | {single['img_per_s']:,.0f} "
+        f"| - | - | - | - | reference |"
+    )
     for r in runs:
-        same = "bit-identical" if r["warm"]["bit_identical"] and r["cold"]["bit_identical"] else f"max diff {r['warm']['max_abs_diff']:.1e}"
-        print(f"| sharded, {r['workers']} Dask worker{'s' if r['workers'] > 1 else ''} | {r['threads']} each | {r['cluster_start_s']} "
-              f"| {r['cold']['wall_s']} | {r['cold']['img_per_s']:,.0f} | {r['warm']['wall_s']} | {r['warm']['img_per_s']:,.0f} "
-              f"| {r['warm']['slowest_shard_s']} | {', '.join(f'{m:,.0f}' for m in r['worker_peak_rss_mb'])} | {same} |")
-    save_results("shard", {"preset": args.preset, "batch": args.batch, "images": len(catalog), "source": source,
-                           "load_average": os.getloadavg(), "prefect_api_start_s": round(api_s, 2), "single": single, "sharded": runs})
+        same = (
+            "bit-identical"
+            if r["warm"]["bit_identical"] and r["cold"]["bit_identical"]
+            else f"max diff {r['warm']['max_abs_diff']:.1e}"
+        )
+        print(
+            f"| sharded, {r['workers']} Dask worker{'s' if r['workers'] > 1 else ''} | {r['threads']} each | {r['cluster_start_s']} "
+            f"| {r['cold']['wall_s']} | {r['cold']['img_per_s']:,.0f} | {r['warm']['wall_s']} | {r['warm']['img_per_s']:,.0f} "
+            f"| {r['warm']['slowest_shard_s']} | {', '.join(f'{m:,.0f}' for m in r['worker_peak_rss_mb'])} | {same} |"
+        )
+    save_results(
+        "shard",
+        {
+            "preset": args.preset,
+            "batch": args.batch,
+            "images": len(catalog),
+            "source": source,
+            "load_average": os.getloadavg(),
+            "prefect_api_start_s": round(api_s, 2),
+            "single": single,
+            "sharded": runs,
+        },
+    )
 
 
 if __name__ == "__main__":

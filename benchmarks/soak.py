@@ -41,6 +41,7 @@ MODIFIERS = ["dress", "boots", "red", "with long sleeves", "bag", "sneakers"]
 
 # ---------------------------------------------------------------- the service and its memory
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -91,8 +92,13 @@ def memory_sample(pid: int) -> dict | None:
         fds = len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         fds = None
-    return {"rss_mb": round(rss_kb / 1024, 1), "hwm_mb": round(root.get("VmHWM", 0) / 1024, 1),
-            "threads": root.get("Threads"), "fds": fds, "processes": len(tree)}
+    return {
+        "rss_mb": round(rss_kb / 1024, 1),
+        "hwm_mb": round(root.get("VmHWM", 0) / 1024, 1),
+        "threads": root.get("Threads"),
+        "fds": fds,
+        "processes": len(tree),
+    }
 
 
 @contextmanager
@@ -104,8 +110,13 @@ def service(port: int, log_path: Path):
     url = f"http://127.0.0.1:{port}"
     exe = Path(sys.executable).parent / "lensflow"
     log = open(log_path, "wb")
-    proc = subprocess.Popen([str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         t0 = time.perf_counter()
         while True:
@@ -170,13 +181,19 @@ class Sampler(threading.Thread):
 
 # ---------------------------------------------------------------- the load
 
+
 def bad_requests(pics: list[bytes], max_upload: int) -> list[tuple[str, str, str, dict]]:
     """(name, method, path, httpx kwargs) of requests the service must answer 4xx."""
     jpeg = {"Content-Type": "image/jpeg"}
     return [
         ("oversized body", "POST", "/search/image", {"content": b"\xff" * (max_upload + 1), "headers": jpeg}),
         ("non-image bytes", "POST", "/search/image", {"content": b"this is not a photo\n" * 200, "headers": jpeg}),
-        ("wrong content type", "POST", "/search/image", {"content": pics[0], "headers": {"Content-Type": "text/plain"}}),
+        (
+            "wrong content type",
+            "POST",
+            "/search/image",
+            {"content": pics[0], "headers": {"Content-Type": "text/plain"}},
+        ),
         ("truncated JPEG", "POST", "/search/image", {"content": pics[1][: len(pics[1]) // 3], "headers": jpeg}),
         ("empty body", "POST", "/search/image", {"content": b"", "headers": jpeg}),
         ("blank query", "GET", "/search/text", {"params": {"q": "   "}}),
@@ -189,9 +206,24 @@ class Load:
     """`clients` threads sending the mixed load until stop(); each completed request is recorded as
     (seconds since start, kind, detail, status or exception name, latency ms)."""
 
-    def __init__(self, url: str, clients: int, pics: list[bytes], product_ids: list[str], categories: list[str],
-                 bad: list[tuple[str, str, str, dict]], seed: int = 0):
-        self.url, self.clients, self.pics, self.ids, self.categories, self.bad = url, clients, pics, product_ids, categories, bad
+    def __init__(
+        self,
+        url: str,
+        clients: int,
+        pics: list[bytes],
+        product_ids: list[str],
+        categories: list[str],
+        bad: list[tuple[str, str, str, dict]],
+        seed: int = 0,
+    ):
+        self.url, self.clients, self.pics, self.ids, self.categories, self.bad = (
+            url,
+            clients,
+            pics,
+            product_ids,
+            categories,
+            bad,
+        )
         self.seed, self.records, self.lock, self.halt = seed, [], threading.Lock(), threading.Event()
         self.t0 = time.perf_counter()
         self.threads = [threading.Thread(target=self.worker, args=(i,), daemon=True) for i in range(clients)]
@@ -218,7 +250,7 @@ class Load:
             return "bad", name, method, path, kw
         r = (r - BAD_SHARE) / (1 - BAD_SHARE)
         acc = 0.0
-        for kind, share in GOOD.items():
+        for kind, share in GOOD.items():  # noqa: B007 - the kind picked is the one the loop stops at
             acc += share / sum(GOOD.values())
             if r < acc:
                 break
@@ -233,8 +265,13 @@ class Load:
         if kind in ("photo", "photo+modifier"):
             if kind == "photo+modifier":
                 params["modifier"] = rng.choice(MODIFIERS)
-            return kind, "", "POST", "/search/image", {"content": self.pics[n % len(self.pics)], "params": params,
-                                                      "headers": {"Content-Type": "image/jpeg"}}
+            return (
+                kind,
+                "",
+                "POST",
+                "/search/image",
+                {"content": self.pics[n % len(self.pics)], "params": params, "headers": {"Content-Type": "image/jpeg"}},
+            )
         return kind, "", "GET", f"/products/{rng.choice(self.ids)}/similar", {"params": params}
 
     def worker(self, i: int) -> None:
@@ -276,15 +313,26 @@ def per_window(records: list[tuple], seconds: float, window_s: float) -> list[di
     n = max(1, int(np.ceil(seconds / window_s - 1e-9)))
     rows = []
     for w in range(n):
-        recs = [r for r in records if w * window_s <= r[0] < (w + 1) * window_s or (w == n - 1 and r[0] >= n * window_s)]
+        recs = [
+            r for r in records if w * window_s <= r[0] < (w + 1) * window_s or (w == n - 1 and r[0] >= n * window_s)
+        ]
         ok = [r[4] for r in recs if r[1] != "bad" and r[3] == 200]
         p50, p99 = pct(ok)
         by_kind = {}
         for kind in GOOD:
             k50, k99 = pct([r[4] for r in recs if r[1] == kind and r[3] == 200])
             by_kind[kind] = {"p50_ms": k50, "p99_ms": k99}
-        rows.append({"window": w + 1, "from_s": w * window_s, "requests": len(recs),
-                     "errors": sum(is_error(r[1], r[3]) for r in recs), "p50_ms": p50, "p99_ms": p99, "by_kind": by_kind})
+        rows.append(
+            {
+                "window": w + 1,
+                "from_s": w * window_s,
+                "requests": len(recs),
+                "errors": sum(is_error(r[1], r[3]) for r in recs),
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "by_kind": by_kind,
+            }
+        )
     return rows
 
 
@@ -306,11 +354,17 @@ def warm_up(url: str, pics: list[bytes]) -> tuple[list[str], list[str]]:
         categories = c.get("/version").raise_for_status().json().get("categories") or []
         for q in QUERIES:
             for mode in ("vector", "hybrid"):
-                hits = c.get("/search/text", params={"q": q, "mode": mode, "limit": 100}).raise_for_status().json()["results"]
+                hits = (
+                    c.get("/search/text", params={"q": q, "mode": mode, "limit": 100})
+                    .raise_for_status()
+                    .json()["results"]
+                )
                 ids.extend(h["product_id"] for h in hits)
         for p in pics[:5]:
             c.post("/search/image", content=p, headers={"Content-Type": "image/jpeg"}).raise_for_status()
-        c.post("/search/image", content=pics[0], params={"modifier": "dress"}, headers={"Content-Type": "image/jpeg"}).raise_for_status()
+        c.post(
+            "/search/image", content=pics[0], params={"modifier": "dress"}, headers={"Content-Type": "image/jpeg"}
+        ).raise_for_status()
         c.get(f"/products/{ids[0]}/similar").raise_for_status()
     return sorted(set(ids)), categories
 
@@ -330,6 +384,7 @@ def photo_bytes(pics: list[bytes]) -> list[bytes]:
 
 # ---------------------------------------------------------------- main
 
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10, help="length of the measured run")
@@ -343,6 +398,7 @@ def main() -> int:
     # SIGTERM/SIGHUP end the run like Ctrl-C: the `finally` below stops the service either way
     def interrupted(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
+
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupted)
 
@@ -352,8 +408,11 @@ def main() -> int:
     seconds = args.minutes * 60
     tmp = Path(tempfile.mkdtemp(prefix="lensflow-soak-"))
     log_path = tmp / "serve.log"
-    print(f"{champ.name} v{champ.version}, {champ.index['rows']} products; {args.clients} clients for "
-          f"{args.minutes:g} min after {args.warmup_s:g} s warm-up; service log {log_path}", flush=True)
+    print(
+        f"{champ.name} v{champ.version}, {champ.index['rows']} products; {args.clients} clients for "
+        f"{args.minutes:g} min after {args.warmup_s:g} s warm-up; service log {log_path}",
+        flush=True,
+    )
 
     load = None
     with service(port, log_path) as (url, proc, startup):
@@ -386,9 +445,12 @@ def main() -> int:
                     recs = [r for r in load.records if r[0] >= next_report - args.window_s]
                     p50, p99 = pct([r[4] for r in recs if r[1] != "bad" and r[3] == 200])
                     mem = sampler.samples[-1]
-                    print(f"{elapsed / 60:5.1f} min: {len(load.records)} requests, "
-                          f"{sum(is_error(r[1], r[3]) for r in load.records)} errors; last window {len(recs)} requests, "
-                          f"p50 {p50} ms, p99 {p99} ms; RSS {mem['rss_mb']} MB", flush=True)
+                    print(
+                        f"{elapsed / 60:5.1f} min: {len(load.records)} requests, "
+                        f"{sum(is_error(r[1], r[3]) for r in load.records)} errors; last window {len(recs)} requests, "
+                        f"p50 {p50} ms, p99 {p99} ms; RSS {mem['rss_mb']} MB",
+                        flush=True,
+                    )
                     next_report += args.window_s
                 time.sleep(min(1.0, max(0.05, seconds - elapsed)))
             load.stop()
@@ -408,8 +470,13 @@ def main() -> int:
     for kind in KINDS:
         recs = [r for r in records if r[1] == kind]
         p50, p99 = pct([r[4] for r in recs if r[3] == 200])
-        by_kind[kind] = {"requests": len(recs), "errors": sum(is_error(kind, r[3]) for r in recs),
-                         "statuses": dict(Counter(str(r[3]) for r in recs)), "p50_ms": p50, "p99_ms": p99}
+        by_kind[kind] = {
+            "requests": len(recs),
+            "errors": sum(is_error(kind, r[3]) for r in recs),
+            "statuses": dict(Counter(str(r[3]) for r in recs)),
+            "p50_ms": p50,
+            "p99_ms": p99,
+        }
     bad_detail = {name: dict(Counter(str(r[3]) for r in records if r[1] == "bad" and r[2] == name)) for name, *_ in bad}
     errors = sum(v["errors"] for v in by_kind.values())
     expected_4xx = sum(1 for r in records if r[1] == "bad" and not is_error("bad", r[3]))
@@ -419,44 +486,86 @@ def main() -> int:
         w["rss_mb"] = upto[-1]["rss_mb"] if upto else None
     rss_max = max(x["rss_mb"] for x in run_samples)
     summary = {
-        "minutes": round(wall / 60, 2), "clients": args.clients, "warmup_s": args.warmup_s, "startup_s": round(startup, 1),
-        "requests": len(records), "rps": round(len(records) / wall, 1), "errors": errors,
-        "bad_requests": by_kind["bad"]["requests"], "expected_4xx": expected_4xx,
-        "rss_ready_mb": rss_ready, "rss_start_mb": start["rss_mb"], "rss_max_mb": rss_max, "rss_end_mb": end["rss_mb"],
-        "peak_rss_hwm_mb": end["hwm_mb"], "rss_growth_mb_per_10k_fit": growth_per_10k(run_samples),
-        "rss_growth_mb_per_10k_end_minus_start": round((end["rss_mb"] - start["rss_mb"]) / max(1, len(records)) * 10_000, 2),
-        "threads_start_end": [start["threads"], end["threads"]], "fds_start_end": [start["fds"], end["fds"]],
+        "minutes": round(wall / 60, 2),
+        "clients": args.clients,
+        "warmup_s": args.warmup_s,
+        "startup_s": round(startup, 1),
+        "requests": len(records),
+        "rps": round(len(records) / wall, 1),
+        "errors": errors,
+        "bad_requests": by_kind["bad"]["requests"],
+        "expected_4xx": expected_4xx,
+        "rss_ready_mb": rss_ready,
+        "rss_start_mb": start["rss_mb"],
+        "rss_max_mb": rss_max,
+        "rss_end_mb": end["rss_mb"],
+        "peak_rss_hwm_mb": end["hwm_mb"],
+        "rss_growth_mb_per_10k_fit": growth_per_10k(run_samples),
+        "rss_growth_mb_per_10k_end_minus_start": round(
+            (end["rss_mb"] - start["rss_mb"]) / max(1, len(records)) * 10_000, 2
+        ),
+        "threads_start_end": [start["threads"], end["threads"]],
+        "fds_start_end": [start["fds"], end["fds"]],
         "p50_p99_first_window_ms": [windows[0]["p50_ms"], windows[0]["p99_ms"]],
         "p50_p99_last_window_ms": [windows[-1]["p50_ms"], windows[-1]["p99_ms"]],
-        "service_exit": exited, "service_log_tracebacks": log_text.count("Traceback"),
+        "service_exit": exited,
+        "service_log_tracebacks": log_text.count("Traceback"),
     }
 
     print(f"\n{champ.name} v{champ.version}, {champ.index['rows']} products, port {port}; {describe()['summary']}")
     print("| measure | value |\n|---|---|")
-    print(f"| duration | {summary['minutes']} min measured ({args.clients} clients, after {args.warmup_s:g} s warm-up) |")
-    print(f"| requests | {len(records)} ({summary['rps']}/s): "
-          + ", ".join(f"{k} {v['requests']}" for k, v in by_kind.items()) + " |")
+    print(
+        f"| duration | {summary['minutes']} min measured ({args.clients} clients, after {args.warmup_s:g} s warm-up) |"
+    )
+    print(
+        f"| requests | {len(records)} ({summary['rps']}/s): "
+        + ", ".join(f"{k} {v['requests']}" for k, v in by_kind.items())
+        + " |"
+    )
     print(f"| errors (5xx, connection, unexpected status) | {errors} |")
     print(f"| bad requests answered 4xx (expected) | {expected_4xx} of {by_kind['bad']['requests']} |")
-    print(f"| RSS start (after warm-up) / max / end | {start['rss_mb']} / {rss_max} / {end['rss_mb']} MB "
-          f"(ready, before warm-up: {rss_ready} MB; peak VmHWM {end['hwm_mb']} MB) |")
-    print(f"| RSS growth per 10k requests | {summary['rss_growth_mb_per_10k_fit']} MB (fit over {len(run_samples)} samples); "
-          f"{summary['rss_growth_mb_per_10k_end_minus_start']} MB (end - start) |")
+    print(
+        f"| RSS start (after warm-up) / max / end | {start['rss_mb']} / {rss_max} / {end['rss_mb']} MB "
+        f"(ready, before warm-up: {rss_ready} MB; peak VmHWM {end['hwm_mb']} MB) |"
+    )
+    print(
+        f"| RSS growth per 10k requests | {summary['rss_growth_mb_per_10k_fit']} MB (fit over {len(run_samples)} samples); "
+        f"{summary['rss_growth_mb_per_10k_end_minus_start']} MB (end - start) |"
+    )
     print(f"| p50 / p99 first window | {windows[0]['p50_ms']} / {windows[0]['p99_ms']} ms |")
     print(f"| p50 / p99 last window | {windows[-1]['p50_ms']} / {windows[-1]['p99_ms']} ms |")
-    print(f"| threads, open fds (start -> end) | {start['threads']} -> {end['threads']}, {start['fds']} -> {end['fds']} |")
+    print(
+        f"| threads, open fds (start -> end) | {start['threads']} -> {end['threads']}, {start['fds']} -> {end['fds']} |"
+    )
     print("\n| kind | requests | errors | statuses | p50 ms | p99 ms |\n|---|---|---|---|---|---|")
     for k, v in by_kind.items():
         st = ", ".join(f"{c}: {n}" for c, n in sorted(v["statuses"].items()))
-        print(f"| {k} | {v['requests']} | {v['errors']} | {st} | {v['p50_ms'] if k != 'bad' else '-'} | {v['p99_ms'] if k != 'bad' else '-'} |")
-    print(f"\n| {args.window_s:g} s window | requests | errors | p50 ms | p99 ms | RSS MB at end |\n|---|---|---|---|---|---|")
+        print(
+            f"| {k} | {v['requests']} | {v['errors']} | {st} | {v['p50_ms'] if k != 'bad' else '-'} | {v['p99_ms'] if k != 'bad' else '-'} |"
+        )
+    print(
+        f"\n| {args.window_s:g} s window | requests | errors | p50 ms | p99 ms | RSS MB at end |\n|---|---|---|---|---|---|"
+    )
     for w in windows:
         print(f"| {w['window']} | {w['requests']} | {w['errors']} | {w['p50_ms']} | {w['p99_ms']} | {w['rss_mb']} |")
     if exited is not None or summary["service_log_tracebacks"]:
-        print(f"service exit {exited}, {summary['service_log_tracebacks']} tracebacks in its log; it ends:\n{log_text[-3000:]}")
-    save_results("soak", {"model_version": champ.version, "rows_in_index": champ.index["rows"], "port": port,
-                          "args": vars(args), "summary": summary, "by_kind": by_kind, "bad_requests": bad_detail,
-                          "windows": windows, "memory_samples": sampler.samples})
+        print(
+            f"service exit {exited}, {summary['service_log_tracebacks']} tracebacks in its log; it ends:\n{log_text[-3000:]}"
+        )
+    save_results(
+        "soak",
+        {
+            "model_version": champ.version,
+            "rows_in_index": champ.index["rows"],
+            "port": port,
+            "args": vars(args),
+            "summary": summary,
+            "by_kind": by_kind,
+            "bad_requests": bad_detail,
+            "windows": windows,
+            "memory_samples": sampler.samples,
+        },
+    )
     return 1 if errors or exited is not None else 0
 
 

@@ -66,7 +66,7 @@ def main() -> None:
     offered = found1 = found10 = whole1 = 0
     n = 0
     for i in range(0, len(rows) - 1, 2):
-        pair = rows.iloc[i:i + 2]
+        pair = rows.iloc[i : i + 2]
         images = []
         for path in pair["image_path"]:
             with Image.open(s.data_path / path) as im:
@@ -77,15 +77,22 @@ def main() -> None:
         for pid, (x0, y0, x1, y1) in zip(pair["product_id"], boxes):
             n += 1
             whole1 += whole[0] == pid
-            mine = [r for r in regions if x0 <= (r.box[0] + r.box[2]) / 2 <= x1 and y0 <= (r.box[1] + r.box[3]) / 2 <= y1]
+            mine = [
+                r for r in regions if x0 <= (r.box[0] + r.box[2]) / 2 <= x1 and y0 <= (r.box[1] + r.box[3]) / 2 <= y1
+            ]
             if not mine:
                 continue
             offered += 1
             hits = [r["product_id"] for r in best_of(served.table, image_vector(served, photo, mine[0].box), 10)]
             found1 += hits[0] == pid
             found10 += pid in hits
-    table = {"products": n, "offered": offered / n, "region_recall_at_1": found1 / n, "region_recall_at_10": found10 / n,
-             "whole_photo_recall_at_1": whole1 / n}
+    table = {
+        "products": n,
+        "offered": offered / n,
+        "region_recall_at_1": found1 / n,
+        "region_recall_at_10": found10 / n,
+        "whole_photo_recall_at_1": whole1 / n,
+    }
     print(f"\n{n // 2} two-product photos, champion v{served.champion.version}, {served.table.count_rows():,} products")
     for k, v in table.items():
         print(f"{k:<26} {v:>8.3f}" if isinstance(v, float) else f"{k:<26} {v:>8}")

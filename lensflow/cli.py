@@ -7,19 +7,23 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from lensflow.redact import format_exception, install_log_redaction, redact
 from lensflow.storage import sql_quote
 
-app = typer.Typer(help="lensflow: visual product search, retrained and served with its index.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="lensflow: visual product search, retrained and served with its index.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 data_app = typer.Typer(help="Catalog data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-review_app = typer.Typer(help="Promotions waiting for a reviewer (the same decision as the form in the Prefect UI).",
-                         no_args_is_help=True)
+review_app = typer.Typer(
+    help="Promotions waiting for a reviewer (the same decision as the form in the Prefect UI).", no_args_is_help=True
+)
 app.add_typer(review_app, name="review")
 
 
@@ -46,7 +50,7 @@ def _fail(message: str, code: int = 1) -> None:
 def build_sample(limit: int | None, force: bool = False, err: bool = False) -> str:
     """Build the sample catalog and `dvc add` it; the summary line goes to stderr when `err` (stdout is JSON)."""
     from tasks.sample import build_sample_catalog
-    from tasks.versioning import ensure_dvc, run_dvc, read_dvc_md5
+    from tasks.versioning import ensure_dvc, read_dvc_md5, run_dvc
 
     s = _settings()
     s.data_path.mkdir(parents=True, exist_ok=True)
@@ -60,9 +64,15 @@ def build_sample(limit: int | None, force: bool = False, err: bool = False) -> s
 
 @data_app.command("sample")
 def data_sample(
-    limit: Optional[int] = typer.Option(None, "--limit", help="build a smaller catalog of N products (default: all 70,000)"),
-    force: bool = typer.Option(False, "--force", help="DELETE the files in data/ that lensflow did not create (your catalog "
-                               "file, categories.json, photos: the refusal without --force lists them) and write the sample"),
+    limit: int | None = typer.Option(
+        None, "--limit", help="build a smaller catalog of N products (default: all 70,000)"
+    ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="DELETE the files in data/ that lensflow did not create (your catalog "
+        "file, categories.json, photos: the refusal without --force lists them) and write the sample",
+    ),
 ) -> None:
     """Build the sample catalog from Fashion-MNIST and track data/ with DVC (refuses when data/ holds your own files)."""
     try:
@@ -73,15 +83,29 @@ def data_sample(
 
 @data_app.command("import")
 def data_import(
-    catalog: Path = typer.Argument(..., help="your catalog: a .csv or .parquet file with product_id, title, category, "
-                                   "image_path (+ optional description, color, price, brand, split)"),
-    images: Optional[Path] = typer.Option(None, "--images", help="the folder image_path is relative to (a path "
-                                          "relative to the catalog's folder is found too; default: the catalog's folder)"),
-    categories: Optional[Path] = typer.Option(None, "--categories", help="the allowed categories: a JSON list or one name per "
-                                              "line (default: those found in the catalog)"),
+    catalog: Path = typer.Argument(
+        ...,
+        help="your catalog: a .csv or .parquet file with product_id, title, category, "
+        "image_path (+ optional description, color, price, brand, split)",
+    ),
+    images: Path | None = typer.Option(
+        None,
+        "--images",
+        help="the folder image_path is relative to (a path "
+        "relative to the catalog's folder is found too; default: the catalog's folder)",
+    ),
+    categories: Path | None = typer.Option(
+        None,
+        "--categories",
+        help="the allowed categories: a JSON list or one name per line (default: those found in the catalog)",
+    ),
     link: bool = typer.Option(False, "--link", help="hard-link the photos instead of copying them (same file system)"),
-    force: bool = typer.Option(False, "--force", help="DELETE the files in data/ that lensflow did not create (the refusal "
-                               "without --force lists them) and import in their place"),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="DELETE the files in data/ that lensflow did not create (the refusal "
+        "without --force lists them) and import in their place",
+    ),
     json_out: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Bring your own catalog into data/: copy it and its photos, check every row, track data/ with DVC.
@@ -94,31 +118,67 @@ def data_import(
 
     s = _settings()
     try:
-        imp = import_catalog(catalog, images or catalog.resolve().parent, s.data_path, categories, link=link, force=force,
-                             progress=sys.stderr.isatty())
+        imp = import_catalog(
+            catalog,
+            images or catalog.resolve().parent,
+            s.data_path,
+            categories,
+            link=link,
+            force=force,
+            progress=sys.stderr.isatty(),
+        )
     except (CatalogError, FileExistsError, OSError, ValueError) as exc:
         _fail(str(exc))
     ensure_dvc(s.root, s.dvc_remote_url)
     run_dvc(s.root, "add", "-q", str(s.data_path))
     md5 = read_dvc_md5(s.data_path.parent / f"{s.data_path.name}.dvc")
-    checked = validate_catalog(s.data_path, s.path(s.reports_dir) / "validation" / md5.removesuffix(".dir"),
-                               max_bad_fraction=1.0, progress=sys.stderr.isatty())
+    checked = validate_catalog(
+        s.data_path,
+        s.path(s.reports_dir) / "validation" / md5.removesuffix(".dir"),
+        max_bad_fraction=1.0,
+        progress=sys.stderr.isatty(),
+    )
     if json_out:
-        typer.echo(json.dumps({"data_md5": md5, "catalog": str(imp.catalog), "rows": imp.rows, "images": imp.images,
-                               "categories": imp.categories, "not_found": imp.missing, "valid_rows": len(checked.valid),
-                               "quarantined_rows": checked.n_quarantined, "quarantine": str(checked.quarantine_path),
-                               "failures": checked.reasons}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "data_md5": md5,
+                    "catalog": str(imp.catalog),
+                    "rows": imp.rows,
+                    "images": imp.images,
+                    "categories": imp.categories,
+                    "not_found": imp.missing,
+                    "valid_rows": len(checked.valid),
+                    "quarantined_rows": checked.n_quarantined,
+                    "quarantine": str(checked.quarantine_path),
+                    "failures": checked.reasons,
+                },
+                indent=2,
+            )
+        )
         return
     lines = summary_lines(imp, s.data_path, checked)
-    lines += [f"tracked   data/ with DVC (md5 {md5}); commit data.dvc (and .dvc/config) to record this catalog version",
-              "next      lensflow retrain --auto-approve    (trains, indexes, evaluates and promotes; `lensflow status` after)"]
+    lines += [
+        f"tracked   data/ with DVC (md5 {md5}); commit data.dvc (and .dvc/config) to record this catalog version",
+        "next      lensflow retrain --auto-approve    (trains, indexes, evaluates and promotes; `lensflow status` after)",
+    ]
     typer.echo("\n".join(lines))
 
 
 # How `lensflow retrain` / `lensflow promote` end, for scripts (documented in the README).
-EXIT_CODES = {"promoted": 0, "failed": 1, "usage": 2, "rejected": 3, "timed-out": 3, "superseded": 3, "awaiting-approval": 4}
-GATE_METRIC = re.compile(r"(image|text|shopper)_(precision|recall|mrr|ndcg)_at_(1|5|10)|zero_shot_accuracy|"
-                         r"shopper_category_precision_at_10|index_recall_at_10")
+EXIT_CODES = {
+    "promoted": 0,
+    "failed": 1,
+    "usage": 2,
+    "rejected": 3,
+    "timed-out": 3,
+    "superseded": 3,
+    "awaiting-approval": 4,
+}
+GATE_METRIC = re.compile(
+    r"(image|text|shopper)_(precision|recall|mrr|ndcg)_at_(1|5|10)|zero_shot_accuracy|"
+    r"shopper_category_precision_at_10|index_recall_at_10"
+)
 
 
 def _gate(floors: list[str], tolerance: float | None):
@@ -131,8 +191,11 @@ def _gate(floors: list[str], tolerance: float | None):
         name, sep, value = item.partition("=")
         name = name.strip()
         if not sep or not GATE_METRIC.fullmatch(name):
-            _fail(f"--floor {item!r}: expected METRIC=VALUE with a metric such as image_precision_at_10 or "
-                  "text_precision_at_10 (VALUE `none` removes that floor)", EXIT_CODES["usage"])
+            _fail(
+                f"--floor {item!r}: expected METRIC=VALUE with a metric such as image_precision_at_10 or "
+                "text_precision_at_10 (VALUE `none` removes that floor)",
+                EXIT_CODES["usage"],
+            )
         if value.strip().lower() == "none":
             merged.pop(name, None)
             continue
@@ -143,8 +206,10 @@ def _gate(floors: list[str], tolerance: float | None):
     return gate.model_copy(update={"floors": merged} | ({"tolerance": tolerance} if tolerance is not None else {}))
 
 
-FLOOR_HELP = ("an absolute minimum the model must reach, METRIC=VALUE (repeatable; VALUE `none` drops it). Defaults: "
-              "image_precision_at_10=0.5, text_precision_at_10=0.5; with no champion yet the floors are the whole gate")
+FLOOR_HELP = (
+    "an absolute minimum the model must reach, METRIC=VALUE (repeatable; VALUE `none` drops it). Defaults: "
+    "image_precision_at_10=0.5, text_precision_at_10=0.5; with no champion yet the floors are the whole gate"
+)
 TOLERANCE_HELP = "how far a gated metric may fall below the champion's (absolute; default 0.01)"
 
 
@@ -155,9 +220,11 @@ def _approval(approval: str | None, auto_approve: bool, default: str = "reviewer
     if approval not in ("reviewer", "auto-approve", "later"):
         _fail(f"--approval must be reviewer, auto-approve or later, not {approval!r}", EXIT_CODES["usage"])
     if approval == "reviewer" and not _prefect_api_url():
-        _fail("a reviewer can only approve a run that a Prefect server knows about: start the platform (`make up`) and "
-              "trigger the deployment, or set PREFECT_API_URL; otherwise pass --auto-approve or --approval later",
-              EXIT_CODES["usage"])
+        _fail(
+            "a reviewer can only approve a run that a Prefect server knows about: start the platform (`make up`) and "
+            "trigger the deployment, or set PREFECT_API_URL; otherwise pass --auto-approve or --approval later",
+            EXIT_CODES["usage"],
+        )
     return approval
 
 
@@ -165,24 +232,44 @@ def _end(summary: dict) -> None:
     """Exit with the code of the run's outcome, after saying what to do next when nothing was promoted."""
     hint = (summary.get("gate") or {}).get("next_step")
     if summary["outcome"] != "promoted":
-        typer.secho(hint or f"v{summary['version']}: {summary['outcome']}; the champion did not change", fg="yellow", err=True)
+        typer.secho(
+            hint or f"v{summary['version']}: {summary['outcome']}; the champion did not change", fg="yellow", err=True
+        )
     raise typer.Exit(EXIT_CODES.get(summary["outcome"], 1))
 
 
 @app.command()
 def retrain(
-    limit: Optional[int] = typer.Option(None, "--limit", help="(re)build the sample catalog with N products first "
-                                        "(refused when data/ holds your own catalog)"),
-    approval: Optional[str] = typer.Option(None, "--approval", help="reviewer (pause for a reviewer; needs a Prefect server, "
-                                           "see `make up`) | auto-approve | later (stop after the gate; review with the promote flow)"),
-    auto_approve: bool = typer.Option(False, "--auto-approve", help="same as --approval auto-approve (recorded as auto-approved)"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="encoder preset (models/configs) or JSON path [default: lit-lite0-minilm]"),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="fine-tuning strategy: heads | partial | full [default: heads]"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="maximum epochs (default: the strategy's)"),
+    limit: int | None = typer.Option(
+        None,
+        "--limit",
+        help="(re)build the sample catalog with N products first (refused when data/ holds your own catalog)",
+    ),
+    approval: str | None = typer.Option(
+        None,
+        "--approval",
+        help="reviewer (pause for a reviewer; needs a Prefect server, "
+        "see `make up`) | auto-approve | later (stop after the gate; review with the promote flow)",
+    ),
+    auto_approve: bool = typer.Option(
+        False, "--auto-approve", help="same as --approval auto-approve (recorded as auto-approved)"
+    ),
+    preset: str | None = typer.Option(
+        None, "--preset", help="encoder preset (models/configs) or JSON path [default: lit-lite0-minilm]"
+    ),
+    strategy: str | None = typer.Option(
+        None, "--strategy", help="fine-tuning strategy: heads | partial | full [default: heads]"
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="maximum epochs (default: the strategy's)"),
     floor: list[str] = typer.Option([], "--floor", help=FLOOR_HELP),
-    tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0, help=TOLERANCE_HELP),
-    max_bad_fraction: Optional[float] = typer.Option(None, "--max-bad-fraction", min=0, max=1,
-                                                     help="stop when more catalog rows than this fail validation [default: 0.05]"),
+    tolerance: float | None = typer.Option(None, "--tolerance", min=0, help=TOLERANCE_HELP),
+    max_bad_fraction: float | None = typer.Option(
+        None,
+        "--max-bad-fraction",
+        min=0,
+        max=1,
+        help="stop when more catalog rows than this fail validation [default: 0.05]",
+    ),
     json_out: bool = typer.Option(False, "--json", help="print the run summary as JSON (stdout holds only the JSON)"),
 ) -> None:
     """Run the retrain flow on the catalog in data/.
@@ -198,23 +285,35 @@ def retrain(
         if foreign := foreign_files(s.data_path):
             from tasks.sample import describe_files
 
-            _fail(f"--limit rebuilds the bundled sample catalog, but {s.data_path} holds files lensflow did not create "
-                  f"({describe_files(s.data_path, foreign)}); nothing was changed. To train on your catalog, run "
-                  "`lensflow retrain` without --limit")
+            _fail(
+                f"--limit rebuilds the bundled sample catalog, but {s.data_path} holds files lensflow did not create "
+                f"({describe_files(s.data_path, foreign)}); nothing was changed. To train on your catalog, run "
+                "`lensflow retrain` without --limit"
+            )
         meta = sample_meta(s.data_path)
         if meta is None or meta.get("limit") != limit:
             build_sample(limit, err=json_out)
-    from flows.retrain import RetrainParams, retrain as retrain_flow
+    from flows.retrain import RetrainParams
+    from flows.retrain import retrain as retrain_flow
     from tasks.catalog import CatalogError
     from tasks.lock import RunInProgress
     from tasks.validate import ValidationFailed
 
-    chosen = {k: v for k, v in {"preset": preset, "strategy": strategy, "epochs": epochs,
-                                "max_bad_fraction": max_bad_fraction}.items() if v is not None}
+    chosen = {
+        k: v
+        for k, v in {
+            "preset": preset,
+            "strategy": strategy,
+            "epochs": epochs,
+            "max_bad_fraction": max_bad_fraction,
+        }.items()
+        if v is not None
+    }
     t0 = time.perf_counter()
     try:
-        summary = retrain_flow(params=RetrainParams(**chosen, approval=approval, gate=gate,
-                                                    progress=sys.stderr.isatty() or not json_out))
+        summary = retrain_flow(
+            params=RetrainParams(**chosen, approval=approval, gate=gate, progress=sys.stderr.isatty() or not json_out)
+        )
     except (CatalogError, ValidationFailed, RunInProgress, ValueError) as exc:
         _fail(str(exc))
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
@@ -229,11 +328,22 @@ def retrain(
         f"ANN {'IVF_PQ' if summary['index']['ann'] else 'none (exact)'}",
         f"image->product   P@10 {m['image_precision_at_10']:.3f}  R@1 {m['image_recall_at_1']:.3f}  MRR@10 {m['image_mrr_at_10']:.3f}  nDCG@10 {m['image_ndcg_at_10']:.3f}",
         f"text->product    P@10 {m['text_precision_at_10']:.3f}  R@1 {m['text_recall_at_1']:.3f}  MRR@10 {m['text_mrr_at_10']:.3f}  nDCG@10 {m['text_ndcg_at_10']:.3f}",
-        *([f"shopper photo    R@1 {m['shopper_recall_at_1']:.3f}  R@10 {m['shopper_recall_at_10']:.3f}  MRR@10 {m['shopper_mrr_at_10']:.3f}"
-           f"  (same product among {summary['catalog_rows']})"] if "shopper_recall_at_1" in m else []),
-        f"zero-shot acc    {m['zero_shot_accuracy']:.3f}" + (f"   ANN recall@10 vs exact {m['index_recall_at_10']:.3f}" if "index_recall_at_10" in m else ""),
+        *(
+            [
+                f"shopper photo    R@1 {m['shopper_recall_at_1']:.3f}  R@10 {m['shopper_recall_at_10']:.3f}  MRR@10 {m['shopper_mrr_at_10']:.3f}"
+                f"  (same product among {summary['catalog_rows']})"
+            ]
+            if "shopper_recall_at_1" in m
+            else []
+        ),
+        f"zero-shot acc    {m['zero_shot_accuracy']:.3f}"
+        + (f"   ANN recall@10 vs exact {m['index_recall_at_10']:.3f}" if "index_recall_at_10" in m else ""),
         f"gate             {'passed' if summary['gate']['passed'] else 'failed: ' + '; '.join(summary['gate']['reasons'])}",
-        *([f"review           {r['outcome']} by {r['reviewer']}: {r['comment']}"] if (r := summary['gate'].get('review')) else []),
+        *(
+            [f"review           {r['outcome']} by {r['reviewer']}: {r['comment']}"]
+            if (r := summary["gate"].get("review"))
+            else []
+        ),
         f"time             {summary['wall_seconds']} s (tower features {summary['feature_seconds']} s, {summary['strategy']} training {summary['train_seconds']} s, {summary['epochs_run']} epochs)",
         "stages           " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["stage_seconds"].items()),
     ]
@@ -243,17 +353,24 @@ def retrain(
 
 @app.command()
 def promote(
-    version: Optional[int] = typer.Option(None, "--version", min=1, help="the model version (default: the one behind `challenger`)"),
-    approval: Optional[str] = typer.Option(None, "--approval", help="reviewer (needs a Prefect server) | auto-approve | later"),
-    auto_approve: bool = typer.Option(False, "--auto-approve", help="same as --approval auto-approve (recorded as auto-approved)"),
+    version: int | None = typer.Option(
+        None, "--version", min=1, help="the model version (default: the one behind `challenger`)"
+    ),
+    approval: str | None = typer.Option(
+        None, "--approval", help="reviewer (needs a Prefect server) | auto-approve | later"
+    ),
+    auto_approve: bool = typer.Option(
+        False, "--auto-approve", help="same as --approval auto-approve (recorded as auto-approved)"
+    ),
     floor: list[str] = typer.Option([], "--floor", help=FLOOR_HELP),
-    tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0, help=TOLERANCE_HELP),
+    tolerance: float | None = typer.Option(None, "--tolerance", min=0, help=TOLERANCE_HELP),
     json_out: bool = typer.Option(False, "--json", help="print the outcome as JSON (stdout holds only the JSON)"),
 ) -> None:
     """Gate a registered version again (e.g. one the gate rejected) and promote it, without retraining.
 
     Exit code: as `lensflow retrain`."""
-    from flows.promote import PromoteParams, promote as promote_flow
+    from flows.promote import PromoteParams
+    from flows.promote import promote as promote_flow
     from tasks.champion import IndexMismatch, NoChampion
     from tasks.lock import RunInProgress
 
@@ -273,7 +390,8 @@ def promote(
 @app.command()
 def reindex(json_out: bool = typer.Option(False, "--json", help="print the run summary as JSON")) -> None:
     """Bring the champion's index up to the catalog in data/ without retraining (only changes are embedded)."""
-    from flows.reindex import ReindexParams, reindex as reindex_flow
+    from flows.reindex import ReindexParams
+    from flows.reindex import reindex as reindex_flow
     from tasks.catalog import CatalogError
     from tasks.champion import IndexMismatch, NoChampion
     from tasks.lock import RunInProgress
@@ -289,8 +407,10 @@ def reindex(json_out: bool = typer.Option(False, "--json", help="print the run s
     elif out["outcome"] == "unchanged":
         typer.echo(f"the index of v{out['model_version']} already reflects data {out['data_md5']}: nothing to do")
     else:
-        typer.echo(f"v{out['model_version']} now serves {out['table']} ({out['rows']} rows): {out['diff']}, "
-                   f"{out['embedded']} embedded; {out['reason']}; stages {out['stage_seconds']}")
+        typer.echo(
+            f"v{out['model_version']} now serves {out['table']} ({out['rows']} rows): {out['diff']}, "
+            f"{out['embedded']} embedded; {out['reason']}; stages {out['stage_seconds']}"
+        )
 
 
 @app.command()
@@ -307,14 +427,26 @@ def status(json_out: bool = typer.Option(False, "--json", help="print JSON")) ->
     else:
         ch = st["champion"]
         typer.echo(f"champion  {ch['name']} v{ch['version']} (data {ch['data_md5']})")
-        typer.echo(f"index     {ch['index']['table']} v{ch['index']['version']}, {ch['index']['rows']} rows at {ch['index']['uri']}")
-        typer.echo("metrics   " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(ch["metrics"].items())
-                                          if k.endswith("_at_10") and not k.startswith("heldout_")))
+        typer.echo(
+            f"index     {ch['index']['table']} v{ch['index']['version']}, {ch['index']['rows']} rows at {ch['index']['uri']}"
+        )
+        typer.echo(
+            "metrics   "
+            + ", ".join(
+                f"{k} {v:.3f}"
+                for k, v in sorted(ch["metrics"].items())
+                if k.endswith("_at_10") and not k.startswith("heldout_")
+            )
+        )
         for line in heldout_lines(ch["metrics"]):
             typer.echo(line)
         typer.echo("consistent" if st["consistent"] else redact("INCONSISTENT: " + "; ".join(st["problems"])))
         if last and last["version"] != ch["version"]:
-            typer.echo(redact(f"last run  v{last['version']} {last['status']}" + (f": {last['reason']}" if last["reason"] else "")))
+            typer.echo(
+                redact(
+                    f"last run  v{last['version']} {last['status']}" + (f": {last['reason']}" if last["reason"] else "")
+                )
+            )
     if not json_out and last and last["next_step"] and last["status"] == "rejected":
         typer.echo(redact(f"next step {last['next_step']}"))
     if st["champion"] is not None and not st["consistent"]:
@@ -328,22 +460,30 @@ def heldout_lines(metrics: dict) -> list[str]:
 
     table = table_of(metrics)
     if "combined" not in table:
-        return ["held-out  not measured for this version (registered before the held-out evaluation): run the evaluate flow"]
+        return [
+            "held-out  not measured for this version (registered before the held-out evaluation): run the evaluate flow"
+        ]
     c = table.pop("combined")
-    return [f"held-out  shopper photos, all conditions: R@1 {c['recall_at_1']:.3f}, R@10 {c['recall_at_10']:.3f}, "
-            f"category P@10 {c['category_precision_at_10']:.3f}",
-            "          R@1 per condition: " + ", ".join(f"{k} {v['recall_at_1']:.2f}" for k, v in table.items()),
-            "          " + gap_line(metrics)]
+    return [
+        f"held-out  shopper photos, all conditions: R@1 {c['recall_at_1']:.3f}, R@10 {c['recall_at_10']:.3f}, "
+        f"category P@10 {c['category_precision_at_10']:.3f}",
+        "          R@1 per condition: " + ", ".join(f"{k} {v['recall_at_1']:.2f}" for k, v in table.items()),
+        "          " + gap_line(metrics),
+    ]
 
 
 @app.command()
 def search(
-    text: Optional[str] = typer.Option(None, "--text", help="search by text"),
-    image: Optional[Path] = typer.Option(None, "--image", help="search by a photo", exists=True, dir_okay=False),
+    text: str | None = typer.Option(None, "--text", help="search by text"),
+    image: Path | None = typer.Option(None, "--image", help="search by a photo", exists=True, dir_okay=False),
     k: int = typer.Option(10, "--k", min=1, max=1000),
-    category: Optional[str] = typer.Option(None, "--category", help="only this category"),
-    box: Optional[str] = typer.Option(None, "--box", help="with --image: search only inside x0,y0,x1,y1 of the upright photo "
-                                      "(relative when every value is <= 1, pixels otherwise)"),
+    category: str | None = typer.Option(None, "--category", help="only this category"),
+    box: str | None = typer.Option(
+        None,
+        "--box",
+        help="with --image: search only inside x0,y0,x1,y1 of the upright photo "
+        "(relative when every value is <= 1, pixels otherwise)",
+    ),
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Search the champion's index by text or by photo, once. A photo's product is located and cropped first,
@@ -351,7 +491,8 @@ def search(
 
     Each call loads the champion's encoder and verifies its index first (~5-10 s on a 2-core CPU) for one
     query of a few ms: for more than a handful of searches run `lensflow serve` and use its API or page."""
-    from tasks.champion import IndexMismatch, NoChampion, load_champion, search as do_search
+    from tasks.champion import IndexMismatch, NoChampion, load_champion
+    from tasks.champion import search as do_search
 
     if (text is None) == (image is None):
         _fail("give exactly one of --text or --image", 2)
@@ -416,8 +557,11 @@ def _answer(flow_run_id: str, decision: str, reviewer: str, comment: str) -> Non
 
     s = _review_api()
     if s.reviewers and reviewer not in s.reviewers:
-        typer.secho(f"warning: {reviewer!r} is not in LENSFLOW_REVIEWERS here; the run decides with its own allow-list",
-                    fg="yellow", err=True)
+        typer.secho(
+            f"warning: {reviewer!r} is not in LENSFLOW_REVIEWERS here; the run decides with its own allow-list",
+            fg="yellow",
+            err=True,
+        )
     try:
         answer_review(flow_run_id, decision, reviewer, comment)
     except (NotPausedError, FlowPauseTimeout) as exc:
@@ -434,25 +578,31 @@ def _whoami() -> str:
 
 
 @review_app.command("approve")
-def review_approve(flow_run_id: str = typer.Argument(..., help="the paused flow run (see `lensflow review list`)"),
-                   reviewer: str = typer.Option(None, "--reviewer", help="your name on the allow-list (default: your login)"),
-                   comment: str = typer.Option("", "--comment", "-m", help="why; recorded on the model version")) -> None:
+def review_approve(
+    flow_run_id: str = typer.Argument(..., help="the paused flow run (see `lensflow review list`)"),
+    reviewer: str = typer.Option(None, "--reviewer", help="your name on the allow-list (default: your login)"),
+    comment: str = typer.Option("", "--comment", "-m", help="why; recorded on the model version"),
+) -> None:
     """Approve: the run moves `champion` to its version (if its gate still holds)."""
     _answer(flow_run_id, "approve", reviewer or _whoami(), comment)
 
 
 @review_app.command("reject")
-def review_reject(flow_run_id: str = typer.Argument(..., help="the paused flow run (see `lensflow review list`)"),
-                  reviewer: str = typer.Option(None, "--reviewer", help="your name on the allow-list (default: your login)"),
-                  comment: str = typer.Option("", "--comment", "-m", help="why; recorded on the model version")) -> None:
+def review_reject(
+    flow_run_id: str = typer.Argument(..., help="the paused flow run (see `lensflow review list`)"),
+    reviewer: str = typer.Option(None, "--reviewer", help="your name on the allow-list (default: your login)"),
+    comment: str = typer.Option("", "--comment", "-m", help="why; recorded on the model version"),
+) -> None:
     """Reject: the champion stays; the version is marked rejected with your reason."""
     _answer(flow_run_id, "reject", reviewer or _whoami(), comment)
 
 
 @app.command()
-def serve(host: Optional[str] = typer.Option(None, "--host", help="bind address (default LENSFLOW_SERVE_HOST, 127.0.0.1)"),
-          port: Optional[int] = typer.Option(None, "--port", help="port (default LENSFLOW_SERVE_PORT, 8000)"),
-          poll: Optional[float] = typer.Option(None, "--poll", help="seconds between checks of the champion alias")) -> None:
+def serve(
+    host: str | None = typer.Option(None, "--host", help="bind address (default LENSFLOW_SERVE_HOST, 127.0.0.1)"),
+    port: int | None = typer.Option(None, "--port", help="port (default LENSFLOW_SERVE_PORT, 8000)"),
+    poll: float | None = typer.Option(None, "--poll", help="seconds between checks of the champion alias"),
+) -> None:
     """Serve the search API and page for the champion; swaps to a new champion without a restart."""
     import logging
 

@@ -77,9 +77,21 @@ class Platform:
     def mlflow_command(self) -> tuple[list[str], dict[str, str]]:
         """The MLflow UI bound to 127.0.0.1, and the environment it needs: the backend store URI travels in
         MLFLOW_BACKEND_STORE_URI, not on the command line, where any local user could read its password."""
-        return ([self._bin("mlflow"), "server", "--default-artifact-root", self.settings.artifact_location, "--host", HOST,
-                 "--port", str(self.settings.mlflow_port), "--workers", "1"],
-                {"MLFLOW_BACKEND_STORE_URI": self.settings.tracking_uri})
+        return (
+            [
+                self._bin("mlflow"),
+                "server",
+                "--default-artifact-root",
+                self.settings.artifact_location,
+                "--host",
+                HOST,
+                "--port",
+                str(self.settings.mlflow_port),
+                "--workers",
+                "1",
+            ],
+            {"MLFLOW_BACKEND_STORE_URI": self.settings.tracking_uri},
+        )
 
     def _bin(self, name: str) -> str:
         exe = Path(sys.executable).parent / name
@@ -100,8 +112,15 @@ class Platform:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=self.env() | (env or {}), stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=cwd,
+                env=self.env() | (env or {}),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         pids = self._pids()
         pids[name] = proc.pid
         self._save_pids(pids)
@@ -123,7 +142,9 @@ class Platform:
             if pid and not _alive(pid):
                 raise PlatformError(f"{name} exited while starting; see {self.state_dir / 'logs' / (name + '.log')}")
             time.sleep(0.5)
-        raise PlatformError(f"{name} did not answer at {url} within {timeout:.0f} s; see {self.state_dir / 'logs' / (name + '.log')}")
+        raise PlatformError(
+            f"{name} did not answer at {url} within {timeout:.0f} s; see {self.state_dir / 'logs' / (name + '.log')}"
+        )
 
     def up(self, mlflow: bool = True, log=print) -> dict:
         """Start the server, create the pools, deploy everything in prefect.yaml, start one worker per pool
@@ -133,8 +154,10 @@ class Platform:
         running = self.running()
         if "prefect-server" not in running:
             if _ok(f"{self.prefect_url}/api/health"):
-                raise PlatformError(f"port {self.settings.prefect_port} already serves a Prefect API not started by lensflow: "
-                                    "stop it or set LENSFLOW_PREFECT_PORT")
+                raise PlatformError(
+                    f"port {self.settings.prefect_port} already serves a Prefect API not started by lensflow: "
+                    "stop it or set LENSFLOW_PREFECT_PORT"
+                )
             self._start("prefect-server", self.server_command(), root)
         self._wait("prefect-server", f"{self.prefect_url}/api/health", 120)
         log(f"Prefect server  {self.prefect_url}  ({time.perf_counter() - t0:.1f} s)")
@@ -151,8 +174,10 @@ class Platform:
         if mlflow:
             if "mlflow" not in running:
                 if _ok(self.mlflow_url):
-                    raise PlatformError(f"port {self.settings.mlflow_port} is in use by a server not started by lensflow: "
-                                        "stop it or set LENSFLOW_MLFLOW_PORT")
+                    raise PlatformError(
+                        f"port {self.settings.mlflow_port} is in use by a server not started by lensflow: "
+                        "stop it or set LENSFLOW_MLFLOW_PORT"
+                    )
                 self.settings.path("mlflow").mkdir(parents=True, exist_ok=True)
                 cmd, env = self.mlflow_command()
                 self._start("mlflow", cmd, root, env)
@@ -160,17 +185,34 @@ class Platform:
             log(f"MLflow UI       {self.mlflow_url}")
         seconds = round(time.perf_counter() - t0, 1)
         log(f"up in {seconds} s; logs in {self.state_dir / 'logs'}; `lensflow down` (or `make down`) stops it")
-        return {"prefect": self.prefect_url, "mlflow": self.mlflow_url if mlflow else None, "deployments": deployments,
-                "pools": pools, "seconds": seconds}
+        return {
+            "prefect": self.prefect_url,
+            "mlflow": self.mlflow_url if mlflow else None,
+            "deployments": deployments,
+            "pools": pools,
+            "seconds": seconds,
+        }
 
     def deployments(self) -> list[str]:
-        with urllib.request.urlopen(urllib.request.Request(
-                f"{self.prefect_url}/api/deployments/filter", data=b"{}", method="POST",
-                headers={"Content-Type": "application/json"}), timeout=10) as r:
+        with urllib.request.urlopen(
+            urllib.request.Request(
+                f"{self.prefect_url}/api/deployments/filter",
+                data=b"{}",
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            ),
+            timeout=10,
+        ) as r:
             deps = json.load(r)
-        with urllib.request.urlopen(urllib.request.Request(
-                f"{self.prefect_url}/api/flows/filter", data=b"{}", method="POST",
-                headers={"Content-Type": "application/json"}), timeout=10) as r:
+        with urllib.request.urlopen(
+            urllib.request.Request(
+                f"{self.prefect_url}/api/flows/filter",
+                data=b"{}",
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            ),
+            timeout=10,
+        ) as r:
             flows = {f["id"]: f["name"] for f in json.load(r)}
         return sorted(f"{flows.get(d['flow_id'], '?')}/{d['name']}" for d in deps)
 

@@ -16,11 +16,16 @@ import traceback
 MASK = "***"
 SECRET_NAME = re.compile(  # names of variables, parameters and keys whose values are secrets
     r"secret|passw(?:or)?d|credential|signature|private[_\-.]?key|api[_\-.]?key|access[_\-.]?key$|auth[_\-.]?string|"
-    r"[_\-.]pwd$|^sig$|^key$|(?:^|[_\-.])token(?:$|[_\-.])|(?:^|[_\-.])auth(?:orization)?$", re.I)
+    r"[_\-.]pwd$|^sig$|^key$|(?:^|[_\-.])token(?:$|[_\-.])|(?:^|[_\-.])auth(?:orization)?$",
+    re.I,
+)
 _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/?#\s'\"<>`]+)@")
 _QUERY_PARAM = re.compile(r"(?P<sep>[?&;])(?P<name>[^=&#\s'\"<>`?;]+)=(?P<value>[^&#\s'\"<>`;]*)")
-_KEY_VALUE = re.compile(r"(?P<key>\b[\w.\-]*(?:secret|passw(?:or)?d|pwd|token|api[_\-]?key|access[_\-]?key|private[_\-]?key|"
-                        r"credential)[\w.\-]*)(?P<sep>['\"]?\s*[=:]\s*)(?P<quote>['\"]?)(?P<value>[^\s'\"&,;)}\]]+)", re.I)
+_KEY_VALUE = re.compile(
+    r"(?P<key>\b[\w.\-]*(?:secret|passw(?:or)?d|pwd|token|api[_\-]?key|access[_\-]?key|private[_\-]?key|"
+    r"credential)[\w.\-]*)(?P<sep>['\"]?\s*[=:]\s*)(?P<quote>['\"]?)(?P<value>[^\s'\"&,;)}\]]+)",
+    re.I,
+)
 _LOCAL_URI = re.compile(r"\b(?:file|sqlite):/*[^\s'\"<>`;,()]*", re.I)
 _ABS_PATH = re.compile(r"(?<![\w.\-~/:@])/[^\s'\"<>`|,;:()\[\]{}]+")
 

@@ -33,31 +33,51 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = ""  # empty: sqlite under <root>/mlflow
     mlflow_experiment: str = "lensflow-retrain"
     registered_model: str = "lensflow-encoder"
-    mlflow_artifact_uri: str = Field("", description="where MLflow runs keep artifacts (s3://bucket/mlflow); empty: "
-                                                     "<root>/mlflow/artifacts. Applies to experiments created from then on")
-    dvc_remote: str = Field("dvc-remote", description="default DVC remote: a folder (relative to root) or a URL (s3://bucket/dvc)")
+    mlflow_artifact_uri: str = Field(
+        "",
+        description="where MLflow runs keep artifacts (s3://bucket/mlflow); empty: "
+        "<root>/mlflow/artifacts. Applies to experiments created from then on",
+    )
+    dvc_remote: str = Field(
+        "dvc-remote", description="default DVC remote: a folder (relative to root) or a URL (s3://bucket/dvc)"
+    )
     cache_dir: Path = Path(".cache")
     reports_dir: Path = Path("reports")
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     loader_workers: int | None = Field(
-        None, ge=0, description="processes that decode and augment images beside the model (0: in-process; empty or 'auto': "
-                                "one when augmenting >= 5,000 images, else in-process, as measured in BENCHMARKS.md)")
+        None,
+        ge=0,
+        description="processes that decode and augment images beside the model (0: in-process; empty or 'auto': "
+        "one when augmenting >= 5,000 images, else in-process, as measured in BENCHMARKS.md)",
+    )
     embed_runner: Literal["local", "dask"] = Field(
-        "local", description="local: embed the catalog in this process; dask: in shards on Dask workers (tasks/shard.py)")
-    dask_address: str | None = Field(None, description="scheduler of an existing Dask cluster (tcp://host:8786); "
-                                                       "empty: a local cluster of `embed_shards` worker processes")
+        "local",
+        description="local: embed the catalog in this process; dask: in shards on Dask workers (tasks/shard.py)",
+    )
+    dask_address: str | None = Field(
+        None,
+        description="scheduler of an existing Dask cluster (tcp://host:8786); "
+        "empty: a local cluster of `embed_shards` worker processes",
+    )
     embed_shards: int = Field(2, ge=1, description="catalog slices embedded in parallel when embed_runner=dask")
     reviewers: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="names allowed to approve or reject a promotion (comma-separated in LENSFLOW_REVIEWERS)")
-    mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="MLflow UI, for links in review pages (credentials "
-                                                                  "in it are dropped: the pages are shown to people)")
+        default_factory=list,
+        description="names allowed to approve or reject a promotion (comma-separated in LENSFLOW_REVIEWERS)",
+    )
+    mlflow_ui_url: str = Field(
+        "http://127.0.0.1:5000",
+        description="MLflow UI, for links in review pages (credentials "
+        "in it are dropped: the pages are shown to people)",
+    )
     prefect_port: int = 4200
     mlflow_port: int = 5000
     serve_host: str = Field("127.0.0.1", description="search service bind address (loopback unless told otherwise)")
     serve_port: int = 8000
     swap_poll_s: float = Field(5.0, gt=0, description="how often the search service checks whether `champion` moved")
     max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest accepted request body")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="largest accepted photo, width x height (read before decoding)")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="largest accepted photo, width x height (read before decoding)"
+    )
     max_image_side: int = Field(12_000, ge=1, description="largest accepted photo side, pixels")
 
     @field_validator("loader_workers", mode="before")

@@ -44,7 +44,7 @@ def objects_md5(url: str) -> str:
     prefix = prefix.rstrip("/") + "/"
     entries = []
     for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        entries += [(o["Key"][len(prefix):], o["Size"], o["ETag"].strip('"')) for o in page.get("Contents", [])]
+        entries += [(o["Key"][len(prefix) :], o["Size"], o["ETag"].strip('"')) for o in page.get("Contents", [])]
     if not entries:
         raise FileNotFoundError(f"no objects under s3://{bucket}/{prefix}")
     return hashlib.md5(json.dumps(sorted(entries)).encode()).hexdigest() + ".etags"

@@ -61,12 +61,19 @@ class ShopperAugment:
         k = side / max(image.size)
         size = (max(1, round(image.width * k)), max(1, round(image.height * k)))
         angle = rng.uniform(-self.rotate, self.rotate)
-        product = image.resize(size, Image.Resampling.BICUBIC).rotate(angle, Image.Resampling.BILINEAR, expand=True, fillcolor=border)
-        alpha = mask.resize(size, Image.Resampling.BILINEAR).rotate(angle, Image.Resampling.BILINEAR, expand=True, fillcolor=0)
+        product = image.resize(size, Image.Resampling.BICUBIC).rotate(
+            angle, Image.Resampling.BILINEAR, expand=True, fillcolor=border
+        )
+        alpha = mask.resize(size, Image.Resampling.BILINEAR).rotate(
+            angle, Image.Resampling.BILINEAR, expand=True, fillcolor=0
+        )
         if max(product.size) > scene_side:
             k = scene_side / max(product.size)
             size = (max(1, int(product.width * k)), max(1, int(product.height * k)))
-            product, alpha = product.resize(size, Image.Resampling.BILINEAR), alpha.resize(size, Image.Resampling.BILINEAR)
+            product, alpha = (
+                product.resize(size, Image.Resampling.BILINEAR),
+                alpha.resize(size, Image.Resampling.BILINEAR),
+            )
         x = int(rng.integers(0, scene_side - product.width + 1))
         y = int(rng.integers(0, scene_side - product.height + 1))
         kind = "studio" if rng.random() < self.studio else SCENES[1 + int(rng.integers(len(SCENES) - 1))]
@@ -86,7 +93,9 @@ class ShopperAugment:
         half = max(bw, bh) * (1 + 2 * rng.uniform(*self.margin)) / 2
         cx = x + (box[0] + box[2]) / 2 + rng.uniform(-self.jitter, self.jitter) * bw
         cy = y + (box[1] + box[3]) / 2 + rng.uniform(-self.jitter, self.jitter) * bh
-        out = out.crop((int(cx - half), int(cy - half), int(cx + half), int(cy + half))).resize((s, s), Image.Resampling.BILINEAR)
+        out = out.crop((int(cx - half), int(cy - half), int(cx + half), int(cy + half))).resize(
+            (s, s), Image.Resampling.BILINEAR
+        )
         buf = io.BytesIO()
         out.save(buf, format="JPEG", quality=int(rng.integers(self.jpeg[0], self.jpeg[1] + 1)))
         buf.seek(0)
@@ -126,8 +135,18 @@ def _scene(kind: str, size: int, studio: tuple[int, int, int], rng: np.random.Ge
     if kind == "surface":
         return _texture(size, rng)
     if kind == "noise":
-        field = sum(np.asarray(Image.fromarray(rng.uniform(0, 255, (c, c, 3)).astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR),
-                               dtype=np.float32) for c in (4, 8, 16)) / 3
+        field = (
+            sum(
+                np.asarray(
+                    Image.fromarray(rng.uniform(0, 255, (c, c, 3)).astype(np.uint8)).resize(
+                        (size, size), Image.Resampling.BILINEAR
+                    ),
+                    dtype=np.float32,
+                )
+                for c in (4, 8, 16)
+            )
+            / 3
+        )
         return Image.fromarray(field.astype(np.uint8))
     if kind == "stripes":
         t = rng.uniform(0, np.pi)

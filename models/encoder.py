@@ -110,10 +110,17 @@ class DualEncoder(nn.Module):
         """Write config, heads and both towers into `directory` (self-contained)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        meta = {"format": FORMAT, "config": self.config,
-                "image_tower": self.image_tower.spec(), "text_tower": self.text_tower.spec()}
+        meta = {
+            "format": FORMAT,
+            "config": self.config,
+            "image_tower": self.image_tower.spec(),
+            "text_tower": self.text_tower.spec(),
+        }
         (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.heads_state().items()}, str(directory / "heads.safetensors"))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.heads_state().items()},
+            str(directory / "heads.safetensors"),
+        )
         self.image_tower.save(directory / "image_tower")
         self.text_tower.save(directory / "text_tower")
         if self.localizer is not None:
@@ -157,13 +164,21 @@ def load_encoder(directory: str | Path, device: str = "cpu") -> DualEncoder:
         raise ValueError(f"{meta_path}: unsupported encoder format {meta.get('format')!r} (expected {FORMAT})")
     image_tower = build_tower(meta["image_tower"], directory / "image_tower")
     text_tower = build_tower(meta["text_tower"], directory / "text_tower")
-    localizer = Localizer.load(meta["config"]["localize"], directory / "localizer") if "localize" in meta["config"] else None
+    localizer = (
+        Localizer.load(meta["config"]["localize"], directory / "localizer") if "localize" in meta["config"] else None
+    )
     encoder = DualEncoder(meta["config"], image_tower, text_tower, localizer)
     state = load_file(str(directory / "heads.safetensors"))
     with torch.no_grad():
-        encoder.image_head.load_state_dict({k[len("image_head."):]: v for k, v in state.items() if k.startswith("image_head.")})
-        encoder.text_head.load_state_dict({k[len("text_head."):]: v for k, v in state.items() if k.startswith("text_head.")})
+        encoder.image_head.load_state_dict(
+            {k[len("image_head.") :]: v for k, v in state.items() if k.startswith("image_head.")}
+        )
+        encoder.text_head.load_state_dict(
+            {k[len("text_head.") :]: v for k, v in state.items() if k.startswith("text_head.")}
+        )
         if encoder.instance_head is not None:
-            encoder.instance_head.load_state_dict({k[len("instance_head."):]: v for k, v in state.items() if k.startswith("instance_head.")})
+            encoder.instance_head.load_state_dict(
+                {k[len("instance_head.") :]: v for k, v in state.items() if k.startswith("instance_head.")}
+            )
         encoder.logit_scale.copy_(state["logit_scale"])
     return encoder.to(device).eval()

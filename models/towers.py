@@ -63,7 +63,7 @@ class Tower(nn.Module):
         self.load_state_dict(load_file(str(directory / WEIGHTS)))
 
     @classmethod
-    def from_spec(cls, spec: dict, directory: Path | None) -> "Tower":
+    def from_spec(cls, spec: dict, directory: Path | None) -> Tower:
         """Rebuild from `spec` (keys named like __init__'s parameters); load weights from `directory`.
 
         Without a directory a tower that has pretrained weights starts from them.
@@ -95,7 +95,9 @@ class Tower(nn.Module):
         return TowerSplit(prefix, suffix, _fingerprint(spec))
 
     def _split_blocks(self, n: int) -> tuple[nn.Module, nn.Module]:
-        raise ValueError(f"the {self.kind} tower cannot unfreeze its last blocks alone; use the 'heads' or 'full' strategy")
+        raise ValueError(
+            f"the {self.kind} tower cannot unfreeze its last blocks alone; use the 'heads' or 'full' strategy"
+        )
 
     def tail(self, n: int | None) -> list[nn.Module]:
         """The modules to train when the last `n` layers of this tower are unfrozen (None: all)."""
@@ -106,7 +108,9 @@ class Tower(nn.Module):
         return self._tail(n)
 
     def _tail(self, n: int) -> list[nn.Module]:
-        raise ValueError(f"the {self.kind} tower cannot unfreeze its last layers alone; use the 'heads' or 'full' strategy")
+        raise ValueError(
+            f"the {self.kind} tower cannot unfreeze its last layers alone; use the 'heads' or 'full' strategy"
+        )
 
 
 # ----------------------------------------------------------------------------- image towers
@@ -148,8 +152,14 @@ class EfficientNetLiteTower(Tower):
 
     kind = "efficientnet-lite"
 
-    def __init__(self, name: str = "efficientnet-lite0", size: int = 96, fold_bn: bool = True, pretrained: bool = True,
-                 precision: str = "fp32"):
+    def __init__(
+        self,
+        name: str = "efficientnet-lite0",
+        size: int = 96,
+        fold_bn: bool = True,
+        pretrained: bool = True,
+        precision: str = "fp32",
+    ):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -207,20 +217,30 @@ class EfficientNetLiteTower(Tower):
         blocks = len(self.net._blocks)
         if n > blocks:
             raise ValueError(f"{self.name} has {blocks} blocks; cannot unfreeze {n}")
-        return (_EffNetPart(self.net, 0, blocks - n, stem=True, precision=self.precision),
-                _EffNetPart(self.net, blocks - n, blocks, head=True))
+        return (
+            _EffNetPart(self.net, 0, blocks - n, stem=True, precision=self.precision),
+            _EffNetPart(self.net, blocks - n, blocks, head=True),
+        )
 
     def spec(self) -> dict:
-        return {"type": self.kind, "name": self.name, "size": self.size, "fold_bn": self.folded, "precision": self.precision,
-                # what `precision` means on this machine: part of the fingerprint (feature caches)
-                "computes_in": computes_in(next(self.parameters()).device, self.precision),
-                "preprocess": self.preprocess.fingerprint()}
+        return {
+            "type": self.kind,
+            "name": self.name,
+            "size": self.size,
+            "fold_bn": self.folded,
+            "precision": self.precision,
+            # what `precision` means on this machine: part of the fingerprint (feature caches)
+            "computes_in": computes_in(next(self.parameters()).device, self.precision),
+            "preprocess": self.preprocess.fingerprint(),
+        }
 
 
 class _EffNetPart(nn.Module):
     """Blocks [start, stop) of an EfficientNet, with the stem before and/or the pooled head after."""
 
-    def __init__(self, net: nn.Module, start: int, stop: int, stem: bool = False, head: bool = False, precision: str = "fp32"):
+    def __init__(
+        self, net: nn.Module, start: int, stop: int, stem: bool = False, head: bool = False, precision: str = "fp32"
+    ):
         super().__init__()
         self.precision = precision
         self.blocks = nn.ModuleList(net._blocks[start:stop])
@@ -253,8 +273,10 @@ class TinyConvTower(Tower):
         self.preprocess = ImagePreprocess(size=size)
         gen = torch.Generator().manual_seed(seed)
         self.net = nn.Sequential(
-            nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width * 2, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(3, width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width * 2, 3, stride=2, padding=1),
+            nn.ReLU(),
         )
         with torch.no_grad():
             for p in self.net.parameters():
@@ -271,8 +293,13 @@ class TinyConvTower(Tower):
         return self.net[:cut], nn.Sequential(*self.net[cut:], _MeanPool())
 
     def spec(self) -> dict:
-        return {"type": self.kind, "size": self.size, "width": self.width, "seed": self.seed,
-                "preprocess": self.preprocess.fingerprint()}
+        return {
+            "type": self.kind,
+            "size": self.size,
+            "width": self.width,
+            "seed": self.seed,
+            "preprocess": self.preprocess.fingerprint(),
+        }
 
 
 class _MeanPool(nn.Module):
@@ -300,7 +327,9 @@ class HashTextTower(Tower):
     def _ids(self, text: str) -> list[int]:
         t = f"  {text.lower().strip()} "
         grams = [t[i : i + 3] for i in range(len(t) - 2)] or [t]
-        return [int.from_bytes(hashlib.blake2b(g.encode(), digest_size=4).digest(), "little") % self.buckets for g in grams]
+        return [
+            int.from_bytes(hashlib.blake2b(g.encode(), digest_size=4).digest(), "little") % self.buckets for g in grams
+        ]
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         ids = [self._ids(t) for t in texts]
@@ -365,7 +394,9 @@ class HFMeanPoolTextTower(Tower):
         self.out_dim = self.model.config.hidden_size
 
     def forward(self, texts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        tokens = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         tokens = {k: v.to(self.model.device) for k, v in tokens.items()}
         hidden = self.model(**tokens).last_hidden_state
         mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -375,15 +406,20 @@ class HFMeanPoolTextTower(Tower):
         return list(self.model.encoder.layer[-n:])
 
     def spec(self) -> dict:
-        return {"type": self.kind, "source": str(self.source), "max_length": self.max_length,
-                "model_type": self.model.config.model_type, "hidden": self.out_dim}
+        return {
+            "type": self.kind,
+            "source": str(self.source),
+            "max_length": self.max_length,
+            "model_type": self.model.config.model_type,
+            "hidden": self.out_dim,
+        }
 
     def save(self, directory: Path) -> None:
         self.model.save_pretrained(str(directory))
         self.tokenizer.save_pretrained(str(directory))
 
     @classmethod
-    def from_spec(cls, spec: dict, directory: Path | None) -> "HFMeanPoolTextTower":
+    def from_spec(cls, spec: dict, directory: Path | None) -> HFMeanPoolTextTower:
         return cls(spec.get("source", "minilm"), spec.get("max_length", 64), _folder=directory)
 
 
@@ -425,16 +461,24 @@ class HFClipVisionTower(Tower):
         return out.pooler_output if self.family == "siglip" else out.image_embeds
 
     def spec(self) -> dict:
-        return {"type": self.kind, "source": str(self.source), "family": self.family,
-                "preprocess": self.preprocess.fingerprint()}
+        return {
+            "type": self.kind,
+            "source": str(self.source),
+            "family": self.family,
+            "preprocess": self.preprocess.fingerprint(),
+        }
 
     def save(self, directory: Path) -> None:
         self.model.save_pretrained(str(directory))
-        cfg = {"crop_size": self.preprocess.size, "image_mean": list(self.preprocess.mean), "image_std": list(self.preprocess.std)}
+        cfg = {
+            "crop_size": self.preprocess.size,
+            "image_mean": list(self.preprocess.mean),
+            "image_std": list(self.preprocess.std),
+        }
         (directory / "preprocessor_config.json").write_text(json.dumps(cfg))
 
     @classmethod
-    def from_spec(cls, spec: dict, directory: Path | None) -> "HFClipVisionTower":
+    def from_spec(cls, spec: dict, directory: Path | None) -> HFClipVisionTower:
         return cls(spec["source"], _folder=directory)
 
 
@@ -461,15 +505,24 @@ class HFClipTextTower(Tower):
     def forward(self, texts: list[str]) -> torch.Tensor:
         # SigLIP was trained on max_length padding; CLIP on dynamic padding.
         padding = "max_length" if self.family == "siglip" else True
-        tokens = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=self.max_length, return_tensors="pt")
+        tokens = self.tokenizer(
+            list(texts), padding=padding, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         tokens = {k: v.to(self.model.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
         out = self.model(**tokens)
         return out.pooler_output if self.family == "siglip" else out.text_embeds
 
     def _tail(self, n: int) -> list[nn.Module]:
         text = self.model.text_model
-        extra = [m for m in (getattr(text, "final_layer_norm", None), getattr(text, "head", None),
-                             getattr(self.model, "text_projection", None)) if m is not None]
+        extra = [
+            m
+            for m in (
+                getattr(text, "final_layer_norm", None),
+                getattr(text, "head", None),
+                getattr(self.model, "text_projection", None),
+            )
+            if m is not None
+        ]
         return list(text.encoder.layers[-n:]) + extra
 
     def spec(self) -> dict:
@@ -480,12 +533,20 @@ class HFClipTextTower(Tower):
         self.tokenizer.save_pretrained(str(directory))
 
     @classmethod
-    def from_spec(cls, spec: dict, directory: Path | None) -> "HFClipTextTower":
+    def from_spec(cls, spec: dict, directory: Path | None) -> HFClipTextTower:
         return cls(spec["source"], _folder=directory)
 
 
 TOWERS: dict[str, type[Tower]] = {
-    t.kind: t for t in (EfficientNetLiteTower, TinyConvTower, HFClipVisionTower, HashTextTower, HFMeanPoolTextTower, HFClipTextTower)
+    t.kind: t
+    for t in (
+        EfficientNetLiteTower,
+        TinyConvTower,
+        HFClipVisionTower,
+        HashTextTower,
+        HFMeanPoolTextTower,
+        HFClipTextTower,
+    )
 }
 
 

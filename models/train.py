@@ -46,7 +46,9 @@ class TrainConfig:
     instance_weight: float = 1.0  # weight of the instance loss (0: category loss only)
     instance_temperature: float = 0.05
     patience: int = 3  # epochs without a better validation score before stopping (0: never stop early)
-    min_epochs: int | None = None  # never stop before this many epochs (default: half of `epochs`, while the LR is high)
+    min_epochs: int | None = (
+        None  # never stop before this many epochs (default: half of `epochs`, while the LR is high)
+    )
     val_fraction: float = 0.05
     amp: bool = True  # bf16 autocast on CUDA
     cuda_batch_size: int | None = None  # batch size on a GPU, where memory allows larger contrastive batches
@@ -99,7 +101,9 @@ class Trainer:
         for p in encoder.parameters():
             p.requires_grad_(False)
         tower_params = [p for m in [suffix, *encoder.text_tower.tail(cfg.text_layers)] for p in m.parameters()]
-        heads = [encoder.image_head, encoder.text_head] + ([encoder.instance_head] if encoder.instance_head is not None else [])
+        heads = [encoder.image_head, encoder.text_head] + (
+            [encoder.instance_head] if encoder.instance_head is not None else []
+        )
         head_params = [p for h in heads for p in h.parameters()] + [encoder.logit_scale]
         for p in tower_params + head_params:
             p.requires_grad_(True)
@@ -114,7 +118,9 @@ class Trainer:
     def image_embed(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(category, instance) embeddings; the instance one is the category one without an instance head."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            category, instance = self.encoder.image_parts(self.suffix(inputs.to(self.device, non_blocking=True).float()))
+            category, instance = self.encoder.image_parts(
+                self.suffix(inputs.to(self.device, non_blocking=True).float())
+            )
         return category.float(), (instance if instance is not None else category).float()
 
     def text_embed(self, texts: list[str], frozen: torch.Tensor | None, which: torch.Tensor) -> torch.Tensor:
@@ -133,8 +139,13 @@ class Trainer:
             return None
         return torch.cat([self.encoder.text_tower(texts[i : i + 256]).float().cpu() for i in range(0, len(texts), 256)])
 
-    def fit(self, data: TrainData, validate: Callable[[], dict] | None = None, on_epoch: Callable[[int, dict], None] | None = None,
-            progress: bool = True) -> list[dict]:
+    def fit(
+        self,
+        data: TrainData,
+        validate: Callable[[], dict] | None = None,
+        on_epoch: Callable[[int, dict], None] | None = None,
+        progress: bool = True,
+    ) -> list[dict]:
         """Train; after each epoch run `validate` (-> dict with 'val_score', higher is better), keep
         the best state and stop after `patience` epochs without improvement (not before
         `min_epochs`). One record per epoch."""
@@ -163,8 +174,12 @@ class Trainer:
                 for k, v in losses.items():
                     sums[k] += v
                 batches, step = batches + 1, step + 1
-            record = {"epoch": epoch, **{k: v / max(batches, 1) for k, v in sums.items()},
-                      "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+            record = {
+                "epoch": epoch,
+                **{k: v / max(batches, 1) for k, v in sums.items()},
+                "lr": self.opt.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - t0,
+            }
             if validate is not None:
                 self._train_mode(False)
                 record |= validate()
@@ -213,7 +228,11 @@ class Trainer:
     def _train_mode(self, on: bool) -> None:
         self.encoder.eval()  # frozen parts (and folded BatchNorm) always in eval mode
         heads = [self.encoder.image_head, self.encoder.text_head, self.encoder.instance_head]
-        for m in [self.suffix, *[h for h in heads if h is not None], *self.encoder.text_tower.tail(self.cfg.text_layers)]:
+        for m in [
+            self.suffix,
+            *[h for h in heads if h is not None],
+            *self.encoder.text_tower.tail(self.cfg.text_layers),
+        ]:
             m.train(on)
 
     def _trainable_state(self) -> dict:
@@ -229,20 +248,35 @@ class Trainer:
 @torch.inference_mode()
 def embed_inputs(encoder: DualEncoder, suffix: nn.Module, inputs, batch_size: int = 1024) -> torch.Tensor:
     """Image embeddings from cached suffix inputs (what the trained encoder gives on the pixels)."""
-    out = [encoder.embed_features(suffix(torch.as_tensor(inputs[i : i + batch_size]).to(encoder.device).float())).float().cpu()
-           for i in range(0, len(inputs), batch_size)]
+    out = [
+        encoder.embed_features(suffix(torch.as_tensor(inputs[i : i + batch_size]).to(encoder.device).float()))
+        .float()
+        .cpu()
+        for i in range(0, len(inputs), batch_size)
+    ]
     return torch.cat(out) if out else torch.zeros((0, encoder.embed_dim))
 
 
 @torch.inference_mode()
 def tower_outputs(suffix: nn.Module, inputs, device: torch.device, batch_size: int = 1024) -> torch.Tensor:
     """Image tower features from cached suffix inputs."""
-    return torch.cat([suffix(torch.as_tensor(inputs[i : i + batch_size]).to(device).float()).float().cpu()
-                      for i in range(0, len(inputs), batch_size)])
+    return torch.cat(
+        [
+            suffix(torch.as_tensor(inputs[i : i + batch_size]).to(device).float()).float().cpu()
+            for i in range(0, len(inputs), batch_size)
+        ]
+    )
 
 
-def validation_scores(encoder: DualEncoder, suffix: nn.Module, clean, views, labels: torch.Tensor,
-                      category_texts: list[str], label_names: list[int]) -> dict:
+def validation_scores(
+    encoder: DualEncoder,
+    suffix: nn.Module,
+    clean,
+    views,
+    labels: torch.Tensor,
+    category_texts: list[str],
+    label_names: list[int],
+) -> dict:
     """Scores on held-out products that stay meaningful on small sets: image->image category
     R@1 (leave-one-out nearest neighbour), zero-shot category accuracy (nearest category text) and
     shopper-view -> clean instance R@1 among the held-out products. val_score is their mean (the
@@ -256,7 +290,9 @@ def validation_scores(encoder: DualEncoder, suffix: nn.Module, clean, views, lab
         out["val_image_recall_at_1"] = float((labels[sims.argmax(dim=1)] == labels).float().mean())
     with torch.inference_mode():
         txt = encoder.encode_texts(category_texts).float().cpu()
-    out["val_zero_shot_accuracy"] = float((torch.tensor(label_names)[(img @ txt.T).argmax(dim=1)] == labels).float().mean())
+    out["val_zero_shot_accuracy"] = float(
+        (torch.tensor(label_names)[(img @ txt.T).argmax(dim=1)] == labels).float().mean()
+    )
     if views is not None:
         view = embed_inputs(encoder, suffix, views[:, 0])
         out["val_shopper_recall_at_1"] = float(((view @ img.T).argmax(dim=1) == torch.arange(len(img))).float().mean())
@@ -266,7 +302,9 @@ def validation_scores(encoder: DualEncoder, suffix: nn.Module, clean, views, lab
 
 def load_strategy(name_or_path: str, **overrides) -> TrainConfig:
     """A TrainConfig from models/configs/strategies/<name>.json (or a JSON path), with overrides."""
-    values = {k: v for k, v in read_preset(name_or_path, STRATEGIES_DIR, "fine-tuning strategy").items() if k != "description"}
+    values = {
+        k: v for k, v in read_preset(name_or_path, STRATEGIES_DIR, "fine-tuning strategy").items() if k != "description"
+    }
     unknown = set(values) - set(TrainConfig.__dataclass_fields__)
     if unknown:
         raise ValueError(f"strategy preset {name_or_path!r}: unknown training settings {sorted(unknown)}")

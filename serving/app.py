@@ -26,8 +26,14 @@ from tasks.champion import IndexMismatch, NoChampion, Served, load_champion, res
 log = logging.getLogger("lensflow.serving")
 PAGE = Path(__file__).with_name("page.html")
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "application/octet-stream"}
-MEDIA = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".gif": "image/gif",
-         ".bmp": "image/bmp"}
+MEDIA = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".bmp": "image/bmp",
+}
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,14 @@ class ChampionWatcher:
         old, self.live = self.live, new
         self.error = None
         self.swaps += old is not None
-        log.info("serving %s v%d (index %s v%s)%s", new.served.champion.name, new.version, new.served.champion.index["table"],
-                 new.served.champion.index["version"], f", was v{old.version}" if old else "")
+        log.info(
+            "serving %s v%d (index %s v%s)%s",
+            new.served.champion.name,
+            new.version,
+            new.served.champion.index["table"],
+            new.served.champion.index["version"],
+            f", was v{old.version}" if old else "",
+        )
         return True
 
     def start(self) -> None:
@@ -126,7 +138,9 @@ class SearchResponse(BaseModel):
 
 class Region(BaseModel):
     box: list[int] = Field(description="x0, y0, x1, y1 in the upright photo's pixels")
-    relative: list[float] = Field(description="the same box as fractions of the width and height (pass as `box=` to /search/image)")
+    relative: list[float] = Field(
+        description="the same box as fractions of the width and height (pass as `box=` to /search/image)"
+    )
     score: float = Field(description="share of the photo's salient mass in this region")
 
 
@@ -141,8 +155,10 @@ class IndexInfo(BaseModel):
     table: str
     version: int
     rows: int
-    fingerprint: str = Field(description="DVC md5 of the index directory (<md5>.dir), or in an object store the md5 of its "
-                                         "objects' keys, sizes and ETags (<md5>.etags)")
+    fingerprint: str = Field(
+        description="DVC md5 of the index directory (<md5>.dir), or in an object store the md5 of its "
+        "objects' keys, sizes and ETags (<md5>.etags)"
+    )
 
 
 class VersionInfo(BaseModel):
@@ -161,8 +177,11 @@ class Health(BaseModel):
     model_version: int | None
     checked_at: str | None
     swaps: int = Field(description="champion swaps since start")
-    error: str | None = Field(None, description="why the latest champion check did not load a new pair (without paths "
-                                                "or credentials: the server log has the details)")
+    error: str | None = Field(
+        None,
+        description="why the latest champion check did not load a new pair (without paths "
+        "or credentials: the server log has the details)",
+    )
 
 
 class Error(BaseModel):
@@ -177,8 +196,15 @@ def internal_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": "internal error", "id": error_id}, 500)
 
 
-ERRORS = {400: {"model": Error}, 404: {"model": Error}, 413: {"model": Error}, 415: {"model": Error},
-          422: {"model": Error}, 500: {"model": Error}, 503: {"model": Error}}
+ERRORS = {
+    400: {"model": Error},
+    404: {"model": Error},
+    413: {"model": Error},
+    415: {"model": Error},
+    422: {"model": Error},
+    500: {"model": Error},
+    503: {"model": Error},
+}
 
 
 def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> FastAPI:
@@ -190,9 +216,13 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
         yield
         watcher.stop()
 
-    app = FastAPI(title="lensflow search", version="1", lifespan=lifespan,
-                  description="Search the champion model's index by photo, text, photo + text modifier, or "
-                              "product (more like this). Every response names the model version that answered.")
+    app = FastAPI(
+        title="lensflow search",
+        version="1",
+        lifespan=lifespan,
+        description="Search the champion model's index by photo, text, photo + text modifier, or "
+        "product (more like this). Every response names the model version that answered.",
+    )
     app.state.watcher = watcher
 
     @app.middleware("http")
@@ -213,7 +243,10 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        msgs = [f"{'.'.join(str(p) for p in e['loc'] if p not in ('query', 'path', 'body'))}: {e['msg']}" for e in exc.errors()]
+        msgs = [
+            f"{'.'.join(str(p) for p in e['loc'] if p not in ('query', 'path', 'body'))}: {e['msg']}"
+            for e in exc.errors()
+        ]
         return JSONResponse({"error": "; ".join(msgs)}, 422)
 
     @app.exception_handler(Exception)
@@ -223,21 +256,30 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
     def live() -> Live:
         current = watcher.live
         if current is None:
-            raise S.BadQuery("no champion is being served yet" + (f": {public_message(watcher.error)}" if watcher.error else ""), 503)
+            raise S.BadQuery(
+                "no champion is being served yet" + (f": {public_message(watcher.error)}" if watcher.error else ""), 503
+            )
         return current
 
     def respond(cur: Live, rows: list[dict], limit: int, offset: int, t0: float) -> JSONResponse:
-        body = SearchResponse(model_version=cur.version, limit=limit, offset=offset,
-                              took_ms=round((time.perf_counter() - t0) * 1000, 2),
-                              results=[Hit(**r, image_url=f"/images/{r['product_id']}") for r in rows])
+        body = SearchResponse(
+            model_version=cur.version,
+            limit=limit,
+            offset=offset,
+            took_ms=round((time.perf_counter() - t0) * 1000, 2),
+            results=[Hit(**r, image_url=f"/images/{r['product_id']}") for r in rows],
+        )
         return JSONResponse(body.model_dump(), headers={"X-Model-Version": str(cur.version)})
 
     async def photo_body(request: Request) -> bytes:
         """The photo's bytes from the request body, with its content type and size checked."""
         ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
         if ctype not in IMAGE_TYPES:
-            raise S.BadQuery(f"content type {ctype or 'missing'!r} is not a photo; send the image bytes with "
-                             "Content-Type image/jpeg, image/png, image/webp, image/gif or image/bmp", 415)
+            raise S.BadQuery(
+                f"content type {ctype or 'missing'!r} is not a photo; send the image bytes with "
+                "Content-Type image/jpeg, image/png, image/webp, image/gif or image/bmp",
+                415,
+            )
         data = bytearray()
         async for chunk in request.stream():
             data += chunk
@@ -258,33 +300,61 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
     MaxPrice = Query(None, ge=0, description="only products at or below this price (catalogs with prices)")
 
     @app.get("/search/text", response_model=SearchResponse, responses=ERRORS, tags=["search"])
-    def search_text(q: str = Query(..., max_length=500, description="what the shopper typed"),
-                    mode: Literal["vector", "hybrid"] = Query("vector", description="hybrid: full-text on titles fused "
-                                                                                       "with vector scores (reciprocal rank)"),
-                    category: str | None = Category, min_price: float | None = MinPrice, max_price: float | None = MaxPrice,
-                    limit: int = Limit, offset: int = Offset):
+    def search_text(
+        q: str = Query(..., max_length=500, description="what the shopper typed"),
+        mode: Literal["vector", "hybrid"] = Query(
+            "vector", description="hybrid: full-text on titles fused with vector scores (reciprocal rank)"
+        ),
+        category: str | None = Category,
+        min_price: float | None = MinPrice,
+        max_price: float | None = MaxPrice,
+        limit: int = Limit,
+        offset: int = Offset,
+    ):
         """Search by text."""
         t0, cur = time.perf_counter(), live()
         q = text_query(q)
         f = S.Filters(category, min_price, max_price)
         vec = S.text_vector(cur.served, q)
-        rows = (S.hybrid(cur.served, cur.catalog, q, vec, limit, offset, f) if mode == "hybrid"
-                else S.by_vector(cur.served, cur.catalog, vec, limit, offset, f))
+        rows = (
+            S.hybrid(cur.served, cur.catalog, q, vec, limit, offset, f)
+            if mode == "hybrid"
+            else S.by_vector(cur.served, cur.catalog, vec, limit, offset, f)
+        )
         return respond(cur, rows, limit, offset, t0)
 
-    @app.post("/search/image", response_model=SearchResponse, responses=ERRORS, tags=["search"],
-              openapi_extra={"requestBody": {"required": True, "description": "the photo's bytes (not multipart)",
-                                             "content": {t: {"schema": {"type": "string", "format": "binary"}}
-                                                         for t in sorted(IMAGE_TYPES)}}})
-    async def search_image(request: Request,
-                           modifier: str | None = Query(None, max_length=500, description="text modifier: "
-                                                        "\"like this, but <modifier>\", e.g. 'dress'"),
-                           modifier_weight: float = Query(0.5, ge=0, le=1, description="weight of the modifier text"),
-                           box: str | None = Query(None, max_length=100, description="search only inside this box of the "
-                                                   "upright photo: x0,y0,x1,y1, relative (all values <= 1) or pixels; "
-                                                   "the product is still located inside it"),
-                           category: str | None = Category, min_price: float | None = MinPrice,
-                           max_price: float | None = MaxPrice, limit: int = Limit, offset: int = Offset):
+    @app.post(
+        "/search/image",
+        response_model=SearchResponse,
+        responses=ERRORS,
+        tags=["search"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": "the photo's bytes (not multipart)",
+                "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in sorted(IMAGE_TYPES)},
+            }
+        },
+    )
+    async def search_image(
+        request: Request,
+        modifier: str | None = Query(
+            None, max_length=500, description="text modifier: \"like this, but <modifier>\", e.g. 'dress'"
+        ),
+        modifier_weight: float = Query(0.5, ge=0, le=1, description="weight of the modifier text"),
+        box: str | None = Query(
+            None,
+            max_length=100,
+            description="search only inside this box of the "
+            "upright photo: x0,y0,x1,y1, relative (all values <= 1) or pixels; "
+            "the product is still located inside it",
+        ),
+        category: str | None = Category,
+        min_price: float | None = MinPrice,
+        max_price: float | None = MaxPrice,
+        limit: int = Limit,
+        offset: int = Offset,
+    ):
         """Search by photo (the request body), optionally with a text modifier. The product is located in the
         photo and cropped before it is embedded (inside `box` when given)."""
         from starlette.concurrency import run_in_threadpool
@@ -303,10 +373,19 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
 
         return respond(cur, await run_in_threadpool(work), limit, offset, t0)
 
-    @app.post("/detect", response_model=RegionsResponse, responses=ERRORS, tags=["search"],
-              openapi_extra={"requestBody": {"required": True, "description": "the photo's bytes (not multipart)",
-                                             "content": {t: {"schema": {"type": "string", "format": "binary"}}
-                                                         for t in sorted(IMAGE_TYPES)}}})
+    @app.post(
+        "/detect",
+        response_model=RegionsResponse,
+        responses=ERRORS,
+        tags=["search"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": "the photo's bytes (not multipart)",
+                "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in sorted(IMAGE_TYPES)},
+            }
+        },
+    )
     async def detect(request: Request):
         """The products found in a photo (as /search/image locates them), to search each one with `box=`."""
         from starlette.concurrency import run_in_threadpool
@@ -316,25 +395,45 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
 
         def work():
             image = S.decode_image(data, settings.max_image_pixels, settings.max_image_side, S.photo_side(cur.served))
-            return RegionsResponse(model_version=cur.version, width=image.width, height=image.height,
-                                   regions=[Region(**r) for r in S.photo_regions(cur.served, image)])
+            return RegionsResponse(
+                model_version=cur.version,
+                width=image.width,
+                height=image.height,
+                regions=[Region(**r) for r in S.photo_regions(cur.served, image)],
+            )
 
         body = await run_in_threadpool(work)
         return JSONResponse(body.model_dump(), headers={"X-Model-Version": str(cur.version)})
 
     @app.get("/products/{product_id}/similar", response_model=SearchResponse, responses=ERRORS, tags=["search"])
-    def more_like_this(product_id: str, category: str | None = Category, min_price: float | None = MinPrice,
-                       max_price: float | None = MaxPrice, limit: int = Limit, offset: int = Offset):
+    def more_like_this(
+        product_id: str,
+        category: str | None = Category,
+        min_price: float | None = MinPrice,
+        max_price: float | None = MaxPrice,
+        limit: int = Limit,
+        offset: int = Offset,
+    ):
         """More like this: products nearest to a product's own vector (itself excluded)."""
         t0, cur = time.perf_counter(), live()
         vec = S.product_vector(cur.served, product_id)
-        rows = S.by_vector(cur.served, cur.catalog, vec, limit, offset, S.Filters(category, min_price, max_price),
-                           exclude_id=product_id)
+        rows = S.by_vector(
+            cur.served,
+            cur.catalog,
+            vec,
+            limit,
+            offset,
+            S.Filters(category, min_price, max_price),
+            exclude_id=product_id,
+        )
         return respond(cur, rows, limit, offset, t0)
 
-    @app.get("/images/{product_id}", tags=["catalog"], responses={200: {"content": {"image/png": {}, "image/jpeg": {}}},
-                                                                   404: {"model": Error}},
-             response_class=FileResponse)
+    @app.get(
+        "/images/{product_id}",
+        tags=["catalog"],
+        responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}, 404: {"model": Error}},
+        response_class=FileResponse,
+    )
     def product_image(product_id: str):
         """The product's photo from the catalog."""
         cur = live()
@@ -345,15 +444,23 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
         path = (data / rel).resolve()
         if not path.is_relative_to(data) or not path.is_file():
             raise S.BadQuery(f"no image for product {product_id!r}", 404)
-        return FileResponse(path, media_type=MEDIA.get(path.suffix.lower(), "application/octet-stream"),
-                            headers={"Cache-Control": "public, max-age=3600"})
+        return FileResponse(
+            path,
+            media_type=MEDIA.get(path.suffix.lower(), "application/octet-stream"),
+            headers={"Cache-Control": "public, max-age=3600"},
+        )
 
     @app.get("/health", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
     def health():
         """ok when a champion is served; 503 before the first one loads."""
         cur = watcher.live
-        body = Health(status="ok" if cur else "no-champion", model_version=cur.version if cur else None,
-                      checked_at=watcher.checked_at, swaps=watcher.swaps, error=public_message(watcher.error))
+        body = Health(
+            status="ok" if cur else "no-champion",
+            model_version=cur.version if cur else None,
+            checked_at=watcher.checked_at,
+            swaps=watcher.swaps,
+            error=public_message(watcher.error),
+        )
         return JSONResponse(body.model_dump(), 200 if cur else 503)
 
     @app.get("/version", response_model=VersionInfo, responses=ERRORS, tags=["service"])
@@ -362,10 +469,18 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
         cur = live()
         ch = cur.served.champion
         idx = ch.index
-        return VersionInfo(model=ch.name, model_version=ch.version, loaded_at=cur.loaded_at,
-                           index=IndexInfo(table=idx["table"], version=idx["version"], rows=idx["rows"], fingerprint=idx["fingerprint"]),
-                           data_md5=idx["data_md5"], git_commit=ch.tags.get("git_commit"),
-                           categories=cur.catalog.categories, has_price=cur.catalog.has_price)
+        return VersionInfo(
+            model=ch.name,
+            model_version=ch.version,
+            loaded_at=cur.loaded_at,
+            index=IndexInfo(
+                table=idx["table"], version=idx["version"], rows=idx["rows"], fingerprint=idx["fingerprint"]
+            ),
+            data_md5=idx["data_md5"],
+            git_commit=ch.tags.get("git_commit"),
+            categories=cur.catalog.categories,
+            has_price=cur.catalog.has_price,
+        )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():

@@ -12,7 +12,6 @@ from PIL import Image
 
 from lensflow.storage import sql_quote
 from models.preprocess import draft, to_rgb
-
 from tasks.champion import Served
 from tasks.index import best_of, table_metadata
 
@@ -47,11 +46,22 @@ class Catalog:
     meta: dict = field(default_factory=dict)  # the table's lensflow metadata (ANN and query settings), read once
 
     @classmethod
-    def of(cls, table) -> "Catalog":
+    def of(cls, table) -> Catalog:
         cols = table.schema.names
-        t = table.search().select(["product_id", "image_path", "category"]).limit(max(1, table.count_rows())).to_arrow().to_pydict()
-        return cls(dict(zip(t["product_id"], t["image_path"])), sorted(set(t["category"])), "price" in cols, cols,
-                   table_metadata(table))
+        t = (
+            table.search()
+            .select(["product_id", "image_path", "category"])
+            .limit(max(1, table.count_rows()))
+            .to_arrow()
+            .to_pydict()
+        )
+        return cls(
+            dict(zip(t["product_id"], t["image_path"])),
+            sorted(set(t["category"])),
+            "price" in cols,
+            cols,
+            table_metadata(table),
+        )
 
 
 def where_clause(filters: Filters, catalog: Catalog, exclude_id: str | None = None) -> str | None:
@@ -142,7 +152,9 @@ def photo_side(served: Served) -> int:
     return side if encoder.localizer is None else max(encoder.localizer.config.side, round(side / 0.4))
 
 
-def image_vector(served: Served, image: Image.Image, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+def image_vector(
+    served: Served, image: Image.Image, box: tuple[float, float, float, float] | None = None
+) -> np.ndarray:
     """A shopper photo's [R, D] vectors: the product found and cropped (inside `box` when given), upright and
     turned (models.localize); `by_vector` ranks each product by its best score over them."""
     import torch
@@ -156,13 +168,23 @@ def photo_regions(served: Served, image: Image.Image) -> list[dict]:
     if served.encoder.localizer is None:
         return [{"box": [0, 0, image.width, image.height], "relative": [0.0, 0.0, 1.0, 1.0], "score": 1.0}]
     w, h = image.size
-    return [{"box": list(r.box), "relative": [round(r.box[0] / w, 4), round(r.box[1] / h, 4), round(r.box[2] / w, 4),
-                                              round(r.box[3] / h, 4)], "score": round(r.score, 4)}
-            for r in served.encoder.localizer.regions(image)]
+    return [
+        {
+            "box": list(r.box),
+            "relative": [
+                round(r.box[0] / w, 4),
+                round(r.box[1] / h, 4),
+                round(r.box[2] / w, 4),
+                round(r.box[3] / h, 4),
+            ],
+            "score": round(r.score, 4),
+        }
+        for r in served.encoder.localizer.regions(image)
+    ]
 
 
 def with_modifier(image_vec: np.ndarray, text_vec: np.ndarray, weight: float) -> np.ndarray:
-    """"Like this photo, but <text>": (1 - weight) x photo + weight x text, renormalised (each view of a photo)."""
+    """ "Like this photo, but <text>": (1 - weight) x photo + weight x text, renormalised (each view of a photo)."""
     v = (1 - weight) * image_vec + weight * text_vec
     n = np.linalg.norm(v, axis=-1, keepdims=True)
     return np.where(n > 0, v / np.where(n > 0, n, 1), image_vec)
@@ -182,14 +204,25 @@ def _row(r: dict) -> dict:
     return out
 
 
-def by_vector(served: Served, catalog: Catalog, vec: np.ndarray, limit: int, offset: int, filters: Filters,
-              exclude_id: str | None = None) -> list[dict]:
+def by_vector(
+    served: Served,
+    catalog: Catalog,
+    vec: np.ndarray,
+    limit: int,
+    offset: int,
+    filters: Filters,
+    exclude_id: str | None = None,
+) -> list[dict]:
     cols = tuple(c for c in RESULT_COLUMNS if c in catalog.columns)
-    rows = best_of(served.table, vec, offset + limit, where_clause(filters, catalog, exclude_id), columns=cols, meta=catalog.meta)
-    return [{**_row(r), "score": round(r["score"], 6)} for r in rows[offset:offset + limit]]
+    rows = best_of(
+        served.table, vec, offset + limit, where_clause(filters, catalog, exclude_id), columns=cols, meta=catalog.meta
+    )
+    return [{**_row(r), "score": round(r["score"], 6)} for r in rows[offset : offset + limit]]
 
 
-def hybrid(served: Served, catalog: Catalog, text: str, vec: np.ndarray, limit: int, offset: int, filters: Filters) -> list[dict]:
+def hybrid(
+    served: Served, catalog: Catalog, text: str, vec: np.ndarray, limit: int, offset: int, filters: Filters
+) -> list[dict]:
     """Full-text (BM25 on titles) and vector results fused by reciprocal rank; each hit keeps both ranks."""
     n = max(50, 2 * (offset + limit))
     where = where_clause(filters, catalog)
@@ -209,4 +242,4 @@ def hybrid(served: Served, catalog: Catalog, text: str, vec: np.ndarray, limit: 
             hit[source] = rank
             hit["score"] += 1.0 / (RRF_K + rank)
     ranked = sorted(fused.values(), key=lambda h: (-h["score"], h["product_id"]))
-    return [{**h, "score": round(h["score"], 6)} for h in ranked[offset:offset + limit]]
+    return [{**h, "score": round(h["score"], 6)} for h in ranked[offset : offset + limit]]

@@ -16,7 +16,9 @@ ApprovalPolicy = Literal["reviewer", "auto-approve", "later"]
 class Approval(RunInput):
     """The form a reviewer fills in to resume a paused promotion."""
 
-    decision: Literal["approve", "reject"] = Field(description="approve moves `champion` to this version; reject leaves it")
+    decision: Literal["approve", "reject"] = Field(
+        description="approve moves `champion` to this version; reject leaves it"
+    )
     reviewer: str = Field(min_length=1, description="your name, as on the reviewer allow-list (LENSFLOW_REVIEWERS)")
     comment: str = Field("", description="why: recorded on the model version")
 
@@ -87,8 +89,11 @@ def pending_reviews() -> list[dict]:
 
     out = []
     with get_client(sync_client=True) as client:
-        paused = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+        paused = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+            )
+        )
         for fr in paused:
             details = fr.state.state_details
             if not details.run_input_keyset:
@@ -98,10 +103,19 @@ def pending_reviews() -> list[dict]:
                 page = json.loads(client.read_flow_run_input(fr.id, details.run_input_keyset["description"]))
             except Exception:  # 404 until the paused run has saved its form
                 continue
-            out.append({"flow_run_id": str(fr.id), "flow_run": fr.name, "pause_key": details.pause_key,
-                        "paused_at": fr.state.timestamp.isoformat(timespec="seconds"),
-                        "expires_at": details.pause_timeout.isoformat(timespec="seconds") if details.pause_timeout else None,
-                        "title": page.splitlines()[0].lstrip("# ") if page else "", "page": page})
+            out.append(
+                {
+                    "flow_run_id": str(fr.id),
+                    "flow_run": fr.name,
+                    "pause_key": details.pause_key,
+                    "paused_at": fr.state.timestamp.isoformat(timespec="seconds"),
+                    "expires_at": details.pause_timeout.isoformat(timespec="seconds")
+                    if details.pause_timeout
+                    else None,
+                    "title": page.splitlines()[0].lstrip("# ") if page else "",
+                    "page": page,
+                }
+            )
     return out
 
 

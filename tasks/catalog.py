@@ -21,11 +21,15 @@ def catalog_file(data_dir: Path) -> Path:
     """The project's one catalog file; two of them is an error (which one was meant is not ours to guess)."""
     found = [data_dir / name for name in CATALOG_FILES if (data_dir / name).exists()]
     if len(found) > 1:
-        raise CatalogError(f"{data_dir} holds two catalogs, {found[0]} and {found[1]}: keep the one you mean and move "
-                           "the other out of the data directory")
+        raise CatalogError(
+            f"{data_dir} holds two catalogs, {found[0]} and {found[1]}: keep the one you mean and move "
+            "the other out of the data directory"
+        )
     if not found:
-        raise CatalogError(f"no catalog in {data_dir}: expected one of {', '.join(CATALOG_FILES)} "
-                           "(bring yours with `lensflow data import CATALOG --images DIR`, or try `lensflow data sample`)")
+        raise CatalogError(
+            f"no catalog in {data_dir}: expected one of {', '.join(CATALOG_FILES)} "
+            "(bring yours with `lensflow data import CATALOG --images DIR`, or try `lensflow data sample`)"
+        )
     return found[0]
 
 
@@ -51,15 +55,21 @@ def read_catalog_table(path: Path, name: str | None = None) -> pd.DataFrame:
     `name` (catalog.parquet / catalog.csv) says its format when the path does not."""
     name = name or path.name
     try:
-        df = pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        df = (
+            pd.read_parquet(path)
+            if name.endswith(".parquet")
+            else pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        )
     except UnicodeDecodeError as exc:
         raise CatalogError(f"{path}: not UTF-8 text ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - any reader failure is a catalog error with the file named
         raise CatalogError(f"{path}: cannot be read: {exc}") from exc
     if not name.endswith(".parquet") and not isinstance(df.index, pd.RangeIndex):
         # pandas reads the surplus leading fields as an index when the first row is longer than the header
-        raise CatalogError(f"{path}: row 1 has more fields than the header's {len(df.columns)} columns "
-                           "(quote fields that contain commas)")
+        raise CatalogError(
+            f"{path}: row 1 has more fields than the header's {len(df.columns)} columns "
+            "(quote fields that contain commas)"
+        )
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise CatalogError(f"{path}: missing required column(s) {missing}; found {list(df.columns)}")
@@ -77,8 +87,11 @@ def load_catalog_file(path: Path, name: str) -> pd.DataFrame:
         df[col] = pd.Series([_text(v) for v in df[col]], index=df.index, dtype=object)
     # a row without a split (no column, or an empty cell) gets the deterministic hash split
     given = [_text(v) for v in df["split"]] if "split" in df.columns else [None] * len(df)
-    df["split"] = pd.Series([s if s is not None else hash_split(p or "") for s, p in zip(given, df["product_id"])],
-                            index=df.index, dtype=object)
+    df["split"] = pd.Series(
+        [s if s is not None else hash_split(p or "") for s, p in zip(given, df["product_id"])],
+        index=df.index,
+        dtype=object,
+    )
     df.insert(0, "row", range(1, len(df) + 1))
     return df
 

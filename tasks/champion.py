@@ -43,12 +43,23 @@ class Champion:
         if t.get("index"):
             idx = json.loads(t["index"])
         else:  # versions registered before the single record: one tag per field
-            idx = {"uri": t.get("index.uri"), "table": t.get("index.table"),
-                   "version": int(t["index.version"]) if t.get("index.version") else None,
-                   "rows": int(t["index.rows"]) if t.get("index.rows") else None, "fingerprint": t.get("index.fingerprint"),
-                   "ann": json.loads(t["index.ann"]) if t.get("index.ann") else None}
-        return {"uri": None, "table": None, "version": None, "rows": None, "fingerprint": None, **idx,
-                "data_md5": idx.get("data_md5") or t.get("data_md5")}
+            idx = {
+                "uri": t.get("index.uri"),
+                "table": t.get("index.table"),
+                "version": int(t["index.version"]) if t.get("index.version") else None,
+                "rows": int(t["index.rows"]) if t.get("index.rows") else None,
+                "fingerprint": t.get("index.fingerprint"),
+                "ann": json.loads(t["index.ann"]) if t.get("index.ann") else None,
+            }
+        return {
+            "uri": None,
+            "table": None,
+            "version": None,
+            "rows": None,
+            "fingerprint": None,
+            **idx,
+            "data_md5": idx.get("data_md5") or t.get("data_md5"),
+        }
 
 
 def resolve_champion(settings: Settings) -> Champion:
@@ -62,8 +73,11 @@ def no_champion(exc: NoChampion, last: dict | None, see_status: bool = True) -> 
     """Why nothing is served, and what to do: the first retrain, or what became of the last one."""
     if last is None:
         return f"{exc} (run `lensflow retrain --auto-approve` first)"
-    return (f"no champion yet: the last run registered v{last['version']}, which ended {last['status']}"
-            + (f" ({last['reason']})" if last["reason"] else "") + ("; `lensflow status` says what to do" if see_status else ""))
+    return (
+        f"no champion yet: the last run registered v{last['version']}, which ended {last['status']}"
+        + (f" ({last['reason']})" if last["reason"] else "")
+        + ("; `lensflow status` says what to do" if see_status else "")
+    )
 
 
 def resolve_version(settings: Settings, version: int | None = None, alias: str = CHAMPION) -> Champion:
@@ -74,7 +88,9 @@ def resolve_version(settings: Settings, version: int | None = None, alias: str =
     if version is None:
         mv = get_alias(c, settings.registered_model, alias)
         if mv is None:
-            raise NoChampion(f"no '{alias}' version of model {settings.registered_model!r} at {redact_uri(settings.tracking_uri)}")
+            raise NoChampion(
+                f"no '{alias}' version of model {settings.registered_model!r} at {redact_uri(settings.tracking_uri)}"
+            )
     else:
         try:
             mv = c.get_model_version(settings.registered_model, str(version))
@@ -90,8 +106,11 @@ def index_problems(champ: Champion) -> list[str]:
         return [f"model version {champ.version} records no index"]
     db = connect(idx["uri"])
     if idx["table"] not in db.list_tables().tables:
-        hint = (f" (loading it for serving pulls it from the DVC remote by md5 {idx['fingerprint']})"
-                if idx["fingerprint"] and not is_remote(idx["uri"]) else "")
+        hint = (
+            f" (loading it for serving pulls it from the DVC remote by md5 {idx['fingerprint']})"
+            if idx["fingerprint"] and not is_remote(idx["uri"])
+            else ""
+        )
         return [f"table {idx['table']!r} is missing from {redact_uri(idx['uri'])}{hint}"]
     tbl = db.open_table(idx["table"])
     problems = []
@@ -102,8 +121,10 @@ def index_problems(champ: Champion) -> list[str]:
         problems.append(f"table {idx['table']!r} has {rows} rows, the champion recorded {idx['rows']}")
     meta = table_metadata(tbl)
     if str(meta.get("model_version")) != str(champ.version) or meta.get("model_name") != champ.name:
-        problems.append(f"table {idx['table']!r} was built for {meta.get('model_name')} v{meta.get('model_version')}, "
-                        f"not {champ.name} v{champ.version}")
+        problems.append(
+            f"table {idx['table']!r} was built for {meta.get('model_name')} v{meta.get('model_version')}, "
+            f"not {champ.name} v{champ.version}"
+        )
     fp = table_fingerprint(idx["uri"], idx["table"])
     if fp != idx["fingerprint"]:
         problems.append(f"index fingerprint {fp} differs from the recorded {idx['fingerprint']}")
@@ -128,17 +149,24 @@ def last_run(settings: Settings) -> dict | None:
     not promoted and what to do about it. None before the first registration."""
     c = client(settings.tracking_uri)
     try:
-        found = c.search_model_versions(f"name = {sql_quote(settings.registered_model)}", max_results=1,
-                                        order_by=["version_number DESC"])
+        found = c.search_model_versions(
+            f"name = {sql_quote(settings.registered_model)}", max_results=1, order_by=["version_number DESC"]
+        )
     except Exception:  # noqa: BLE001 - no registry yet
         return None
     if not found:
         return None
     t = version_tags(found[0])
     reason = t.get("rejected_reason") or t.get("failed_reason") or t.get("superseded_reason")
-    return {"version": int(found[0].version), "status": t.get("status"), "reason": reason,
-            "next_step": t.get("next_step") or None, "run_id": t.get("run_id"), "data_md5": t.get("data_md5"),
-            "at": t.get("approved_at") or t.get("rejected_at")}
+    return {
+        "version": int(found[0].version),
+        "status": t.get("status"),
+        "reason": reason,
+        "next_step": t.get("next_step") or None,
+        "run_id": t.get("run_id"),
+        "data_md5": t.get("data_md5"),
+        "at": t.get("approved_at") or t.get("rejected_at"),
+    }
 
 
 def status(settings: Settings) -> dict:
@@ -148,16 +176,28 @@ def status(settings: Settings) -> dict:
     try:
         champ = resolve_version(settings)
     except NoChampion as exc:
-        return {"champion": None, "consistent": False, "problems": [no_champion(exc, last, see_status=False)],
-                "last_run": last}
+        return {
+            "champion": None,
+            "consistent": False,
+            "problems": [no_champion(exc, last, see_status=False)],
+            "last_run": last,
+        }
     problems = index_problems(champ)
     idx = champ.index
-    return {"last_run": last,
-        "champion": {"name": champ.name, "version": champ.version, "metrics": champ.metrics,
-                     "data_md5": champ.tags.get("data_md5"), "git_commit": champ.tags.get("git_commit"),
-                     "approval": {k: champ.tags.get(k) for k in ("approval", "approved_by", "approved_at")},
-                     "index": {k: redact_uri(idx[k]) if k == "uri" and idx[k] else idx.get(k)
-                               for k in ("uri", "table", "version", "rows", "fingerprint", "data_md5", "built")}},
+    return {
+        "last_run": last,
+        "champion": {
+            "name": champ.name,
+            "version": champ.version,
+            "metrics": champ.metrics,
+            "data_md5": champ.tags.get("data_md5"),
+            "git_commit": champ.tags.get("git_commit"),
+            "approval": {k: champ.tags.get(k) for k in ("approval", "approved_by", "approved_at")},
+            "index": {
+                k: redact_uri(idx[k]) if k == "uri" and idx[k] else idx.get(k)
+                for k in ("uri", "table", "version", "rows", "fingerprint", "data_md5", "built")
+            },
+        },
         "consistent": not problems,
         "problems": problems,
     }
@@ -185,7 +225,9 @@ def load_champion(settings: Settings, device: str = "cpu") -> Served:
     try:
         restore_index(settings, champ)
     except DvcError as exc:
-        raise IndexMismatch(f"refusing to serve {champ.name} v{champ.version}: its index is not on disk and {exc}") from exc
+        raise IndexMismatch(
+            f"refusing to serve {champ.name} v{champ.version}: its index is not on disk and {exc}"
+        ) from exc
     problems = index_problems(champ)
     if problems:
         raise IndexMismatch(f"refusing to serve {champ.name} v{champ.version}: " + "; ".join(problems))
@@ -197,8 +239,14 @@ def load_champion(settings: Settings, device: str = "cpu") -> Served:
     return Served(champ, encoder, table)
 
 
-def search(served: Served, text: str | None = None, image: Path | None = None, k: int = 10, where: str | None = None,
-           box: tuple[float, float, float, float] | None = None) -> list[dict]:
+def search(
+    served: Served,
+    text: str | None = None,
+    image: Path | None = None,
+    k: int = 10,
+    where: str | None = None,
+    box: tuple[float, float, float, float] | None = None,
+) -> list[dict]:
     """One search: by text, or by a photo file (decoded upright, the product located and cropped, inside
     `box` pixels when given: DualEncoder.encode_photos, as the service does)."""
     import torch
@@ -217,4 +265,7 @@ def search(served: Served, text: str | None = None, image: Path | None = None, k
             with Image.open(image) as im:
                 vec = served.encoder.encode_photos([to_rgb(im)], [box])[0]  # [R views, D]
     rows = best_of(served.table, np.asarray(vec.cpu()), k, where)
-    return [{"product_id": r["product_id"], "title": r["title"], "category": r["category"], "score": round(r["score"], 6)} for r in rows]
+    return [
+        {"product_id": r["product_id"], "title": r["title"], "category": r["category"], "score": round(r["score"], 6)}
+        for r in rows
+    ]

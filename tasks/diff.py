@@ -23,8 +23,8 @@ TEXT_COLUMNS = ("title", "category", "description", "color", "brand", "price", "
 class CatalogDiff:
     added: list[str]
     removed: list[str]
-    changed_image: list[str]   # image bytes (or image_path) differ: re-embed
-    changed_text: list[str]    # only metadata differs: update the row, keep its vector
+    changed_image: list[str]  # image bytes (or image_path) differ: re-embed
+    changed_text: list[str]  # only metadata differs: update the row, keep its vector
 
     @property
     def to_embed(self) -> list[str]:
@@ -35,8 +35,12 @@ class CatalogDiff:
         return len(self.added) + len(self.removed) + len(self.changed_image) + len(self.changed_text)
 
     def as_dict(self) -> dict:
-        return {"added": len(self.added), "removed": len(self.removed), "changed_image": len(self.changed_image),
-                "changed_text": len(self.changed_text)}
+        return {
+            "added": len(self.added),
+            "removed": len(self.removed),
+            "changed_image": len(self.changed_image),
+            "changed_text": len(self.changed_text),
+        }
 
 
 def _norm(v):
@@ -45,7 +49,9 @@ def _norm(v):
     return str(v)
 
 
-def diff_catalogs(old: pd.DataFrame, new: pd.DataFrame, old_files: dict[str, str], new_files: dict[str, str]) -> CatalogDiff:
+def diff_catalogs(
+    old: pd.DataFrame, new: pd.DataFrame, old_files: dict[str, str], new_files: dict[str, str]
+) -> CatalogDiff:
     """Pure: rows keyed by product_id; an image counts as changed when its path or its file md5 differs."""
     cols = [c for c in TEXT_COLUMNS if c in old.columns or c in new.columns]
 

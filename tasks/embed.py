@@ -8,15 +8,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tasks import stage
 from tqdm.auto import tqdm
 
 from models.encoder import DualEncoder
+from tasks import stage
 from tasks.images import iter_encoded
 
 
-def embedding_batches(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, tower_features: np.ndarray | None = None,
-                      batch_size: int = 128, loader_workers: int | None = None, progress: bool = True) -> Iterator[np.ndarray]:
+def embedding_batches(
+    encoder: DualEncoder,
+    catalog: pd.DataFrame,
+    data_dir: Path,
+    tower_features: np.ndarray | None = None,
+    batch_size: int = 128,
+    loader_workers: int | None = None,
+    progress: bool = True,
+) -> Iterator[np.ndarray]:
     """L2-normalised float32 embeddings in catalog order, one batch at a time (stream them into LanceDB
     with `tasks.index.build_index` to keep memory flat in catalog size).
 
@@ -32,13 +39,28 @@ def embedding_batches(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Pat
                 out = encoder.embed_features(feats).cpu().numpy().astype(np.float32, copy=False)
             yield out
         return
-    yield from iter_encoded(encoder.encode_images, data_dir, catalog["image_path"].tolist(), encoder.preprocess,
-                            device=str(encoder.device), batch_size=batch_size, workers=loader_workers,
-                            desc="embed catalog", progress=progress)
+    yield from iter_encoded(
+        encoder.encode_images,
+        data_dir,
+        catalog["image_path"].tolist(),
+        encoder.preprocess,
+        device=str(encoder.device),
+        batch_size=batch_size,
+        workers=loader_workers,
+        desc="embed catalog",
+        progress=progress,
+    )
 
 
-def embed_catalog(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, tower_features: np.ndarray | None = None,
-                  batch_size: int = 128, loader_workers: int | None = None, progress: bool = True) -> np.ndarray:
+def embed_catalog(
+    encoder: DualEncoder,
+    catalog: pd.DataFrame,
+    data_dir: Path,
+    tower_features: np.ndarray | None = None,
+    batch_size: int = 128,
+    loader_workers: int | None = None,
+    progress: bool = True,
+) -> np.ndarray:
     """L2-normalised float32 [N, D] image embeddings in catalog order."""
     out = list(embedding_batches(encoder, catalog, data_dir, tower_features, batch_size, loader_workers, progress))
     return np.concatenate(out) if out else np.zeros((0, encoder.embed_dim), np.float32)
@@ -46,7 +68,9 @@ def embed_catalog(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, t
 
 @torch.inference_mode()
 def embed_texts(encoder: DualEncoder, texts: list[str], batch_size: int = 256) -> np.ndarray:
-    return torch.cat([encoder.encode_texts(texts[i : i + batch_size]).cpu() for i in range(0, len(texts), batch_size)]).numpy()
+    return torch.cat(
+        [encoder.encode_texts(texts[i : i + batch_size]).cpu() for i in range(0, len(texts), batch_size)]
+    ).numpy()
 
 
 embed_catalog_task = stage(embed_catalog, name="embed-catalog")

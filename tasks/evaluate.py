@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tasks import stage
 
 from models.encoder import DualEncoder
+from tasks import stage
 from tasks.catalog import category_text
 from tasks.embed import embed_texts
 from tasks.index import table_metadata, vector_search
@@ -50,7 +50,7 @@ class Gallery:
     vectors: np.ndarray
 
     @classmethod
-    def from_table(cls, tbl) -> "Gallery":
+    def from_table(cls, tbl) -> Gallery:
         data = tbl.to_arrow().select(["product_id", "category", "split", "vector"])
         ids = np.array(data["product_id"].to_pylist())
         vecs = data["vector"].combine_chunks().flatten().to_numpy().reshape(len(ids), -1)
@@ -68,16 +68,25 @@ class EvalResult:
     bounds: dict[str, dict[str, float]] = field(default_factory=dict)  # what P@10 can reach on this eval set
 
     def as_dict(self) -> dict:
-        return {"metrics": self.metrics, "per_category": self.per_category, "eval_set_md5": self.eval_set_md5,
-                "queries": self.queries, "curves": self.curves, "worst": self.worst, "bounds": self.bounds}
+        return {
+            "metrics": self.metrics,
+            "per_category": self.per_category,
+            "eval_set_md5": self.eval_set_md5,
+            "queries": self.queries,
+            "curves": self.curves,
+            "worst": self.worst,
+            "bounds": self.bounds,
+        }
 
 
 def precision_bounds(n_relevant: np.ndarray, gallery_size: int, k: int = 10) -> dict[str, float]:
     """What precision@k can reach given each query's number of relevant gallery items (label_relevance):
     `ceiling` with a perfect ranking (a category with fewer than k gallery products caps it) and `chance`
     with a random one. A small catalog's floors are read against these."""
-    return {"ceiling": round(float(np.minimum(n_relevant, k).mean() / k), 4),
-            "chance": round(float(n_relevant.mean() / gallery_size), 4)}
+    return {
+        "ceiling": round(float(np.minimum(n_relevant, k).mean() / k), 4),
+        "chance": round(float(n_relevant.mean() / gallery_size), 4),
+    }
 
 
 def eval_set_md5(gallery: Gallery, shopper: ShopperQueries | None) -> str:
@@ -99,12 +108,16 @@ def category_queries(encoder: DualEncoder, categories: list[str]) -> np.ndarray:
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
-def evaluate_vectors(encoder: DualEncoder | None, gallery: Gallery, shopper: ShopperQueries | None = None, worst: int = 8) -> EvalResult:
+def evaluate_vectors(
+    encoder: DualEncoder | None, gallery: Gallery, shopper: ShopperQueries | None = None, worst: int = 8
+) -> EvalResult:
     """All offline metrics for the encoder whose image vectors are `gallery.vectors` (without an
     encoder, e.g. raw image features, the text and zero-shot metrics are left out)."""
     test, rest = gallery.split == "test", gallery.split != "test"
     if not test.any() or not rest.any():
-        raise ValueError(f"evaluation needs test and non-test rows; the gallery has {int(test.sum())} test and {int(rest.sum())} other rows")
+        raise ValueError(
+            f"evaluation needs test and non-test rows; the gallery has {int(test.sum())} test and {int(rest.sum())} other rows"
+        )
     vecs, cats = gallery.vectors, gallery.categories
     categories = sorted(set(cats))
     query_sets = [("image", vecs[test], cats[test])]
@@ -120,13 +133,17 @@ def evaluate_vectors(encoder: DualEncoder | None, gallery: Gallery, shopper: Sho
         for c, m in grouped_metrics(rel, n_rel, labels, prefix).items():
             per_cat.setdefault(c, {}).update(m)
     if encoder is not None:
-        metrics["zero_shot_accuracy"] = float((np.array(categories)[(vecs[test] @ text_q.T).argmax(axis=1)] == cats[test]).mean())
+        metrics["zero_shot_accuracy"] = float(
+            (np.array(categories)[(vecs[test] @ text_q.T).argmax(axis=1)] == cats[test]).mean()
+        )
     bad = []
     if shopper is not None and len(shopper.product_ids):
         row_of = {pid: i for i, pid in enumerate(gallery.ids)}
         missing = [p for p in shopper.product_ids if p not in row_of]
         if missing:
-            raise ValueError(f"{len(missing)} shopper queries show products that are not in the gallery, e.g. {missing[:3]}")
+            raise ValueError(
+                f"{len(missing)} shopper queries show products that are not in the gallery, e.g. {missing[:3]}"
+            )
         truth = np.array([row_of[p] for p in shopper.product_ids])
         ranked = topk(shopper.vectors, vecs, 10)
         rel = ranked == truth[:, None]
@@ -139,11 +156,21 @@ def evaluate_vectors(encoder: DualEncoder | None, gallery: Gallery, shopper: Sho
         true_score = (shopper.vectors * vecs[truth]).sum(axis=1)
         rank = np.where(rel.any(axis=1), rel.argmax(axis=1), 10)
         for i in np.lexsort((true_score, -rank))[:worst]:
-            bad.append({"product_id": shopper.product_ids[i], "category": str(cats[truth[i]]), "rank": int(rank[i]) + 1 if rank[i] < 10 else None,
-                        "results": [str(gallery.ids[j]) for j in ranked[i, :3]]})
+            bad.append(
+                {
+                    "product_id": shopper.product_ids[i],
+                    "category": str(cats[truth[i]]),
+                    "rank": int(rank[i]) + 1 if rank[i] < 10 else None,
+                    "results": [str(gallery.ids[j]) for j in ranked[i, :3]],
+                }
+            )
     md5 = eval_set_md5(gallery, shopper)
-    queries = {"image": int(test.sum()), "text": len(categories) if encoder is not None else 0, "gallery": int(rest.sum()),
-               "shopper": len(shopper.product_ids) if shopper is not None else 0}
+    queries = {
+        "image": int(test.sum()),
+        "text": len(categories) if encoder is not None else 0,
+        "gallery": int(rest.sum()),
+        "shopper": len(shopper.product_ids) if shopper is not None else 0,
+    }
     return EvalResult(metrics, per_cat, md5, queries, curves, bad, bounds)
 
 
@@ -154,13 +181,28 @@ def ann_recall(tbl, gallery: Gallery, sample: int = 200, seed: int = 0) -> float
     rows = rng.choice(np.flatnonzero(test), size=min(sample, int(test.sum())), replace=False)
     rest_ids = gallery.ids[rest]
     exact = topk(gallery.vectors[rows], gallery.vectors[rest], 10)
-    hits = [len(set(rest_ids[e]) & {r["product_id"] for r in vector_search(tbl, gallery.vectors[s], 10, "split != 'test'", columns=("product_id",))}) / 10
-            for s, e in zip(rows, exact)]
+    hits = [
+        len(
+            set(rest_ids[e])
+            & {
+                r["product_id"]
+                for r in vector_search(tbl, gallery.vectors[s], 10, "split != 'test'", columns=("product_id",))
+            }
+        )
+        / 10
+        for s, e in zip(rows, exact)
+    ]
     return float(np.mean(hits))
 
 
-def evaluate(encoder: DualEncoder, tbl, shopper: ShopperQueries | None = None, ann_sample: int = 200, seed: int = 0,
-             gallery: Gallery | None = None) -> EvalResult:
+def evaluate(
+    encoder: DualEncoder,
+    tbl,
+    shopper: ShopperQueries | None = None,
+    ann_sample: int = 200,
+    seed: int = 0,
+    gallery: Gallery | None = None,
+) -> EvalResult:
     """Evaluate against the index that was built (its rows and vectors, read once into `gallery` when not
     given), including its ANN recall."""
     gallery = gallery or Gallery.from_table(tbl)

@@ -33,10 +33,24 @@ def feature_cache_key(data_md5: str, fingerprint: str, augment: ShopperAugment |
     return hashlib.sha256(f"{data_md5}|{fingerprint}|{aug}|{seed}".encode()).hexdigest()[:24]
 
 
-def cached_image_features(fn: Callable, fingerprint: str, preprocess: ImagePreprocess, catalog: pd.DataFrame, data_dir: Path,
-                          cache_dir: Path, data_md5: str, augment: ShopperAugment | None = None, seed: int = 0,
-                          device: str = "cpu", batch_size: int = 128, workers: int | None = None, dtype=np.float32,
-                          desc: str = "image features", progress: bool = True, part_rows: int | None = None) -> tuple[np.ndarray, bool]:
+def cached_image_features(
+    fn: Callable,
+    fingerprint: str,
+    preprocess: ImagePreprocess,
+    catalog: pd.DataFrame,
+    data_dir: Path,
+    cache_dir: Path,
+    data_md5: str,
+    augment: ShopperAugment | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    batch_size: int = 128,
+    workers: int | None = None,
+    dtype=np.float32,
+    desc: str = "image features",
+    progress: bool = True,
+    part_rows: int | None = None,
+) -> tuple[np.ndarray, bool]:
     """`fn(pixels)` for every catalog row (augmented when asked), aligned with the rows, and whether
     it came from the cache. A cached entry serves any subset or order of the rows it holds. While
     encoding, every `part_rows` rows are saved as they complete: a run killed midway (even SIGKILL)
@@ -49,23 +63,49 @@ def cached_image_features(fn: Callable, fingerprint: str, preprocess: ImagePrepr
         if all(pid in pos for pid in ids):
             feats = np.load(folder / "features.npy", mmap_mode="r")
             rows = [pos[p] for p in ids]
-            return (np.array(feats) if rows == list(range(len(cached_ids))) else np.ascontiguousarray(feats[rows])), True
+            return (
+                np.array(feats) if rows == list(range(len(cached_ids))) else np.ascontiguousarray(feats[rows])
+            ), True
     paths = catalog["image_path"].tolist()
     parts = ResumableParts(folder / "parts", ids, part_rows or PART_ROWS)
     todo = parts.missing()
     if parts.done_rows:
-        logging.getLogger(__name__).warning(f"{desc}: resuming an interrupted run: {parts.done_rows:,} of {len(ids):,} rows "
-                                            f"already encoded, {len(ids) - parts.done_rows:,} to go")
+        logging.getLogger(__name__).warning(
+            f"{desc}: resuming an interrupted run: {parts.done_rows:,} of {len(ids):,} rows "
+            f"already encoded, {len(ids) - parts.done_rows:,} to go"
+        )
     todo_paths = [p for start, stop in todo for p in paths[start:stop]]
-    batches = iter_encoded(fn, data_dir, todo_paths, preprocess, device=device, batch_size=batch_size, workers=workers, desc=desc,
-                           progress=progress, augment=augment, seed=seed, dtype=dtype, done=parts.done_rows)
+    batches = iter_encoded(
+        fn,
+        data_dir,
+        todo_paths,
+        preprocess,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        desc=desc,
+        progress=progress,
+        augment=augment,
+        seed=seed,
+        dtype=dtype,
+        done=parts.done_rows,
+    )
     feats = parts.fill(todo, batches)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "features.tmp.npy"
     np.save(tmp, feats)
     (folder / "ids.json").write_text(json.dumps(ids))
-    (folder / "key.json").write_text(json.dumps({"data_md5": data_md5, "fingerprint": fingerprint, "seed": seed,
-                                                 "augment": augment.fingerprint() if augment else None}, indent=1))
+    (folder / "key.json").write_text(
+        json.dumps(
+            {
+                "data_md5": data_md5,
+                "fingerprint": fingerprint,
+                "seed": seed,
+                "augment": augment.fingerprint() if augment else None,
+            },
+            indent=1,
+        )
+    )
     tmp.rename(folder / "features.npy")
     parts.clear()
     return feats, False
@@ -93,7 +133,9 @@ class ResumableParts:
         return self.folder / f"{start:012d}-{stop:012d}.npy"
 
     def _saved(self) -> list[tuple[int, int]]:
-        return sorted(tuple(int(x) for x in f.stem.split("-")) for f in self.folder.glob("*-*.npy"))  # temp files have no "-"
+        return sorted(
+            tuple(int(x) for x in f.stem.split("-")) for f in self.folder.glob("*-*.npy")
+        )  # temp files have no "-"
 
     def missing(self) -> list[tuple[int, int]]:
         """The row spans no saved part covers, cut into parts of at most `part_rows`."""
@@ -118,7 +160,7 @@ class ResumableParts:
             tmp = self.folder / f"{start:012d}.tmp.npy"
             np.save(tmp, rows[: stop - start])
             tmp.rename(self._file(start, stop))
-            pending, have = ([rows[stop - start:]] if have > stop - start else []), have - (stop - start)
+            pending, have = ([rows[stop - start :]] if have > stop - start else []), have - (stop - start)
         spans = sorted(self.done + todo)
         loaded = [np.load(self._file(*span)) for span in spans]
         return np.concatenate(loaded) if loaded else np.zeros((0, 0), np.float32)
@@ -135,15 +177,38 @@ def encoder_split(encoder: DualEncoder) -> TowerSplit:
     return encoder.image_tower.split(blocks)
 
 
-def suffix_inputs(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, cache_dir: Path, data_md5: str,
-                  augment: ShopperAugment | None = None, seed: int = 0, batch_size: int = 128, workers: int | None = None,
-                  progress: bool = True) -> tuple[TowerSplit, np.ndarray, bool]:
+def suffix_inputs(
+    encoder: DualEncoder,
+    catalog: pd.DataFrame,
+    data_dir: Path,
+    cache_dir: Path,
+    data_md5: str,
+    augment: ShopperAugment | None = None,
+    seed: int = 0,
+    batch_size: int = 128,
+    workers: int | None = None,
+    progress: bool = True,
+) -> tuple[TowerSplit, np.ndarray, bool]:
     """Cached outputs of the frozen prefix for these rows (optionally of their shopper views), the
     split they belong to, and whether they came from the cache."""
     split = encoder_split(encoder)
     full = isinstance(split.prefix, torch.nn.Identity)
     desc = ("pixels" if full else "frozen tower features") + (f" (shopper views, seed {seed})" if augment else "")
-    feats, hit = cached_image_features(split.prefix, split.fingerprint, encoder.preprocess, catalog, data_dir, cache_dir, data_md5,
-                                       augment, seed, str(encoder.device), batch_size, workers,
-                                       dtype=np.float16 if full else np.float32, desc=desc, progress=progress)
+    feats, hit = cached_image_features(
+        split.prefix,
+        split.fingerprint,
+        encoder.preprocess,
+        catalog,
+        data_dir,
+        cache_dir,
+        data_md5,
+        augment,
+        seed,
+        str(encoder.device),
+        batch_size,
+        workers,
+        dtype=np.float16 if full else np.float32,
+        desc=desc,
+        progress=progress,
+    )
     return split, feats, hit

@@ -23,8 +23,21 @@ from scipy import ndimage
 
 SEED_NAMESPACE = "lensflow-heldout-photos-v1"  # never a training seed: training draws from integer seeds 1..V
 GENERATOR = 2  # bump whenever the photos change: it keys the cached query pixels and the eval set's md5
-CONDITIONS = ("framing", "rotation", "dark", "bright", "textured", "photographic", "cluttered",
-              "light", "blur", "noise", "jpeg", "exif", "second_product")
+CONDITIONS = (
+    "framing",
+    "rotation",
+    "dark",
+    "bright",
+    "textured",
+    "photographic",
+    "cluttered",
+    "light",
+    "blur",
+    "noise",
+    "jpeg",
+    "exif",
+    "second_product",
+)
 COMBINED = "combined"
 BACKGROUNDS = ("dark", "bright", "textured", "photographic", "cluttered")
 
@@ -64,10 +77,11 @@ def studio_colour(image: Image.Image) -> tuple[int, int, int]:
 
 # ------------------------------------------------------------------ backgrounds (all w x h RGB)
 
+
 def _gradient(w: int, h: int, a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     t = np.deg2rad(rng.uniform(0, 360))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    p = (np.cos(t) * xx / w + np.sin(t) * yy / h)
+    p = np.cos(t) * xx / w + np.sin(t) * yy / h
     p = (p - p.min()) / max(1e-6, float(np.ptp(p)))
     return a[None, None] * (1 - p[..., None]) + b[None, None] * p[..., None]
 
@@ -91,7 +105,9 @@ def textured_background(w, h, rng):
         v = 0.5 + 0.25 * (np.sin(2 * np.pi * xx / period) + np.sin(2 * np.pi * yy / period))
     else:  # grain: stripes bent by a smooth random warp
         coarse = rng.uniform(0, 255, (max(2, h // 24), max(2, w // 24))).astype(np.uint8)
-        warp = (np.asarray(Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC), np.float32) / 255 - 0.5) * rng.uniform(40, 120)
+        warp = (
+            np.asarray(Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC), np.float32) / 255 - 0.5
+        ) * rng.uniform(40, 120)
         v = 0.5 + 0.5 * np.sin(2 * np.pi * (yy + warp) / rng.uniform(6, 20))
     v = np.clip(v + rng.standard_normal((h, w), dtype=np.float32) * 0.08, 0, 1)
     return base[None, None] * (1 - v[..., None]) + other[None, None] * v[..., None]
@@ -105,22 +121,32 @@ def photographic_background(w, h, rng):
     out[:horizon], out[horizon:] = wall, floor
     for cells, amp in ((3, 28.0), (6, 22.0), (12, 16.0)):  # smooth colour variation at three scales
         field = rng.uniform(0, 255, (cells, cells, 3)).astype(np.uint8)
-        out += (np.asarray(Image.fromarray(field).resize((w, h), Image.Resampling.BICUBIC), np.float32) - 127.5) * amp / 127.5
+        out += (
+            (np.asarray(Image.fromarray(field).resize((w, h), Image.Resampling.BICUBIC), np.float32) - 127.5)
+            * amp
+            / 127.5
+        )
     small = (max(1, w // 8), max(1, h // 8))
-    yy, xx = np.mgrid[0:small[1], 0:small[0]].astype(np.float32)
+    yy, xx = np.mgrid[0 : small[1], 0 : small[0]].astype(np.float32)
     glow = np.zeros((small[1], small[0], 3), np.float32)
     for _ in range(int(rng.integers(2, 6))):
         cy, cx, r = rng.uniform(0, small[1]), rng.uniform(0, small[0]), rng.uniform(0.05, 0.25) * max(small)
-        glow += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None] * rng.uniform(-60, 80, 3).astype(np.float32)
+        glow += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None] * rng.uniform(-60, 80, 3).astype(
+            np.float32
+        )
     glow_img = np.clip(glow + 128, 0, 255).astype(np.uint8)
     out += np.asarray(Image.fromarray(glow_img).resize((w, h), Image.Resampling.BILINEAR), np.float32) - 128
-    out = np.asarray(Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(3)), np.float32)
+    out = np.asarray(
+        Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(3)), np.float32
+    )
     return out + rng.standard_normal((h, w, 1), dtype=np.float32) * 3
 
 
 def cluttered_background(w, h, rng):
     """A table top with things on it: rectangles, ellipses and lines in random colours."""
-    canvas = Image.fromarray(np.clip(_gradient(w, h, rng.uniform(60, 220, 3), rng.uniform(60, 220, 3), rng), 0, 255).astype(np.uint8))
+    canvas = Image.fromarray(
+        np.clip(_gradient(w, h, rng.uniform(60, 220, 3), rng.uniform(60, 220, 3), rng), 0, 255).astype(np.uint8)
+    )
     draw = ImageDraw.Draw(canvas)
     for _ in range(int(rng.integers(10, 30))):
         x0, y0 = rng.uniform(-0.1, 1, 2) * (w, h)
@@ -136,11 +162,17 @@ def cluttered_background(w, h, rng):
     return np.asarray(canvas.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.5))), dtype=np.float32)
 
 
-BACKGROUND_MAKERS: dict[str, Callable] = {"dark": dark_background, "bright": bright_background, "textured": textured_background,
-                                          "photographic": photographic_background, "cluttered": cluttered_background}
+BACKGROUND_MAKERS: dict[str, Callable] = {
+    "dark": dark_background,
+    "bright": bright_background,
+    "textured": textured_background,
+    "photographic": photographic_background,
+    "cluttered": cluttered_background,
+}
 
 
 # ------------------------------------------------------------------ the scene
+
 
 @dataclass
 class Scene:
@@ -194,8 +226,11 @@ def render(product: Image.Image, scene: Scene, rng: np.random.Generator) -> Phot
     if scene.motion > 1:
         image = image.filter(ImageFilter.BoxBlur(0)).filter(_motion_kernel(scene.motion, rng))
     if scene.noise > 0:
-        arr = (np.asarray(image, dtype=np.float32) + rng.standard_normal((h, w, 1), dtype=np.float32) * scene.noise
-               + rng.standard_normal((h, w, 3), dtype=np.float32) * (scene.noise / 2))
+        arr = (
+            np.asarray(image, dtype=np.float32)
+            + rng.standard_normal((h, w, 1), dtype=np.float32) * scene.noise
+            + rng.standard_normal((h, w, 3), dtype=np.float32) * (scene.noise / 2)
+        )
         image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     return Photo(_encode(image, scene.quality, scene.orientation), box, "")
 
@@ -237,6 +272,7 @@ def _encode(image: Image.Image, quality: int | None, orientation: int) -> bytes:
 
 
 # ------------------------------------------------------------------ conditions
+
 
 def scene_for(condition: str, rng: np.random.Generator, other: Image.Image | None = None) -> Scene:
     """The scene of one condition: that condition drawn at random, everything else neutral."""

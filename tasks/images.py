@@ -22,8 +22,14 @@ class CatalogImages(Dataset):
     """Catalog images as uint8 arrays; with `augment`, each re-photographed with its own fixed draw
     (keyed by image path and `seed`, so any worker order gives the same pixels)."""
 
-    def __init__(self, data_dir: Path, image_paths: list[str], preprocess: ImagePreprocess,
-                 augment: ShopperAugment | None = None, seed: int = 0):
+    def __init__(
+        self,
+        data_dir: Path,
+        image_paths: list[str],
+        preprocess: ImagePreprocess,
+        augment: ShopperAugment | None = None,
+        seed: int = 0,
+    ):
         self.data_dir, self.paths, self.preprocess = data_dir, list(image_paths), preprocess
         self.augment, self.seed = augment, seed
 
@@ -58,23 +64,47 @@ def threads_beside(workers: int):
         torch.set_num_threads(before)
 
 
-def image_batches(data_dir: Path, image_paths: list[str], preprocess: ImagePreprocess, batch_size: int = 128,
-                  workers: int | None = None, augment: ShopperAugment | None = None, seed: int = 0) -> Iterator[torch.Tensor]:
+def image_batches(
+    data_dir: Path,
+    image_paths: list[str],
+    preprocess: ImagePreprocess,
+    batch_size: int = 128,
+    workers: int | None = None,
+    augment: ShopperAugment | None = None,
+    seed: int = 0,
+) -> Iterator[torch.Tensor]:
     """Normalised pixel batches in catalog order; with workers > 0 decoding runs in that many
     spawned processes (not forked: the flow's process holds Prefect, LanceDB and torch threads);
     None picks by `auto_workers`."""
     workers = auto_workers(len(image_paths), augment) if workers is None else workers
-    loader = DataLoader(CatalogImages(data_dir, image_paths, preprocess, augment, seed), batch_size=batch_size, num_workers=workers,
-                        collate_fn=np.stack, prefetch_factor=4 if workers else None,
-                        multiprocessing_context="spawn" if workers else None)
+    loader = DataLoader(
+        CatalogImages(data_dir, image_paths, preprocess, augment, seed),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=np.stack,
+        prefetch_factor=4 if workers else None,
+        multiprocessing_context="spawn" if workers else None,
+    )
     with threads_beside(workers):
         for arrays in loader:
             yield preprocess.to_tensor(arrays)
 
 
-def iter_encoded(fn, data_dir: Path, image_paths: list[str], preprocess: ImagePreprocess, device: str = "cpu",
-                 batch_size: int = 128, workers: int | None = None, desc: str = "encode images", progress: bool = True,
-                 augment: ShopperAugment | None = None, seed: int = 0, dtype=np.float32, done: int = 0) -> Iterator[np.ndarray]:
+def iter_encoded(
+    fn,
+    data_dir: Path,
+    image_paths: list[str],
+    preprocess: ImagePreprocess,
+    device: str = "cpu",
+    batch_size: int = 128,
+    workers: int | None = None,
+    desc: str = "encode images",
+    progress: bool = True,
+    augment: ShopperAugment | None = None,
+    seed: int = 0,
+    dtype=np.float32,
+    done: int = 0,
+) -> Iterator[np.ndarray]:
     """`fn(pixels) -> [B, ...]` batch by batch, in input order (memory stays flat in the number of images);
     `done`: images encoded earlier (a resumed run), counted in the progress bar."""
     tune_malloc()
@@ -87,4 +117,3 @@ def iter_encoded(fn, data_dir: Path, image_paths: list[str], preprocess: ImagePr
                 out = fn(pixels.to(device, non_blocking=True)).float().cpu().numpy().astype(dtype, copy=False)
             bar.update(len(pixels))
             yield out
-

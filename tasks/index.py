@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
 from lensflow.storage import is_remote, lancedb_options, objects_md5
 from tasks import stage
-
 from tasks.versioning import dir_md5
 
 META_KEY = "lensflow"
@@ -43,9 +43,19 @@ class IndexInfo:
 
 def index_record(index: IndexInfo, data_md5: str, built: str = "full", **extra) -> dict:
     """What a model version records about the index it serves (the `index` tag)."""
-    return {"uri": index.uri, "table": index.table, "version": index.version, "rows": index.rows,
-            "fingerprint": index.fingerprint, "ann": index.ann, "query": index.query, "data_md5": data_md5,
-            "tracked": "object store" if is_remote(index.uri) else "dvc", "built": built, **extra}
+    return {
+        "uri": index.uri,
+        "table": index.table,
+        "version": index.version,
+        "rows": index.rows,
+        "fingerprint": index.fingerprint,
+        "ann": index.ann,
+        "query": index.query,
+        "data_md5": data_md5,
+        "tracked": "object store" if is_remote(index.uri) else "dvc",
+        "built": built,
+        **extra,
+    }
 
 
 def table_name(model_name: str, version: int | str) -> str:
@@ -83,14 +93,19 @@ def ann_params(rows: int, dim: int) -> dict:
 def _column(values: pd.Series, name: str) -> pa.Array:
     if name == "price":
         return pa.array(pd.to_numeric(values), type=pa.float64(), from_pandas=True)
-    return pa.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in values], type=pa.string())
+    return pa.array(
+        [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in values], type=pa.string()
+    )
 
 
-def _record_batches(catalog: pd.DataFrame, vectors: np.ndarray | Iterable[np.ndarray], schema: pa.Schema,
-                    chunk_rows: int = 65_536) -> Iterator[pa.Table]:
+def _record_batches(
+    catalog: pd.DataFrame, vectors: np.ndarray | Iterable[np.ndarray], schema: pa.Schema, chunk_rows: int = 65_536
+) -> Iterator[pa.Table]:
     """Catalog rows zipped with vector batches, as Arrow tables of about `chunk_rows` rows (only one
     chunk is in memory at a time)."""
-    batches = (vectors[i : i + 8192] for i in range(0, len(vectors), 8192)) if isinstance(vectors, np.ndarray) else vectors
+    batches = (
+        (vectors[i : i + 8192] for i in range(0, len(vectors), 8192)) if isinstance(vectors, np.ndarray) else vectors
+    )
     dim, start, pending = schema.field("vector").type.list_size, 0, []
     for batch in batches:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -112,9 +127,17 @@ def _record_batches(catalog: pd.DataFrame, vectors: np.ndarray | Iterable[np.nda
         yield pa.Table.from_batches(pending, schema=schema)
 
 
-def build_index(uri: str, name: str, catalog: pd.DataFrame, vectors: np.ndarray | Iterable[np.ndarray], metadata: dict,
-                ann_min_rows: int = 10_000, query: QueryParams | None = None, dim: int | None = None,
-                chunk_rows: int = 65_536) -> IndexInfo:
+def build_index(
+    uri: str,
+    name: str,
+    catalog: pd.DataFrame,
+    vectors: np.ndarray | Iterable[np.ndarray],
+    metadata: dict,
+    ann_min_rows: int = 10_000,
+    query: QueryParams | None = None,
+    dim: int | None = None,
+    chunk_rows: int = 65_536,
+) -> IndexInfo:
     """Create table `name` (it must not exist: tables are immutable once served) and its indexes.
 
     `vectors` is an [N, D] array or an iterable of [n, D] batches in catalog order (then give `dim`):
@@ -131,12 +154,16 @@ def build_index(uri: str, name: str, catalog: pd.DataFrame, vectors: np.ndarray 
     query = query or QueryParams()
     db = connect(uri)
     if name in db.list_tables().tables:
-        raise FileExistsError(f"LanceDB table {name!r} already exists in {uri}; a model version's table is never overwritten")
+        raise FileExistsError(
+            f"LanceDB table {name!r} already exists in {uri}; a model version's table is never overwritten"
+        )
     ann = ann_params(len(catalog), dim) if len(catalog) >= ann_min_rows else None
     meta = {**metadata, "embed_dim": dim, "rows": len(catalog), "ann": ann, "query": asdict(query)}
     fields = [pa.field(c, pa.float64() if c == "price" else pa.string()) for c in TABLE_COLUMNS if c in catalog.columns]
-    schema = pa.schema([*fields, pa.field("vector", pa.list_(pa.float32(), dim))],
-                       metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+    schema = pa.schema(
+        [*fields, pa.field("vector", pa.list_(pa.float32(), dim))],
+        metadata={META_KEY: json.dumps(meta, sort_keys=True)},
+    )
     try:
         # Chunks are computed here and appended (not pulled by LanceDB's writer thread through a reader:
         # torch running on that thread measured ~2x slower).
@@ -147,14 +174,21 @@ def build_index(uri: str, name: str, catalog: pd.DataFrame, vectors: np.ndarray 
             else:
                 tbl.add(chunk)
         if ann:
-            tbl.create_index("vector", config=IvfPq(distance_type="cosine", num_partitions=ann["num_partitions"],
-                                                     num_sub_vectors=ann["num_sub_vectors"]), replace=True)
+            tbl.create_index(
+                "vector",
+                config=IvfPq(
+                    distance_type="cosine", num_partitions=ann["num_partitions"], num_sub_vectors=ann["num_sub_vectors"]
+                ),
+                replace=True,
+            )
         tbl.create_fts_index("title", replace=True)
     except BaseException:
         if name in db.list_tables().tables:  # never leave a half-written table behind under a version's name
             db.drop_table(name)
         raise
-    return IndexInfo(uri, name, int(tbl.version), int(tbl.count_rows()), table_fingerprint(uri, name), ann, True, asdict(query))
+    return IndexInfo(
+        uri, name, int(tbl.version), int(tbl.count_rows()), table_fingerprint(uri, name), ann, True, asdict(query)
+    )
 
 
 def table_metadata(tbl) -> dict:
@@ -162,9 +196,16 @@ def table_metadata(tbl) -> dict:
     return json.loads(raw) if raw else {}
 
 
-def vector_search(tbl, vector: np.ndarray, k: int, where: str | None = None, query: dict | None = None,
-                  exact: bool = False, columns: tuple[str, ...] = ("product_id", "title", "category"),
-                  meta: dict | None = None) -> list[dict]:
+def vector_search(
+    tbl,
+    vector: np.ndarray,
+    k: int,
+    where: str | None = None,
+    query: dict | None = None,
+    exact: bool = False,
+    columns: tuple[str, ...] = ("product_id", "title", "category"),
+    meta: dict | None = None,
+) -> list[dict]:
     """Top-k by cosine distance; score = 1 - distance (cosine similarity).
 
     `meta` is the table's lensflow metadata (`table_metadata`); a server passes it once read, as

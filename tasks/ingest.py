@@ -54,13 +54,22 @@ def _place(src: Path, dest: Path, link: bool) -> None:
             os.link(src, dest)
             return
         except OSError as exc:
-            raise CatalogError(f"cannot hard-link {src} into {dest.parent} ({exc.strerror}): they are on different "
-                               "file systems; import without --link to copy the photos") from exc
+            raise CatalogError(
+                f"cannot hard-link {src} into {dest.parent} ({exc.strerror}): they are on different "
+                "file systems; import without --link to copy the photos"
+            ) from exc
     shutil.copy2(src, dest)
 
 
-def import_catalog(catalog: Path, images: Path, data_dir: Path, categories_file: Path | None = None,
-                   link: bool = False, force: bool = False, progress: bool = False) -> Imported:
+def import_catalog(
+    catalog: Path,
+    images: Path,
+    data_dir: Path,
+    categories_file: Path | None = None,
+    link: bool = False,
+    force: bool = False,
+    progress: bool = False,
+) -> Imported:
     """Copy `catalog` (CSV or parquet; `image_path` relative to `images`, or else to the catalog's folder, or
     absolute inside `images`) and the photos it names into data_dir: data/catalog.<ext>,
     data/images/<path under images> (a leading images/ is not doubled), data/categories.json.
@@ -75,16 +84,23 @@ def import_catalog(catalog: Path, images: Path, data_dir: Path, categories_file:
     if not images.is_dir():
         raise CatalogError(f"--images {images}: no such folder")
     if catalog.is_relative_to(data_dir.resolve()) or images.is_relative_to(data_dir.resolve()):
-        raise CatalogError(f"{catalog} and {images} are already in the data folder {data_dir}: run `lensflow retrain` on it "
-                           "as it is, or import from a folder outside it")
+        raise CatalogError(
+            f"{catalog} and {images} are already in the data folder {data_dir}: run `lensflow retrain` on it "
+            "as it is, or import from a folder outside it"
+        )
     df = read_catalog_table(catalog)
-    categories = read_categories(categories_file) if categories_file else sorted(
-        {str(c) for c in df["category"] if isinstance(c, str) and c.strip()})
+    categories = (
+        read_categories(categories_file)
+        if categories_file
+        else sorted({str(c) for c in df["category"] if isinstance(c, str) and c.strip()})
+    )
     foreign = foreign_files(data_dir)
     if foreign and not force:
-        raise FileExistsError(f"{data_dir} already holds files lensflow did not create: {describe_files(data_dir, foreign)}. "
-                              "Nothing was changed. Move them away, or pass --force to DELETE those "
-                              f"{len(foreign)} file(s) and import in their place.")
+        raise FileExistsError(
+            f"{data_dir} already holds files lensflow did not create: {describe_files(data_dir, foreign)}. "
+            "Nothing was changed. Move them away, or pass --force to DELETE those "
+            f"{len(foreign)} file(s) and import in their place."
+        )
     sample = sorted(sample_files(data_dir))
     remove_files(data_dir, [*foreign, *sample])
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +109,9 @@ def import_catalog(catalog: Path, images: Path, data_dir: Path, categories_file:
     dest_of: dict[Path, str] = {}  # source file -> path in data/
     taken: set[str] = set()
     missing, n_bytes = [], 0
-    for row, value in enumerate(tqdm(df["image_path"], desc="import photos", unit="img", disable=not progress), start=1):
+    for row, value in enumerate(
+        tqdm(df["image_path"], desc="import photos", unit="img", disable=not progress), start=1
+    ):
         if not isinstance(value, str) or not value.strip() or value in placed:
             continue
         src = Path(value) if Path(value).is_absolute() else images / value
@@ -106,8 +124,10 @@ def import_catalog(catalog: Path, images: Path, data_dir: Path, categories_file:
             continue
         if not src.is_file():
             other = case_variant(images, Path(value)) if not Path(value).is_absolute() else None
-            missing.append(f"row {row}: {value!r} is not in {images}" + (
-                f" ({other!r} is: file names are case-sensitive)" if other else ""))
+            missing.append(
+                f"row {row}: {value!r} is not in {images}"
+                + (f" ({other!r} is: file names are case-sensitive)" if other else "")
+            )
             continue
         if src.resolve() in dest_of:  # the same photo named twice (say, relative and absolute)
             placed[value] = dest_of[src.resolve()]
@@ -117,7 +137,9 @@ def import_catalog(catalog: Path, images: Path, data_dir: Path, categories_file:
         if dest in taken:
             dest = "images/" + rel
         if dest in taken:
-            raise CatalogError(f"row {row}: {value!r} and another photo would both be stored as data/{dest}; rename one")
+            raise CatalogError(
+                f"row {row}: {value!r} and another photo would both be stored as data/{dest}; rename one"
+            )
         _place(src, data_dir / dest, link)
         n_bytes += (data_dir / dest).stat().st_size
         placed[value], dest_of[src.resolve()] = dest, dest
@@ -129,32 +151,49 @@ def import_catalog(catalog: Path, images: Path, data_dir: Path, categories_file:
     else:
         df.to_csv(out, index=False)
     (data_dir / "categories.json").write_text(json.dumps(categories, indent=1, ensure_ascii=False) + "\n")
-    return Imported(out, len(df), len(dest_of), n_bytes, categories,
-                    str(categories_file) if categories_file else "catalog", len(sample), link, missing)
+    return Imported(
+        out,
+        len(df),
+        len(dest_of),
+        n_bytes,
+        categories,
+        str(categories_file) if categories_file else "catalog",
+        len(sample),
+        link,
+        missing,
+    )
 
 
 def summary_lines(imp: Imported, data_dir: Path, checked, max_bad_fraction: float = MAX_BAD_FRACTION) -> list[str]:
     """What was read and what validation will quarantine (`checked`: a tasks.validate.ValidationResult)."""
     counts = pd.Series(checked.valid["category"]).value_counts()
-    lines = [f"read      {imp.rows} products; {imp.images} photos {'linked' if imp.linked else 'copied'} "
-             f"({imp.image_bytes / 1e6:.1f} MB) into {data_dir}, catalog {imp.catalog}",
-             f"categories {len(imp.categories)} (from {imp.categories_from}; edit {data_dir / 'categories.json'} to change them): "
-             + ", ".join(f"{c} {counts.get(c, 0)}" for c in imp.categories)]
+    lines = [
+        f"read      {imp.rows} products; {imp.images} photos {'linked' if imp.linked else 'copied'} "
+        f"({imp.image_bytes / 1e6:.1f} MB) into {data_dir}, catalog {imp.catalog}",
+        f"categories {len(imp.categories)} (from {imp.categories_from}; edit {data_dir / 'categories.json'} to change them): "
+        + ", ".join(f"{c} {counts.get(c, 0)}" for c in imp.categories),
+    ]
     if imp.missing:
         lines.append(f"not found {len(imp.missing)} photos named in the catalog (their rows are quarantined):")
-        lines += [f"  {m}" for m in imp.missing[:10]] + ([f"  ... and {len(imp.missing) - 10} more"] if len(imp.missing) > 10 else [])
+        lines += [f"  {m}" for m in imp.missing[:10]] + (
+            [f"  ... and {len(imp.missing) - 10} more"] if len(imp.missing) > 10 else []
+        )
     if imp.replaced_sample:
         lines.append(f"replaced  the sample catalog ({imp.replaced_sample} files lensflow had created)")
     if checked.n_quarantined:
         bad = pd.read_csv(checked.quarantine_path, dtype=str, keep_default_na=False)
-        lines.append(f"quarantine {checked.n_quarantined} of {checked.n_rows} rows will be left out of training and search "
-                     f"(all of them, with the reason: {checked.quarantine_path}):")
+        lines.append(
+            f"quarantine {checked.n_quarantined} of {checked.n_rows} rows will be left out of training and search "
+            f"(all of them, with the reason: {checked.quarantine_path}):"
+        )
         lines += [f"  row {r.row} ({r.product_id}): {r.reason}" for r in bad.head(10).itertuples()]
         if checked.n_quarantined > 10:
             lines.append(f"  ... and {checked.n_quarantined - 10} more")
         if checked.n_quarantined > max_bad_fraction * checked.n_rows:
-            lines.append(f"warning   that is more than {max_bad_fraction:.0%} of the rows: `lensflow retrain` will stop until they "
-                         "are fixed (import again with --force), or pass it --max-bad-fraction")
+            lines.append(
+                f"warning   that is more than {max_bad_fraction:.0%} of the rows: `lensflow retrain` will stop until they "
+                "are fixed (import again with --force), or pass it --max-bad-fraction"
+            )
     else:
         lines.append(f"valid     all {checked.n_rows} rows pass validation")
     return lines

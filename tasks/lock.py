@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -35,8 +35,10 @@ def _flow_run() -> dict:
 
 def describe(holder: dict) -> str:
     run = f"flow run '{holder['flow_run']}' ({holder['flow_run_id']}), " if holder.get("flow_run") else ""
-    return (f"{holder.get('what', 'a lensflow run')} ({run}pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
-            f"since {holder.get('since', '?')})")
+    return (
+        f"{holder.get('what', 'a lensflow run')} ({run}pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+        f"since {holder.get('since', '?')})"
+    )
 
 
 @contextmanager
@@ -55,15 +57,21 @@ def project_lock(folder: Path, what: str, wait_s: float = 0, log=None) -> Iterat
                 holder = _holder(fd)
                 if time.monotonic() >= deadline:
                     waited = f" (waited {wait_s:.0f} s)" if wait_s else ""
-                    raise RunInProgress(f"{what} not started: another run is changing this project: {describe(holder)}{waited}. "
-                                        "Nothing was changed by this run; start it again when that one has finished, "
-                                        "or cancel that run.") from None
+                    raise RunInProgress(
+                        f"{what} not started: another run is changing this project: {describe(holder)}{waited}. "
+                        "Nothing was changed by this run; start it again when that one has finished, "
+                        "or cancel that run."
+                    ) from None
                 if log and wait_s:
                     log(f"{what} waits for {describe(holder)} to finish (at most {wait_s:.0f} s)")
                     log = None
                 time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-        holder = {"what": what, "pid": os.getpid(), "host": socket.gethostname(),
-                  "since": datetime.now(timezone.utc).isoformat(timespec="seconds")} | _flow_run()
+        holder = {
+            "what": what,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        } | _flow_run()
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         try:

@@ -67,13 +67,17 @@ def recall_curve(relevant: np.ndarray) -> list[float]:
     return [float(relevant[:, :k].any(axis=1).mean()) for k in CURVE_KS]
 
 
-def label_relevance(ranked: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def label_relevance(
+    ranked: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Relevance (same label) of ranked gallery indices, and the number of relevant items per query."""
     rel = gallery_labels[ranked] == query_labels[:, None]
     counts = pd.Series(gallery_labels).value_counts()
     return rel, np.array([counts.get(c, 0) for c in query_labels])
 
 
-def grouped_metrics(relevant: np.ndarray, n_relevant: np.ndarray, groups: np.ndarray, prefix: str) -> dict[str, dict[str, float]]:
+def grouped_metrics(
+    relevant: np.ndarray, n_relevant: np.ndarray, groups: np.ndarray, prefix: str
+) -> dict[str, dict[str, float]]:
     """`ranking_metrics` per group (e.g. per category of the query)."""
     return {g: ranking_metrics(relevant[groups == g], n_relevant[groups == g], prefix) for g in sorted(set(groups))}

@@ -16,24 +16,33 @@ from tasks.registry import CHAMPION, get_alias, set_tags, version_tags
 class GateConfig(BaseModel):
     """No gated metric may fall more than its tolerance below the champion's; floors always hold."""
 
-    metrics: list[str] = Field(default=["image_precision_at_10", "text_precision_at_10", "image_ndcg_at_10",
-                                        "heldout_combined_recall_at_1"],
-                               description="metrics compared with the champion (heldout_combined_recall_at_1: shopper photos "
-                                           "with every held-out condition at once)")
+    metrics: list[str] = Field(
+        default=["image_precision_at_10", "text_precision_at_10", "image_ndcg_at_10", "heldout_combined_recall_at_1"],
+        description="metrics compared with the champion (heldout_combined_recall_at_1: shopper photos "
+        "with every held-out condition at once)",
+    )
     tolerance: float = Field(default=0.01, ge=0, description="allowed drop vs the champion, absolute")
-    tolerances: dict[str, float] = Field(default={"heldout_combined_recall_at_1": 0.03},
-                                         description="per-metric allowed drop (overrides `tolerance`); 0.03 is about one "
-                                                     "standard error of R@1 on the default 300 held-out photos")
-    floors: dict[str, float] = Field(default={"image_precision_at_10": 0.5, "text_precision_at_10": 0.5},
-                                     description="absolute minimum per metric")
+    tolerances: dict[str, float] = Field(
+        default={"heldout_combined_recall_at_1": 0.03},
+        description="per-metric allowed drop (overrides `tolerance`); 0.03 is about one "
+        "standard error of R@1 on the default 300 held-out photos",
+    )
+    floors: dict[str, float] = Field(
+        default={"image_precision_at_10": 0.5, "text_precision_at_10": 0.5}, description="absolute minimum per metric"
+    )
 
 
 class ReviewPolicy(BaseModel):
     """How a registered version gets to be champion: the gate, then who decides and how long they have."""
 
-    approval: ApprovalPolicy = Field("reviewer", description="reviewer: pause for a reviewer's decision in the Prefect UI; "
-                                     "auto-approve: promote when the gate passes (recorded as such); later: stop after the gate")
-    approval_timeout_s: int = Field(172_800, ge=1, description="how long to wait for a reviewer before rejecting (seconds)")
+    approval: ApprovalPolicy = Field(
+        "reviewer",
+        description="reviewer: pause for a reviewer's decision in the Prefect UI; "
+        "auto-approve: promote when the gate passes (recorded as such); later: stop after the gate",
+    )
+    approval_timeout_s: int = Field(
+        172_800, ge=1, description="how long to wait for a reviewer before rejecting (seconds)"
+    )
     approval_poll_s: int = Field(10, ge=1, description="how often the paused run checks for a decision (seconds)")
     gate: GateConfig = Field(default_factory=GateConfig)
 
@@ -47,8 +56,12 @@ class GateDecision:
     drops: dict[str, float] = field(default_factory=dict)  # metric -> how far below the champion it fell
 
 
-def gate(challenger: dict[str, float], champion: dict[str, float] | None, cfg: GateConfig,
-         champion_version: int | None = None) -> GateDecision:
+def gate(
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+    cfg: GateConfig,
+    champion_version: int | None = None,
+) -> GateDecision:
     """Pure decision: floors first, then regression against the champion (when there is one)."""
     reasons, floors_missed, drops = [], {}, {}
     for name, floor in cfg.floors.items():
@@ -80,19 +93,31 @@ def accept_hint(version: int, decision: GateDecision, bounds: dict[str, dict[str
     lines, flags = [], []
     for name, value in decision.floors_missed.items():
         b = bounds.get(name)
-        reach = f" (on this catalog it can reach {b['ceiling']:.2f} with a perfect ranking; a random ranking scores {b['chance']:.2f})" if b else ""
+        reach = (
+            f" (on this catalog it can reach {b['ceiling']:.2f} with a perfect ranking; a random ranking scores {b['chance']:.2f})"
+            if b
+            else ""
+        )
         lines.append(f"{name} is {value:.4f}, below its floor{reach}")
         flags.append(f"--floor {name}={math.floor(value * 100) / 100:g}")
     if decision.drops:
-        lines.append("it regresses from champion v{}: {}".format(decision.champion_version, ", ".join(
-            f"{name} by {drop:.4f}" for name, drop in decision.drops.items())))
+        lines.append(
+            "it regresses from champion v{}: {}".format(
+                decision.champion_version, ", ".join(f"{name} by {drop:.4f}" for name, drop in decision.drops.items())
+            )
+        )
         flags.append(f"--tolerance {math.ceil(round(max(decision.drops.values()), 6) * 100) / 100:g}")
-    first = ("With no champion yet, nothing is compared: the floors alone stand between a model and shoppers. "
-             if decision.champion_version is None else "")
+    first = (
+        "With no champion yet, nothing is compared: the floors alone stand between a model and shoppers. "
+        if decision.champion_version is None
+        else ""
+    )
     if any("missing" in r for r in decision.reasons):  # no value to set a floor or tolerance from
         return first + f"v{version} was not promoted: " + "; ".join(decision.reasons)
-    return (f"{first}v{version} was not promoted: " + "; ".join(lines) + ". If that is good enough for your shoppers, "
-            f"accept it as it is (no retraining): lensflow promote --version {version} --auto-approve {' '.join(flags)}")
+    return (
+        f"{first}v{version} was not promoted: " + "; ".join(lines) + ". If that is good enough for your shoppers, "
+        f"accept it as it is (no retraining): lensflow promote --version {version} --auto-approve {' '.join(flags)}"
+    )
 
 
 def champion_metrics(c, name: str) -> tuple[int | None, dict | None]:
@@ -102,8 +127,15 @@ def champion_metrics(c, name: str) -> tuple[int | None, dict | None]:
     return int(mv.version), json.loads(version_tags(mv).get("metrics", "{}"))
 
 
-def promote(c, name: str, version: int, decision: GateDecision, policy: ApprovalPolicy, review: Review | None = None,
-            next_step: str = "") -> str:
+def promote(
+    c,
+    name: str,
+    version: int,
+    decision: GateDecision,
+    policy: ApprovalPolicy,
+    review: Review | None = None,
+    next_step: str = "",
+) -> str:
     """Record the gate and the approval on the version, then move `champion`, then mark the old one retired.
 
     Readers follow the alias, and the version behind it carries its index tag from the retrain, so a
@@ -116,8 +148,18 @@ def promote(c, name: str, version: int, decision: GateDecision, policy: Approval
     """
     set_tags(c, name, version, {"gate": "passed" if decision.passed else "failed", "gate_reasons": decision.reasons})
     if not decision.passed:
-        set_tags(c, name, version, {"status": "rejected", "rejected_at": now(), "rejected_by": "gate",
-                                    "rejected_reason": "gate: " + "; ".join(decision.reasons), "next_step": next_step})
+        set_tags(
+            c,
+            name,
+            version,
+            {
+                "status": "rejected",
+                "rejected_at": now(),
+                "rejected_by": "gate",
+                "rejected_reason": "gate: " + "; ".join(decision.reasons),
+                "next_step": next_step,
+            },
+        )
         return "rejected"
     if policy == "later":
         set_tags(c, name, version, {"status": "awaiting-approval"})
@@ -129,24 +171,55 @@ def promote(c, name: str, version: int, decision: GateDecision, policy: Approval
     if review.refused:
         set_tags(c, name, version, {"approval_refused": review.refused})
     if review.outcome != "approved":
-        reason = (f"reviewer {review.reviewer}: {review.comment}" if review.outcome == "rejected"
-                  else f"approval timed out: {review.comment}")
-        set_tags(c, name, version, {"status": "rejected", "rejected_at": review.at, "rejected_by": review.reviewer or "timeout",
-                                    "rejected_reason": reason})
+        reason = (
+            f"reviewer {review.reviewer}: {review.comment}"
+            if review.outcome == "rejected"
+            else f"approval timed out: {review.comment}"
+        )
+        set_tags(
+            c,
+            name,
+            version,
+            {
+                "status": "rejected",
+                "rejected_at": review.at,
+                "rejected_by": review.reviewer or "timeout",
+                "rejected_reason": reason,
+            },
+        )
         return "rejected" if review.outcome == "rejected" else "timed-out"
     current, _ = champion_metrics(c, name)
     if current != decision.champion_version:
-        set_tags(c, name, version, {"status": "superseded", "superseded_reason":
-                                    f"approved by {review.reviewer}, but the champion moved from v{decision.champion_version} "
-                                    f"to v{current} after the comparison: run the promote flow again"})
+        set_tags(
+            c,
+            name,
+            version,
+            {
+                "status": "superseded",
+                "superseded_reason": f"approved by {review.reviewer}, but the champion moved from v{decision.champion_version} "
+                f"to v{current} after the comparison: run the promote flow again",
+            },
+        )
         return "superseded"
-    set_tags(c, name, version, {"approval": policy, "approved_by": review.reviewer, "approved_at": review.at,
-                                "approval_comment": review.comment, "previous_champion": str(current or ""),
-                                "status": "approved"})
+    set_tags(
+        c,
+        name,
+        version,
+        {
+            "approval": policy,
+            "approved_by": review.reviewer,
+            "approved_at": review.at,
+            "approval_comment": review.comment,
+            "previous_champion": str(current or ""),
+            "status": "approved",
+        },
+    )
     c.set_registered_model_alias(name, CHAMPION, str(version))  # the commit point: one write
     set_tags(c, name, version, {"status": "champion"})
     if current is not None:
-        set_tags(c, name, current, {"retired_at": now(), "succeeded_by": str(version), "status": "retired"})  # status last
+        set_tags(
+            c, name, current, {"retired_at": now(), "succeeded_by": str(version), "status": "retired"}
+        )  # status last
     return "promoted"
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import shutil
 
-from tasks.approval import now
 from lensflow.storage import is_remote
+from tasks.approval import now
 from tasks.index import connect, table_dir, table_name
 from tasks.registry import CHAMPION, get_alias, set_tags, version_tags
 
@@ -40,12 +40,29 @@ def recover(c, name: str, experiment: str, lancedb_uri: str | None = None, log=N
             set_tags(c, name, v, {"status": "retired", "retired_at": now(), "succeeded_by": str(champ_v or "")})
             fixed.append(f"v{v}: retired (succeeded by v{champ_v}; the promotion was interrupted before retiring it)")
         elif status == "approved":
-            set_tags(c, name, v, {"status": "awaiting-approval", "interrupted": f"{now()}: promotion interrupted before the "
-                                  "alias moved; review it again with the promote flow"})
-            fixed.append(f"v{v}: awaiting-approval (approved, but its promotion was interrupted before the alias moved)")
+            set_tags(
+                c,
+                name,
+                v,
+                {
+                    "status": "awaiting-approval",
+                    "interrupted": f"{now()}: promotion interrupted before the "
+                    "alias moved; review it again with the promote flow",
+                },
+            )
+            fixed.append(
+                f"v{v}: awaiting-approval (approved, but its promotion was interrupted before the alias moved)"
+            )
         elif status == "building":
-            set_tags(c, name, v, {"status": "failed", "failed_reason": "abandoned: the run building it ended without "
-                                  "finishing (killed?)"})
+            set_tags(
+                c,
+                name,
+                v,
+                {
+                    "status": "failed",
+                    "failed_reason": "abandoned: the run building it ended without finishing (killed?)",
+                },
+            )
             fixed.append(f"v{v}: failed (its run ended while building it)")
             if lancedb_uri and is_remote(lancedb_uri):
                 db, table = connect(lancedb_uri), table_name(name, v)
@@ -63,7 +80,9 @@ def recover(c, name: str, experiment: str, lancedb_uri: str | None = None, log=N
         for run in c.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'"):
             if (run.info.run_name or "").startswith(RUN_PREFIXES):
                 c.set_terminated(run.info.run_id, "KILLED")
-                fixed.append(f"MLflow run {run.info.run_name} ({run.info.run_id}): KILLED (it was still RUNNING with no live run)")
+                fixed.append(
+                    f"MLflow run {run.info.run_name} ({run.info.run_id}): KILLED (it was still RUNNING with no live run)"
+                )
     for line in fixed if log else ():
         log(f"recovered from an interrupted run: {line}")
     return fixed

@@ -61,7 +61,7 @@ def set_tags(c, name: str, version: int | str, tags: dict) -> None:
 
 
 def version_tags(mv) -> dict[str, str]:
-    return {k[len(TAG):]: v for k, v in (mv.tags or {}).items() if k.startswith(TAG)}
+    return {k[len(TAG) :]: v for k, v in (mv.tags or {}).items() if k.startswith(TAG)}
 
 
 def json_tag(tags: dict[str, str], key: str) -> dict:

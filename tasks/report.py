@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
-
-import json
 
 from models.augment import ShopperAugment
 from models.preprocess import to_rgb
@@ -17,10 +16,21 @@ from tasks.metrics import CURVE_KS
 from tasks.robustness import table_of
 from tasks.shopper import example_sheet, shopper_photo
 
-HEADLINE = ("image_precision_at_10", "text_precision_at_10", "zero_shot_accuracy", "heldout_combined_recall_at_1",
-            "heldout_combined_recall_at_10", "heldout_combined_category_precision_at_10", "shopper_recall_at_1",
-            "shopper_recall_at_10", "shopper_mrr_at_10", "image_recall_at_1", "image_ndcg_at_10", "text_ndcg_at_10",
-            "index_recall_at_10")
+HEADLINE = (
+    "image_precision_at_10",
+    "text_precision_at_10",
+    "zero_shot_accuracy",
+    "heldout_combined_recall_at_1",
+    "heldout_combined_recall_at_10",
+    "heldout_combined_category_precision_at_10",
+    "shopper_recall_at_1",
+    "shopper_recall_at_10",
+    "shopper_mrr_at_10",
+    "image_recall_at_1",
+    "image_ndcg_at_10",
+    "text_ndcg_at_10",
+    "index_recall_at_10",
+)
 
 
 def _pyplot():
@@ -32,7 +42,9 @@ def _pyplot():
     return plt
 
 
-def recall_curves_plot(challenger: EvalResult, champion: EvalResult | None, out: Path, labels=("challenger", "champion")) -> Path:
+def recall_curves_plot(
+    challenger: EvalResult, champion: EvalResult | None, out: Path, labels=("challenger", "champion")
+) -> Path:
     """Recall@K (K = 1..10) per query set, challenger solid, champion dashed."""
     plt = _pyplot()
     sets = list(challenger.curves)
@@ -53,8 +65,9 @@ def recall_curves_plot(challenger: EvalResult, champion: EvalResult | None, out:
     return out
 
 
-def per_category_plot(result: EvalResult, out: Path,
-                      metrics=("image_precision_at_10", "text_precision_at_10", "shopper_recall_at_1")) -> Path:
+def per_category_plot(
+    result: EvalResult, out: Path, metrics=("image_precision_at_10", "text_precision_at_10", "shopper_recall_at_1")
+) -> Path:
     """Grouped bars: one group per category, one bar per metric."""
     plt = _pyplot()
     cats = sorted(result.per_category)
@@ -73,8 +86,14 @@ def per_category_plot(result: EvalResult, out: Path,
     return out
 
 
-def worst_queries_sheet(result: EvalResult, catalog: pd.DataFrame, data_dir: Path, out: Path,
-                        augment: ShopperAugment | None = None, thumb: int = 96) -> Path | None:
+def worst_queries_sheet(
+    result: EvalResult,
+    catalog: pd.DataFrame,
+    data_dir: Path,
+    out: Path,
+    augment: ShopperAugment | None = None,
+    thumb: int = 96,
+) -> Path | None:
     """Rows of thumbnails: shopper photo | its product | the top-3 results (for the worst queries)."""
     if not result.worst:
         return None
@@ -92,11 +111,16 @@ def worst_queries_sheet(result: EvalResult, catalog: pd.DataFrame, data_dir: Pat
     return out
 
 
-def comparison_table(challenger: dict[str, float], champion: dict[str, float] | None, champion_label: str = "champion",
-                     challenger_label: str = "challenger") -> str:
+def comparison_table(
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+    champion_label: str = "champion",
+    challenger_label: str = "challenger",
+) -> str:
     """Markdown table of the headline metrics with deltas (champion measured on the same eval set)."""
-    names = [m for m in HEADLINE if m in challenger] + sorted(m for m in set(challenger) - set(HEADLINE)
-                                                              if not m.startswith("heldout_"))  # those: robustness_table
+    names = [m for m in HEADLINE if m in challenger] + sorted(
+        m for m in set(challenger) - set(HEADLINE) if not m.startswith("heldout_")
+    )  # those: robustness_table
     lines = [f"| metric | {challenger_label} | {champion_label} | delta |", "|---|---|---|---|"]
     for m in names:
         c = challenger[m]
@@ -107,7 +131,9 @@ def comparison_table(challenger: dict[str, float], champion: dict[str, float] | 
     return "\n".join(lines)
 
 
-def robustness_table(challenger: dict[str, float], champion: dict[str, float] | None = None, champion_label: str = "champion") -> str:
+def robustness_table(
+    challenger: dict[str, float], champion: dict[str, float] | None = None, champion_label: str = "champion"
+) -> str:
     """Markdown: held-out shopper photos per condition (R@1, R@10, category P@10), the champion's R@1 beside
     the challenger's, and the train-recipe vs held-out line."""
     rows = table_of(challenger)
@@ -117,8 +143,10 @@ def robustness_table(challenger: dict[str, float], champion: dict[str, float] | 
     lines = [f"| held-out condition | R@1 | R@10 | category P@10 | {champion_label} R@1 |", "|---|---|---|---|---|"]
     for cond, m in rows.items():
         other = theirs.get(cond, {}).get("recall_at_1")
-        lines.append(f"| {cond} | {m['recall_at_1']:.3f} | {m['recall_at_10']:.3f} | {m['category_precision_at_10']:.3f} | "
-                     f"{'-' if other is None else f'{other:.3f}'} |")
+        lines.append(
+            f"| {cond} | {m['recall_at_1']:.3f} | {m['recall_at_10']:.3f} | {m['category_precision_at_10']:.3f} | "
+            f"{'-' if other is None else f'{other:.3f}'} |"
+        )
     if "shopper_recall_at_1" in challenger and "combined" in rows:
         lines += ["", gap_line(challenger)]
     return "\n".join(lines)
@@ -129,20 +157,34 @@ def gap_line(metrics: dict[str, float]) -> str:
     train, held = metrics.get("shopper_recall_at_1"), metrics.get("heldout_combined_recall_at_1")
     if train is None or held is None:
         return ""
-    return (f"train-recipe vs held-out-recipe shopper R@1: {train:.3f} vs {held:.3f} (generalisation gap {train - held:+.3f})")
+    return f"train-recipe vs held-out-recipe shopper R@1: {train:.3f} vs {held:.3f} (generalisation gap {train - held:+.3f})"
 
 
-def write_report(out: Path, result: EvalResult, champion: EvalResult | None, champion_version: int | None,
-                 catalog: pd.DataFrame, data_dir: Path, extra: dict | None = None) -> str:
+def write_report(
+    out: Path,
+    result: EvalResult,
+    champion: EvalResult | None,
+    champion_version: int | None,
+    catalog: pd.DataFrame,
+    data_dir: Path,
+    extra: dict | None = None,
+) -> str:
     """Everything a reviewer looks at, into `out`: evaluation.json, comparison.md and the plots.
     Returns the comparison table (markdown)."""
     out.mkdir(parents=True, exist_ok=True)
     label = f"champion v{champion_version}" if champion is not None else "champion"
-    (out / "evaluation.json").write_text(json.dumps(
-        result.as_dict() | (extra or {}) | {"champion": {"version": champion_version, **(champion.as_dict() if champion else {})}},
-        indent=2))
+    (out / "evaluation.json").write_text(
+        json.dumps(
+            result.as_dict()
+            | (extra or {})
+            | {"champion": {"version": champion_version, **(champion.as_dict() if champion else {})}},
+            indent=2,
+        )
+    )
     table = comparison_table(result.metrics, champion.metrics if champion else None, label)
-    (out / "comparison.md").write_text(table + "\n\n" + robustness_table(result.metrics, champion.metrics if champion else None, label) + "\n")
+    (out / "comparison.md").write_text(
+        table + "\n\n" + robustness_table(result.metrics, champion.metrics if champion else None, label) + "\n"
+    )
     recall_curves_plot(result, champion, out / "recall_at_k.png", ("challenger", label))
     per_category_plot(result, out / "per_category.png")
     worst_queries_sheet(result, catalog, data_dir, out / "worst_shopper_queries.png")

@@ -39,7 +39,9 @@ def heldout_rows(catalog: pd.DataFrame, n: int) -> pd.DataFrame:
     return test.iloc[np.linspace(0, len(test) - 1, n).round().astype(int)]
 
 
-def heldout_photos(catalog: pd.DataFrame, data_dir: Path, condition: str, n: int) -> tuple[list[str], list[Image.Image]]:
+def heldout_photos(
+    catalog: pd.DataFrame, data_dir: Path, condition: str, n: int
+) -> tuple[list[str], list[Image.Image]]:
     """(product ids, upright photos) of `n` test products under `condition`."""
     rows = heldout_rows(catalog, n)
     ids = catalog["product_id"].tolist()
@@ -56,22 +58,37 @@ def heldout_photos(catalog: pd.DataFrame, data_dir: Path, condition: str, n: int
     return rows["product_id"].tolist(), photos
 
 
-def query_pixels(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, condition: str, n: int,
-                 cache_dir: Path | None = None, data_md5: str = "") -> tuple[list[str], np.ndarray]:
+def query_pixels(
+    encoder: DualEncoder,
+    catalog: pd.DataFrame,
+    data_dir: Path,
+    condition: str,
+    n: int,
+    cache_dir: Path | None = None,
+    data_md5: str = "",
+) -> tuple[list[str], np.ndarray]:
     """(product ids, the tower's input pixels of each photo after localization). The pixels depend on the
     photos, the localizer and the preprocessing, not on the heads: they are cached (with `cache_dir`), so the
     champion measured on the same eval set, and the next retrain, do not localize the photos again."""
     loc = encoder.localizer.config.fingerprint() if encoder.localizer is not None else None
-    key = hashlib.sha256(json.dumps([data_md5, SEED_NAMESPACE, GENERATOR, condition, n, loc, encoder.preprocess.fingerprint()],
-                                    sort_keys=True, default=str).encode()).hexdigest()[:24]
+    key = hashlib.sha256(
+        json.dumps(
+            [data_md5, SEED_NAMESPACE, GENERATOR, condition, n, loc, encoder.preprocess.fingerprint()],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()[:24]
     path = cache_dir / "heldout" / f"{key}.npz" if cache_dir is not None and data_md5 else None
     if path is not None and path.exists():
         saved = np.load(path)
         return saved["ids"].tolist(), saved["pixels"]
     ids, photos = heldout_photos(catalog, data_dir, condition, n)
     side = encoder.preprocess.size
-    pixels = np.stack([np.stack([encoder.preprocess.to_array(v) for v in encoder.photo_views(p)]) for p in photos]) if photos \
-        else np.zeros((0, 1, side, side, 3), np.uint8)  # [N, R views, H, W, 3]
+    pixels = (
+        np.stack([np.stack([encoder.preprocess.to_array(v) for v in encoder.photo_views(p)]) for p in photos])
+        if photos
+        else np.zeros((0, 1, side, side, 3), np.uint8)
+    )  # [N, R views, H, W, 3]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path.with_suffix(".tmp.npz"), ids=np.array(ids), pixels=pixels)
@@ -86,7 +103,9 @@ def pixel_vectors(encoder: DualEncoder, pixels: np.ndarray, batch_size: int = 64
     out = []
     with torch.inference_mode():
         for i in range(0, len(flat), batch_size):
-            out.append(encoder.encode_images(encoder.preprocess.to_tensor(flat[i:i + batch_size])).float().cpu().numpy())
+            out.append(
+                encoder.encode_images(encoder.preprocess.to_tensor(flat[i : i + batch_size])).float().cpu().numpy()
+            )
     return (np.concatenate(out) if out else np.zeros((0, encoder.embed_dim), np.float32)).reshape(n, r, -1)
 
 
@@ -106,14 +125,25 @@ def condition_metrics(query_ids: list[str], vectors: np.ndarray, gallery: Galler
     truth = np.array([row_of[p] for p in query_ids])
     ranked = best_ranking(vectors, gallery.vectors, 10)
     hit = ranked == truth[:, None]
-    return {"recall_at_1": float(hit[:, 0].mean()), "recall_at_10": float(hit.any(axis=1).mean()),
-            "category_precision_at_10": float((gallery.categories[ranked] == gallery.categories[truth][:, None]).mean())}
+    return {
+        "recall_at_1": float(hit[:, 0].mean()),
+        "recall_at_10": float(hit.any(axis=1).mean()),
+        "category_precision_at_10": float((gallery.categories[ranked] == gallery.categories[truth][:, None]).mean()),
+    }
 
 
-def robustness(encoder: DualEncoder, gallery: Gallery, catalog: pd.DataFrame, data_dir: Path,
-               per_condition: int = DEFAULT_PER_CONDITION, combined: int = DEFAULT_COMBINED,
-               conditions: tuple[str, ...] = CONDITIONS, cache_dir: Path | None = None, data_md5: str = "",
-               progress: bool = True) -> dict[str, dict[str, float]]:
+def robustness(
+    encoder: DualEncoder,
+    gallery: Gallery,
+    catalog: pd.DataFrame,
+    data_dir: Path,
+    per_condition: int = DEFAULT_PER_CONDITION,
+    combined: int = DEFAULT_COMBINED,
+    conditions: tuple[str, ...] = CONDITIONS,
+    cache_dir: Path | None = None,
+    data_md5: str = "",
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
     """{condition: {recall_at_1, recall_at_10, category_precision_at_10, queries}} for each single condition
     and `combined`, against every product in `gallery`."""
     out = {}
@@ -124,8 +154,12 @@ def robustness(encoder: DualEncoder, gallery: Gallery, catalog: pd.DataFrame, da
         out[condition] = condition_metrics(ids, pixel_vectors(encoder, pixels), gallery) | {"queries": len(ids)}
         bar.update(n)
     bar.close()
-    logging.getLogger(__name__).info("held-out combined: R@1 %.3f R@10 %.3f category P@10 %.3f", out[COMBINED]["recall_at_1"],
-                                     out[COMBINED]["recall_at_10"], out[COMBINED]["category_precision_at_10"])
+    logging.getLogger(__name__).info(
+        "held-out combined: R@1 %.3f R@10 %.3f category P@10 %.3f",
+        out[COMBINED]["recall_at_1"],
+        out[COMBINED]["recall_at_10"],
+        out[COMBINED]["category_precision_at_10"],
+    )
     return out
 
 
@@ -141,22 +175,45 @@ def table_of(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
     """The per-condition table back from flat metric names (conditions in the order they are generated)."""
     out: dict[str, dict[str, float]] = {}
     for c in (*CONDITIONS, COMBINED):
-        row = {m: metrics[f"heldout_{c}_{m}"] for m in ("recall_at_1", "recall_at_10", "category_precision_at_10")
-               if f"heldout_{c}_{m}" in metrics}
+        row = {
+            m: metrics[f"heldout_{c}_{m}"]
+            for m in ("recall_at_1", "recall_at_10", "category_precision_at_10")
+            if f"heldout_{c}_{m}" in metrics
+        }
         if row:
             out[c] = row
     return out
 
 
-def add_robustness(result: EvalResult, encoder: DualEncoder, gallery: Gallery, catalog: pd.DataFrame, data_dir: Path,
-                   per_condition: int = DEFAULT_PER_CONDITION, combined: int = DEFAULT_COMBINED, cache_dir: Path | None = None,
-                   data_md5: str = "", progress: bool = True) -> EvalResult:
+def add_robustness(
+    result: EvalResult,
+    encoder: DualEncoder,
+    gallery: Gallery,
+    catalog: pd.DataFrame,
+    data_dir: Path,
+    per_condition: int = DEFAULT_PER_CONDITION,
+    combined: int = DEFAULT_COMBINED,
+    cache_dir: Path | None = None,
+    data_md5: str = "",
+    progress: bool = True,
+) -> EvalResult:
     """`result` with the held-out table in its metrics (heldout_*, generalisation_gap) and its eval-set identity."""
-    table = robustness(encoder, gallery, catalog, data_dir, per_condition, combined, cache_dir=cache_dir, data_md5=data_md5,
-                       progress=progress)
+    table = robustness(
+        encoder,
+        gallery,
+        catalog,
+        data_dir,
+        per_condition,
+        combined,
+        cache_dir=cache_dir,
+        data_md5=data_md5,
+        progress=progress,
+    )
     result.metrics |= flat_metrics(table, result.metrics.get("shopper_recall_at_1"))
     result.queries |= {f"heldout_{c}": int(r["queries"]) for c, r in table.items()}
-    result.eval_set_md5 = hashlib.md5(f"{result.eval_set_md5}|{SEED_NAMESPACE}|{GENERATOR}|{per_condition}|{combined}".encode()).hexdigest()
+    result.eval_set_md5 = hashlib.md5(
+        f"{result.eval_set_md5}|{SEED_NAMESPACE}|{GENERATOR}|{per_condition}|{combined}".encode()
+    ).hexdigest()
     return result
 
 

@@ -17,9 +17,15 @@ from tqdm.auto import tqdm
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 _NOUNS = [  # a few ways shops name each category
-    ["t-shirt", "tee", "top"], ["trousers", "pants", "trouser"], ["pullover", "sweater", "jumper"],
-    ["dress", "summer dress", "midi dress"], ["coat", "jacket", "overcoat"], ["sandals", "sandal", "flip-flops"],
-    ["shirt", "button-down shirt", "blouse"], ["sneakers", "trainers", "sneaker"], ["bag", "handbag", "tote bag"],
+    ["t-shirt", "tee", "top"],
+    ["trousers", "pants", "trouser"],
+    ["pullover", "sweater", "jumper"],
+    ["dress", "summer dress", "midi dress"],
+    ["coat", "jacket", "overcoat"],
+    ["sandals", "sandal", "flip-flops"],
+    ["shirt", "button-down shirt", "blouse"],
+    ["sneakers", "trainers", "sneaker"],
+    ["bag", "handbag", "tote bag"],
     ["ankle boots", "boots", "ankle boot"],
 ]
 _STYLES = ["Classic", "Everyday", "Essential", "Casual", "Modern", "Relaxed", "Urban", "Timeless"]
@@ -53,7 +59,9 @@ def sample_files(data_dir: Path) -> set[str]:
     owned = {"catalog.parquet", "categories.json"} if sample_meta(data_dir) is not None else set()
     images = data_dir / "images"
     if images.is_dir():
-        owned |= {rel for f in images.rglob("*.png") if SAMPLE_IMAGE.fullmatch(rel := f.relative_to(data_dir).as_posix())}
+        owned |= {
+            rel for f in images.rglob("*.png") if SAMPLE_IMAGE.fullmatch(rel := f.relative_to(data_dir).as_posix())
+        }
     return owned
 
 
@@ -62,15 +70,20 @@ def foreign_files(data_dir: Path) -> list[str]:
     if not data_dir.is_dir():
         return []
     owned = sample_files(data_dir)
-    return sorted(rel for f in data_dir.rglob("*") if (f.is_file() or f.is_symlink())
-                  and (rel := f.relative_to(data_dir).as_posix()) not in owned)
+    return sorted(
+        rel
+        for f in data_dir.rglob("*")
+        if (f.is_file() or f.is_symlink()) and (rel := f.relative_to(data_dir).as_posix()) not in owned
+    )
 
 
 def describe_files(data_dir: Path, rels: list[str], shown: int = 5) -> str:
     """`data/catalog.csv, data/images/ (192 files)`: top-level entries with file counts."""
     groups = Counter(rel.split("/", 1)[0] + ("/" if "/" in rel else "") for rel in rels)
-    parts = [f"{data_dir / name}/ ({n} file{'s' * (n > 1)})" if name.endswith("/") else f"{data_dir / name}"
-             for name, n in groups.items()]
+    parts = [
+        f"{data_dir / name}/ ({n} file{'s' * (n > 1)})" if name.endswith("/") else f"{data_dir / name}"
+        for name, n in groups.items()
+    ]
     return ", ".join(parts[:shown]) + (f" and {len(parts) - shown} more" if len(parts) > shown else "")
 
 
@@ -78,8 +91,11 @@ def remove_files(data_dir: Path, rels: list[str]) -> None:
     """Delete exactly these files under data_dir, then the folders that left empty (never data_dir itself)."""
     for rel in rels:
         (data_dir / rel).unlink(missing_ok=True)
-    for folder in sorted({p for rel in rels for p in (data_dir / rel).parents if p.is_relative_to(data_dir) and p != data_dir},
-                         key=lambda p: len(p.parts), reverse=True):
+    for folder in sorted(
+        {p for rel in rels for p in (data_dir / rel).parents if p.is_relative_to(data_dir) and p != data_dir},
+        key=lambda p: len(p.parts),
+        reverse=True,
+    ):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
 
@@ -93,7 +109,8 @@ def check_sample_may_write(data_dir: Path, force: bool = False) -> list[str]:
             f"{data_dir} holds files lensflow did not create: {describe_files(data_dir, foreign)}. The sample catalog "
             "would replace them, so nothing was changed. To train on your own catalog run `lensflow retrain` without "
             "--limit; to try the sample, point LENSFLOW_DATA_DIR at another folder; or pass --force to DELETE those "
-            f"{len(foreign)} file(s) and write the sample in their place.")
+            f"{len(foreign)} file(s) and write the sample in their place."
+        )
     return foreign
 
 
@@ -126,7 +143,9 @@ def title_for(product_id: str, label: int) -> str:
     return f"{_STYLES[h % len(_STYLES)]} {nouns[(h // len(_STYLES)) % len(nouns)]}"
 
 
-def build_sample_catalog(data_dir: Path, limit: int | None = None, source: Path = FASHION_MNIST_DIR, force: bool = False) -> pd.DataFrame:
+def build_sample_catalog(
+    data_dir: Path, limit: int | None = None, source: Path = FASHION_MNIST_DIR, force: bool = False
+) -> pd.DataFrame:
     """Write data/images/<split>/<id>.png, data/catalog.parquet and data/categories.json.
 
     Deterministic: the same source and limit give byte-identical files (and so the same DVC md5).
@@ -146,10 +165,18 @@ def build_sample_catalog(data_dir: Path, limit: int | None = None, source: Path 
     test_x, test_y = read_idx(*files[2:])
     parts = [
         ("train", "tr", train_x[:n_train], train_y[:n_train], 0),
-        ("val", "tr", train_x[-VAL_FROM_TRAIN:][:n_val], train_y[-VAL_FROM_TRAIN:][:n_val], len(train_x) - VAL_FROM_TRAIN),
+        (
+            "val",
+            "tr",
+            train_x[-VAL_FROM_TRAIN:][:n_val],
+            train_y[-VAL_FROM_TRAIN:][:n_val],
+            len(train_x) - VAL_FROM_TRAIN,
+        ),
         ("test", "te", test_x[:n_test], test_y[:n_test], 0),
     ]
-    remove_files(data_dir, doomed)  # the earlier sample's files (and, with force, the listed foreign ones): nothing else
+    remove_files(
+        data_dir, doomed
+    )  # the earlier sample's files (and, with force, the listed foreign ones): nothing else
     images_dir = data_dir / "images"
     rows = []
     total = n_train + n_val + n_test
@@ -160,8 +187,15 @@ def build_sample_catalog(data_dir: Path, limit: int | None = None, source: Path 
                 pid = f"fm-{tag}-{offset + i:05d}"
                 rel = f"images/{split}/{pid}.png"
                 Image.fromarray(pixels, mode="L").save(data_dir / rel, format="PNG", optimize=False, compress_level=6)
-                rows.append({"product_id": pid, "title": title_for(pid, int(label)), "category": CATEGORIES[int(label)],
-                             "image_path": rel, "split": split})
+                rows.append(
+                    {
+                        "product_id": pid,
+                        "title": title_for(pid, int(label)),
+                        "category": CATEGORIES[int(label)],
+                        "image_path": rel,
+                        "split": split,
+                    }
+                )
                 bar.update()
     df = pd.DataFrame(rows)
     table = __import__("pyarrow").Table.from_pandas(df, preserve_index=False)

@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from prefect import flow, get_run_logger
-from tasks import stage
 
 from models.encoder import DualEncoder, load_encoder
+from tasks import stage
 from tasks.embed import embedding_batches
 
 _cache: dict[tuple, DualEncoder] = {}
@@ -43,10 +43,10 @@ _cache_lock = Lock()
 class ShardResult:
     path: str
     rows: int
-    seconds: float       # load (when not cached) + embed + write
+    seconds: float  # load (when not cached) + embed + write
     load_seconds: float  # 0.0 when this process had the encoder already
     device: str
-    worker: str          # Dask worker name ("" outside a worker)
+    worker: str  # Dask worker name ("" outside a worker)
     host: str
     pid: int
 
@@ -78,7 +78,7 @@ def _worker() -> tuple[str, int]:
 
 
 def resolve_device(device: str, index: int = 0) -> str:
-    """"auto": this worker's GPU (worker index modulo the GPUs it sees) when it has any, else the CPU."""
+    """ "auto": this worker's GPU (worker index modulo the GPUs it sees) when it has any, else the CPU."""
     import torch
 
     if device != "auto":
@@ -101,8 +101,16 @@ def cached_encoder(model_dir: str, device: str) -> tuple[DualEncoder, float]:
         return encoder, time.perf_counter() - t0
 
 
-def embed_shard(model_dir: str, rows: pd.DataFrame, data_dir: str, out_path: str, device: str = "auto",
-                batch_size: int = 128, threads: int | None = None, progress: bool = False) -> ShardResult:
+def embed_shard(
+    model_dir: str,
+    rows: pd.DataFrame,
+    data_dir: str,
+    out_path: str,
+    device: str = "auto",
+    batch_size: int = 128,
+    threads: int | None = None,
+    progress: bool = False,
+) -> ShardResult:
     """Embed `rows` (a catalog slice) from their images and write product_id + vector Arrow batches to `out_path`."""
     import torch
 
@@ -112,7 +120,9 @@ def embed_shard(model_dir: str, rows: pd.DataFrame, data_dir: str, out_path: str
     worker, index = _worker()
     device = resolve_device(device, index)
     encoder, load_s = cached_encoder(model_dir, device)
-    schema = pa.schema([pa.field("product_id", pa.string()), pa.field("vector", pa.list_(pa.float32(), encoder.embed_dim))])
+    schema = pa.schema(
+        [pa.field("product_id", pa.string()), pa.field("vector", pa.list_(pa.float32(), encoder.embed_dim))]
+    )
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.*.tmp"):  # left by a worker killed mid-shard (Dask re-runs its shard)
@@ -121,14 +131,20 @@ def embed_shard(model_dir: str, rows: pd.DataFrame, data_dir: str, out_path: str
     ids, start = rows["product_id"].astype(str).tolist(), 0
     try:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            for batch in embedding_batches(encoder, rows, Path(data_dir), batch_size=batch_size, loader_workers=0, progress=progress):
+            for batch in embedding_batches(
+                encoder, rows, Path(data_dir), batch_size=batch_size, loader_workers=0, progress=progress
+            ):
                 vectors = pa.FixedSizeListArray.from_arrays(pa.array(batch.ravel()), encoder.embed_dim)
-                writer.write_batch(pa.record_batch([pa.array(ids[start : start + len(batch)], pa.string()), vectors], schema=schema))
+                writer.write_batch(
+                    pa.record_batch([pa.array(ids[start : start + len(batch)], pa.string()), vectors], schema=schema)
+                )
                 start += len(batch)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return ShardResult(str(out), len(rows), time.perf_counter() - t0, load_s, device, worker, socket.gethostname(), os.getpid())
+    return ShardResult(
+        str(out), len(rows), time.perf_counter() - t0, load_s, device, worker, socket.gethostname(), os.getpid()
+    )
 
 
 def shard_vectors(results: list[ShardResult], catalog: pd.DataFrame) -> Iterator[np.ndarray]:
@@ -150,17 +166,23 @@ def shard_vectors(results: list[ShardResult], catalog: pd.DataFrame) -> Iterator
             ids = batch.column("product_id").to_numpy(zero_copy_only=False)
             want = expected[offset + got : offset + got + len(ids)]
             if len(want) < len(ids) or not np.array_equal(ids, want):
-                j = next((k for k in range(len(ids)) if k >= len(want) or ids[k] != want[k]))
+                j = next(k for k in range(len(ids)) if k >= len(want) or ids[k] != want[k])
                 have = repr(want[j]) if j < len(want) else "no row (the catalog ends)"
-                raise ValueError(f"shard file {path}, row {got + j}: product_id {ids[j]!r}, but catalog row {offset + got + j} has {have}")
+                raise ValueError(
+                    f"shard file {path}, row {got + j}: product_id {ids[j]!r}, but catalog row {offset + got + j} has {have}"
+                )
             column = batch.column("vector")
             dim = dim or column.type.list_size
             if column.type.list_size != dim:
-                raise ValueError(f"shard file {path} has {column.type.list_size}-dim vectors; earlier shards have {dim}")
+                raise ValueError(
+                    f"shard file {path} has {column.type.list_size}-dim vectors; earlier shards have {dim}"
+                )
             got += len(ids)
             yield column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
         if got != result.rows:
-            raise ValueError(f"shard file {path} has {got} rows; the shard embedded {result.rows} (catalog rows from {offset})")
+            raise ValueError(
+                f"shard file {path} has {got} rows; the shard embedded {result.rows} (catalog rows from {offset})"
+            )
         offset += got
     if offset != len(catalog):
         raise ValueError(f"the shards cover {offset} of the catalog's {len(catalog)} rows")
@@ -170,9 +192,18 @@ embed_shard_task = stage(embed_shard, name="embed-shard", retries=2, retry_delay
 
 
 @flow(name="embed-shards", persist_result=False)
-def embed_shards_flow(model_dir: str, catalog: pa.Table, data_dir: str, out_dir: str, shards: int, device: str = "auto",
-                      batch_size: int = 128, threads: int | None = None, resources: dict | None = None,
-                      progress: bool = True) -> list[ShardResult]:
+def embed_shards_flow(
+    model_dir: str,
+    catalog: pa.Table,
+    data_dir: str,
+    out_dir: str,
+    shards: int,
+    device: str = "auto",
+    batch_size: int = 128,
+    threads: int | None = None,
+    resources: dict | None = None,
+    progress: bool = True,
+) -> list[ShardResult]:
     """One embed-shard task per slice on the flow's task runner; results in shard order.
 
     The catalog comes as an Arrow table: Prefect records flow parameters in its API, and an all-string
@@ -184,12 +215,17 @@ def embed_shards_flow(model_dir: str, catalog: pa.Table, data_dir: str, out_dir:
     with dask.annotate(resources=resources) if resources else nullcontext():
         for i, (a, b) in enumerate(bounds):
             out = str(Path(out_dir) / f"shard-{i:04d}-of-{len(bounds):04d}.arrow")
-            futures.append(embed_shard_task.submit(model_dir, catalog.slice(a, b - a).to_pandas(), data_dir, out, device,
-                                                   batch_size, threads, progress))
+            futures.append(
+                embed_shard_task.submit(
+                    model_dir, catalog.slice(a, b - a).to_pandas(), data_dir, out, device, batch_size, threads, progress
+                )
+            )
     results = [f.result() for f in futures]
     log = get_run_logger()
     for i, r in enumerate(results):
-        log.info(f"shard {i}: {r.rows} rows in {r.seconds:.1f} s (load {r.load_seconds:.1f} s) on {r.device}, worker {r.worker} pid {r.pid}")
+        log.info(
+            f"shard {i}: {r.rows} rows in {r.seconds:.1f} s (load {r.load_seconds:.1f} s) on {r.device}, worker {r.worker} pid {r.pid}"
+        )
     return results
 
 
@@ -213,9 +249,20 @@ def local_runner(workers: int):
     return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
 
 
-def embed_sharded(model_dir: str | Path, catalog: pd.DataFrame, data_dir: str | Path, out_dir: str | Path, shards: int,
-                  address: str | None = None, device: str = "auto", batch_size: int = 128, progress: bool = True,
-                  workers: int | None = None, threads: int | None = None, resources: dict | None = None) -> list[ShardResult]:
+def embed_sharded(
+    model_dir: str | Path,
+    catalog: pd.DataFrame,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    shards: int,
+    address: str | None = None,
+    device: str = "auto",
+    batch_size: int = 128,
+    progress: bool = True,
+    workers: int | None = None,
+    threads: int | None = None,
+    resources: dict | None = None,
+) -> list[ShardResult]:
     """Embed the catalog in `shards` slices on the Dask cluster at `address`, or on a local cluster of `workers`
     processes (default: one per shard, at most one per core) with cores / workers torch threads each; results in shard order."""
     from prefect_dask import DaskTaskRunner
@@ -228,5 +275,6 @@ def embed_sharded(model_dir: str | Path, catalog: pd.DataFrame, data_dir: str | 
         threads = threads or max(1, (os.cpu_count() or 1) // workers)
     table = pa.Table.from_pandas(catalog[["product_id", "image_path"]].astype(str), preserve_index=False)
     with shared_api():
-        return embed_shards_flow.with_options(task_runner=runner)(str(model_dir), table, str(data_dir), str(out_dir), shards,
-                                                                 device, batch_size, threads, resources, progress)
+        return embed_shards_flow.with_options(task_runner=runner)(
+            str(model_dir), table, str(data_dir), str(out_dir), shards, device, batch_size, threads, resources, progress
+        )

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 from PIL import Image
-from tasks import stage
 
 from models.augment import ShopperAugment
-from models.preprocess import to_rgb
 from models.encoder import DualEncoder
+from models.preprocess import to_rgb
 from models.train import embed_inputs
+from tasks import stage
 from tasks.evaluate import ShopperQueries
 from tasks.features import suffix_inputs
 
@@ -34,19 +34,40 @@ def shopper_photo(data_dir: Path, image_path: str, augment: ShopperAugment, seed
         return augment(im, augment.rng(image_path, seed))
 
 
-def shopper_queries(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Path, cache_dir: Path, data_md5: str,
-                    augment: ShopperAugment | None = None, limit: int | None = None, batch_size: int = 128,
-                    workers: int | None = None, progress: bool = True) -> ShopperQueries:
+def shopper_queries(
+    encoder: DualEncoder,
+    catalog: pd.DataFrame,
+    data_dir: Path,
+    cache_dir: Path,
+    data_md5: str,
+    augment: ShopperAugment | None = None,
+    limit: int | None = None,
+    batch_size: int = 128,
+    workers: int | None = None,
+    progress: bool = True,
+) -> ShopperQueries:
     """Embed the shopper photos of the test products with `encoder`."""
     augment = augment or ShopperAugment()
     rows = shopper_rows(catalog, limit)
-    split, inputs, _ = suffix_inputs(encoder, rows, data_dir, cache_dir, data_md5, augment, SHOPPER_SEED,
-                                     batch_size=batch_size, workers=workers, progress=progress)
+    split, inputs, _ = suffix_inputs(
+        encoder,
+        rows,
+        data_dir,
+        cache_dir,
+        data_md5,
+        augment,
+        SHOPPER_SEED,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+    )
     vectors = embed_inputs(encoder, split.suffix, inputs).numpy()
     return ShopperQueries(rows["product_id"].tolist(), vectors, augment.fingerprint(), SHOPPER_SEED)
 
 
-def example_sheet(catalog: pd.DataFrame, data_dir: Path, out: Path, augment: ShopperAugment | None = None, n: int = 8) -> Path:
+def example_sheet(
+    catalog: pd.DataFrame, data_dir: Path, out: Path, augment: ShopperAugment | None = None, n: int = 8
+) -> Path:
     """A PNG grid: catalog photo, then its shopper photo, for `n` test products."""
     augment = augment or ShopperAugment()
     rows = shopper_rows(catalog, n)

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from tasks import stage
 
 from models.augment import ShopperAugment
 from models.encoder import DualEncoder, build_encoder
 from models.localize import Localizer, catalog_look
 from models.preprocess import to_rgb
 from models.train import TrainConfig, TrainData, Trainer, tower_outputs, validation_scores
+from tasks import stage
 from tasks.catalog import category_text
 from tasks.features import suffix_inputs
 
@@ -34,7 +34,9 @@ class TrainResult:
     seconds: float
     feature_seconds: float
     feature_cache_hit: bool
-    tower_features: np.ndarray  # trained image tower's features for every catalog row (the embed stage only runs the head)
+    tower_features: (
+        np.ndarray
+    )  # trained image tower's features for every catalog row (the embed stage only runs the head)
     params: dict = field(default_factory=dict)
 
 
@@ -64,15 +66,33 @@ def train_encoder(
     if train.sum() < 2:
         raise ValueError(f"the catalog has {int(train.sum())} train rows; at least 2 are needed to fine-tune")
     t0 = time.perf_counter()
-    split, clean, hit = suffix_inputs(encoder, catalog, data_dir, cache_dir, data_md5, batch_size=batch_size,
-                                      workers=loader_workers, progress=progress)
+    split, clean, hit = suffix_inputs(
+        encoder,
+        catalog,
+        data_dir,
+        cache_dir,
+        data_md5,
+        batch_size=batch_size,
+        workers=loader_workers,
+        progress=progress,
+    )
     learn = train | val
     views = None
     if cfg.aug_views:
         per_view = []
         for v in range(cfg.aug_views):
-            _, feats, view_hit = suffix_inputs(encoder, catalog[learn], data_dir, cache_dir, data_md5, augment, seed=v + 1,
-                                               batch_size=batch_size, workers=loader_workers, progress=progress)
+            _, feats, view_hit = suffix_inputs(
+                encoder,
+                catalog[learn],
+                data_dir,
+                cache_dir,
+                data_md5,
+                augment,
+                seed=v + 1,
+                batch_size=batch_size,
+                workers=loader_workers,
+                progress=progress,
+            )
             per_view.append(feats)
             hit = hit and view_hit
         views = torch.from_numpy(np.stack(per_view, axis=1))  # [train+val rows, V, ...]
@@ -94,8 +114,16 @@ def train_encoder(
     validate = None
     if len(va) >= 2:
         val_views = views[view_of[va]] if views is not None else None
-        validate = lambda: validation_scores(encoder, split.suffix, clean_t[va], val_views, labels[va],  # noqa: E731
-                                             [category_text(c) for c in cats], list(range(len(cats))))
+        def validate():
+            return validation_scores(
+                    encoder,
+                    split.suffix,
+                    clean_t[va],
+                    val_views,
+                    labels[va],  # noqa: E731
+                    [category_text(c) for c in cats],
+                    list(range(len(cats))),
+                )
     trainer = Trainer(encoder, split.suffix, cfg)
     t1 = time.perf_counter()
     history = trainer.fit(data, validate, progress=progress)
@@ -103,9 +131,17 @@ def train_encoder(
     tower_features = clean if cfg.strategy == "heads" else tower_outputs(split.suffix, clean_t, encoder.device).numpy()
     encoder.save(out_dir)
     best = max(reversed(history), key=lambda h: h.get("val_score", -1)) if validate else history[-1]  # last of the ties
-    params = {"preset": encoder.config.get("name", "custom"), **cfg.as_dict(), "train_rows": int(train.sum()),
-              "val_rows": int(val.sum()), "distinct_texts": len(texts), "embed_dim": encoder.embed_dim,
-              "epochs_run": len(history), "best_epoch": best["epoch"], "augment": augment.fingerprint()}
+    params = {
+        "preset": encoder.config.get("name", "custom"),
+        **cfg.as_dict(),
+        "train_rows": int(train.sum()),
+        "val_rows": int(val.sum()),
+        "distinct_texts": len(texts),
+        "embed_dim": encoder.embed_dim,
+        "epochs_run": len(history),
+        "best_epoch": best["epoch"],
+        "augment": augment.fingerprint(),
+    }
     return TrainResult(encoder, out_dir, history, seconds, feature_seconds, hit, np.asarray(tower_features), params)
 
 
@@ -119,8 +155,11 @@ def match_catalog_look(encoder: DualEncoder, catalog: pd.DataFrame, data_dir: Pa
             images.append(to_rgb(im))
     look = catalog_look(images)
     encoder.localizer = Localizer(encoder.localizer.model, replace(encoder.localizer.config, **look))
-    encoder.config["localize"] = dict(encoder.config["localize"], background=list(look["background"]) if look["background"] else None,
-                                      grayscale=look["grayscale"])
+    encoder.config["localize"] = dict(
+        encoder.config["localize"],
+        background=list(look["background"]) if look["background"] else None,
+        grayscale=look["grayscale"],
+    )
 
 
 train_encoder_task = stage(train_encoder, name="fine-tune")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 from PIL import Image
-from tasks import stage
 from tqdm.auto import tqdm
 
+from tasks import stage
 from tasks.catalog import SPLITS, load_catalog
 
 MAX_BAD_FRACTION = 0.05  # a run stops when more of the catalog's rows than this fail validation
@@ -53,7 +53,8 @@ def image_problem(data_dir: Path, image_path: str | None) -> str | None:
         if not full.exists():
             other = case_variant(root, rel)
             return f"image file {image_path!r} does not exist" + (
-                f"; {other!r} does (file names are case-sensitive: fix image_path or rename the file)" if other else "")
+                f"; {other!r} does (file names are case-sensitive: fix image_path or rename the file)" if other else ""
+            )
         if not full.is_file():
             return f"image_path {image_path!r} is not a regular file"
     except (OSError, ValueError) as exc:  # a NUL byte, a name longer than the OS allows, ...
@@ -102,8 +103,11 @@ def closest_category(value: str, categories: list[str]) -> str | None:
 def unknown_category(value: str, categories: list[str]) -> str:
     """The quarantine reason for a category not in categories.json, with the likely fix."""
     guess = closest_category(value, categories)
-    return (f"unknown category {value!r}" + (f": did you mean {guess!r}?" if guess else "")
-            + " (known categories are listed in categories.json)")
+    return (
+        f"unknown category {value!r}"
+        + (f": did you mean {guess!r}?" if guess else "")
+        + " (known categories are listed in categories.json)"
+    )
 
 
 def check_images(data_dir: Path, paths: list, workers: int = 4, progress: bool = True) -> list[str | None]:
@@ -112,11 +116,12 @@ def check_images(data_dir: Path, paths: list, workers: int = 4, progress: bool =
         return list(tqdm(it, total=len(paths), desc="check images", unit="img", disable=not progress))
 
 
-def _suite_results(df: pd.DataFrame, categories: list[str] | None, docs_dir: Path) -> tuple[bool, dict[str, list[int]], Path | None]:
+def _suite_results(
+    df: pd.DataFrame, categories: list[str] | None, docs_dir: Path
+) -> tuple[bool, dict[str, list[int]], Path | None]:
     """Run the GX suite on df; return success, {reason: [row numbers]} and the Data Docs index."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
-
     from great_expectations.data_context.types.base import DataContextConfig, InMemoryStoreBackendDefaults
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -127,9 +132,11 @@ def _suite_results(df: pd.DataFrame, categories: list[str] | None, docs_dir: Pat
     site = "lensflow_docs"
     context.add_data_docs_site(
         site_name=site,
-        site_config={"class_name": "SiteBuilder",
-                     "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-                     "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}},
+        site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
     )
     asset = context.data_sources.add_pandas("catalog").add_dataframe_asset("catalog")
     batch_def = asset.add_batch_definition_whole_dataframe("all rows")
@@ -139,7 +146,10 @@ def _suite_results(df: pd.DataFrame, categories: list[str] | None, docs_dir: Pat
         ("title is missing", gxe.ExpectColumnValuesToNotBeNull(column="title")),
         ("title is empty", gxe.ExpectColumnValuesToNotMatchRegex(column="title", regex=r"^\s*$")),
         ("category is missing", gxe.ExpectColumnValuesToNotBeNull(column="category")),
-        (f"split is not one of {list(SPLITS)}", gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS))),
+        (
+            f"split is not one of {list(SPLITS)}",
+            gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+        ),
         ("image problem", gxe.ExpectColumnValuesToBeNull(column="image_problem")),
     ]
     if "price" in df.columns:
@@ -151,11 +161,14 @@ def _suite_results(df: pd.DataFrame, categories: list[str] | None, docs_dir: Pat
     for reason, expectation in checks:
         reason_of[suite.add_expectation(expectation).id] = reason
     vd = context.validation_definitions.add(gx.ValidationDefinition(name="catalog", data=batch_def, suite=suite))
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name="catalog", validation_definitions=[vd],
-        actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[site])],
-        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["row"]},
-    ))
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name="catalog",
+            validation_definitions=[vd],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[site])],
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["row"]},
+        )
+    )
     run = checkpoint.run(batch_parameters={"dataframe": df})
     result = next(iter(run.run_results.values()))
     failing: dict[str, list[int]] = {}
@@ -194,8 +207,9 @@ def validate_catalog(
     todo = [p not in known for p in df["image_path"]]
     df["image_problem"] = None
     if any(todo):
-        df.loc[todo, "image_problem"] = check_images(data_dir, df.loc[todo, "image_path"].tolist(),
-                                                     workers=min(8, (os.cpu_count() or 2) * 2), progress=progress)
+        df.loc[todo, "image_problem"] = check_images(
+            data_dir, df.loc[todo, "image_path"].tolist(), workers=min(8, (os.cpu_count() or 2) * 2), progress=progress
+        )
     report_dir.mkdir(parents=True, exist_ok=True)
     success, failing, docs = _suite_results(df, categories, report_dir / "data_docs")
     reasons_by_row: dict[int, list[str]] = {}
@@ -203,9 +217,13 @@ def validate_catalog(
     category_of = dict(zip(df["row"], df["category"]))
     for reason, rows in failing.items():
         for r in rows:
-            reasons_by_row.setdefault(r, []).append(problems[r] if reason == "image problem" else
-                                                    unknown_category(category_of[r], categories) if reason == "unknown category"
-                                                    else reason)
+            reasons_by_row.setdefault(r, []).append(
+                problems[r]
+                if reason == "image problem"
+                else unknown_category(category_of[r], categories)
+                if reason == "unknown category"
+                else reason
+            )
     bad = df[df["row"].isin(reasons_by_row)].copy()
     bad["reason"] = bad["row"].map(lambda r: "; ".join(reasons_by_row[r]))
     quarantine_path = report_dir / "quarantine.csv"
@@ -213,26 +231,36 @@ def validate_catalog(
     bad[["row", "product_id", "image_path", "reason"]].to_csv(quarantine_path, index=False, lineterminator="\r\n")
     counts = {reason: len(rows) for reason, rows in failing.items()}
     report = {
-        "catalog_rows": len(df), "valid_rows": len(df) - len(bad), "quarantined_rows": len(bad),
-        "max_bad_fraction": max_bad_fraction, "gx_success": success, "failures": counts,
-        "categories": categories, "quarantine": str(quarantine_path), "data_docs": str(docs) if docs else None,
+        "catalog_rows": len(df),
+        "valid_rows": len(df) - len(bad),
+        "quarantined_rows": len(bad),
+        "max_bad_fraction": max_bad_fraction,
+        "gx_success": success,
+        "failures": counts,
+        "categories": categories,
+        "quarantine": str(quarantine_path),
+        "data_docs": str(docs) if docs else None,
     }
     report_path = report_dir / "report.json"
     report_path.write_text(json.dumps(report, indent=2))
     if len(bad) > max_bad_fraction * len(df):
-        examples = "\n".join(f"  row {r.row} ({r.product_id!r}, {r.image_path!r}): {r.reason}" for r in bad.head(10).itertuples())
+        examples = "\n".join(
+            f"  row {r.row} ({r.product_id!r}, {r.image_path!r}): {r.reason}" for r in bad.head(10).itertuples()
+        )
         raise ValidationFailed(
             f"{len(bad)} of {len(df)} catalog rows failed validation (limit {max_bad_fraction:.0%}); "
             f"see {quarantine_path} (every bad row and why), {report_path}"
-            + (f" and the Great Expectations Data Docs {docs}" if docs else "") + f". First failures:\n{examples}"
+            + (f" and the Great Expectations Data Docs {docs}" if docs else "")
+            + f". First failures:\n{examples}"
         )
     valid = df[~df["row"].isin(reasons_by_row)].drop(columns=["image_problem", "price_problem"], errors="ignore")
     if "price" in valid.columns:
         valid["price"] = pd.to_numeric(valid["price"])
     valid = valid.reset_index(drop=True)
     found = sorted(valid["category"].unique())
-    return ValidationResult(valid, len(df), len(bad), counts, report_path, quarantine_path, docs, success,
-                            categories or found)
+    return ValidationResult(
+        valid, len(df), len(bad), counts, report_path, quarantine_path, docs, success, categories or found
+    )
 
 
 validate_catalog_task = stage(validate_catalog, name="validate-catalog")

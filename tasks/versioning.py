@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
 from lensflow.storage import is_remote
 from tasks import stage
 
@@ -49,7 +50,9 @@ def ensure_dvc(root: Path, remote: str | Path) -> None:
 
 def read_dvc_md5(dvc_file: Path) -> str:
     if not dvc_file.exists():
-        raise DvcError(f"{dvc_file} does not exist: the data is not tracked by DVC yet (bring a catalog with `lensflow data import`, or run `lensflow data sample`)")
+        raise DvcError(
+            f"{dvc_file} does not exist: the data is not tracked by DVC yet (bring a catalog with `lensflow data import`, or run `lensflow data sample`)"
+        )
     outs = yaml.safe_load(dvc_file.read_text()).get("outs") or []
     if not outs or "md5" not in outs[0]:
         raise DvcError(f"{dvc_file} has no md5 in outs[0]")
@@ -92,8 +95,12 @@ def dir_md5(path: Path) -> str:
 def git_commit(root: Path) -> str:
     """HEAD's commit ('+dirty' when the tree has changes), or 'unknown' outside git."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (subprocess.CalledProcessError, FileNotFoundError):
         return "unknown"
@@ -111,8 +118,10 @@ def track_dir(root: Path, remote: str | Path, path: Path, push: bool = True) -> 
     ensure_dvc(root, remote)
     path = Path(path).resolve()
     if not path.is_relative_to(Path(root).resolve()):
-        raise DvcError(f"{path} is outside the DVC repository {root}: put the LanceDB directory under the project root "
-                       "(LENSFLOW_LANCEDB_URI) or use an object-store URI")
+        raise DvcError(
+            f"{path} is outside the DVC repository {root}: put the LanceDB directory under the project root "
+            "(LENSFLOW_LANCEDB_URI) or use an object-store URI"
+        )
     run_dvc(root, "add", "-q", str(path))
     if push:
         run_dvc(root, "push", "-q", str(dvc_pointer(path)))
@@ -127,9 +136,13 @@ def restore_dir(root: Path, remote: str | Path, path: Path, md5: str) -> None:
     if not md5 or not md5.endswith(".dir"):
         raise DvcError(f"cannot restore {path}: {md5!r} is not the DVC md5 of a directory")
     path.parent.mkdir(parents=True, exist_ok=True)
-    dvc_pointer(path).write_text(yaml.safe_dump({"outs": [{"md5": md5, "hash": "md5", "path": path.name}]}, sort_keys=False))
+    dvc_pointer(path).write_text(
+        yaml.safe_dump({"outs": [{"md5": md5, "hash": "md5", "path": path.name}]}, sort_keys=False)
+    )
     try:
         run_dvc(root, "pull", "-q", str(dvc_pointer(path)))
     except DvcError as exc:
         raise DvcError(f"could not restore {path.name} (md5 {md5}) from the DVC remote: {exc}") from exc
+
+
 track_dir_task = stage(track_dir, name="track-index", retries=1)

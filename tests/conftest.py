@@ -32,7 +32,9 @@ def project(tmp_path, monkeypatch):
     from lensflow.settings import get_settings
 
     monkeypatch.setenv("LENSFLOW_ROOT", str(tmp_path))
-    monkeypatch.setenv("LENSFLOW_LOADER_WORKERS", "0")  # tiny catalogs: spawning decoder processes costs more than it saves
+    monkeypatch.setenv(
+        "LENSFLOW_LOADER_WORKERS", "0"
+    )  # tiny catalogs: spawning decoder processes costs more than it saves
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
@@ -50,8 +52,16 @@ def write_synthetic_catalog(data_dir: Path, per_category: int = 12, seed: int = 
             ext = "jpg" if i % 3 == 0 else "png"
             Image.fromarray(pixels).save(data_dir / "images" / f"{pid}.{ext}")
             split = "test" if i % 4 == 0 else "val" if i % 4 == 1 else "train"
-            rows.append({"product_id": pid, "title": f"{category} number {i}", "category": category,
-                         "image_path": f"images/{pid}.{ext}", "split": split} | ({"price": 10.0 + i} if price else {}))
+            rows.append(
+                {
+                    "product_id": pid,
+                    "title": f"{category} number {i}",
+                    "category": category,
+                    "image_path": f"images/{pid}.{ext}",
+                    "split": split,
+                }
+                | ({"price": 10.0 + i} if price else {})
+            )
     df = pd.DataFrame(rows)
     df.to_parquet(data_dir / "catalog.parquet", index=False)
     (data_dir / "categories.json").write_text(json.dumps(sorted(COLOURS)))
@@ -104,7 +114,9 @@ class ServiceThread:
 
 
 @contextmanager
-def served_project(root: Path, env: dict[str, str], epochs: int = 3, price: bool = False, later_seeds: tuple[int, ...] = ()):
+def served_project(
+    root: Path, env: dict[str, str], epochs: int = 3, price: bool = False, later_seeds: tuple[int, ...] = ()
+):
     """A tiny project at `root` (settings from `env` on top of the defaults) with an auto-approved champion and,
     for each of `later_seeds`, a version deferred with approval=later; served by ServiceThread. Yields
     (service, settings, catalog). Needs the Prefect harness."""
@@ -138,7 +150,9 @@ def prefect_harness():
         yield
 
 
-needs_fashion_mnist = pytest.mark.skipif(not FASHION_MNIST.exists(), reason="Debian package dataset-fashion-mnist not installed (make test installs it)")
+needs_fashion_mnist = pytest.mark.skipif(
+    not FASHION_MNIST.exists(), reason="Debian package dataset-fashion-mnist not installed (make test installs it)"
+)
 
 
 @pytest.fixture

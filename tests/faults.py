@@ -47,22 +47,27 @@ def _mode_image(mode: str, name: str):
         if mode == "CMYK":
             im.convert("CMYK").save(_image(df, i, data_dir, name), "JPEG")
         elif mode == "I;16":
-            Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(_image(df, i, data_dir, name))
+            Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(_image(df, i, data_dir, name))
         elif mode == "P":
             im.convert("P", palette=Image.Palette.ADAPTIVE).save(_image(df, i, data_dir, name))
         else:  # RGBA with a transparent half
             a = np.dstack([rgb, np.where(np.arange(30) < 15, 0, 255).astype(np.uint8)[None, :].repeat(40, 0)])
             Image.fromarray(a, "RGBA").save(_image(df, i, data_dir, name))
         return None
+
     return fault
 
 
 def _png_claiming(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims width x height (a decompression bomb's signature)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def bomb(data_dir, df, i):
@@ -123,13 +128,24 @@ def bad_split(data_dir, df, i):
 
 
 ROW_FAULTS: dict[str, Callable] = {
-    "truncated image": truncated, "zero-byte file": zero_bytes, "not an image": not_an_image,
-    "CMYK JPEG": _mode_image("CMYK", "cmyk.jpg"), "16-bit grayscale PNG": _mode_image("I;16", "gray16.png"),
-    "palette PNG": _mode_image("P", "palette.png"), "RGBA with transparency": _mode_image("RGBA", "alpha.png"),
-    "decompression bomb (10000x10000 header)": bomb, "absurd dimensions (2e9 x 1)": absurd_dimensions,
-    "missing file": missing_file, "absolute image_path": absolute_path, "image_path with ..": dotdot_path,
-    "symlink out of data/": symlink_out, "duplicate product_id": duplicate_id, "whitespace title": blank_title,
-    "missing title": missing_title, "unknown category": unknown_category, "unknown split": bad_split,
+    "truncated image": truncated,
+    "zero-byte file": zero_bytes,
+    "not an image": not_an_image,
+    "CMYK JPEG": _mode_image("CMYK", "cmyk.jpg"),
+    "16-bit grayscale PNG": _mode_image("I;16", "gray16.png"),
+    "palette PNG": _mode_image("P", "palette.png"),
+    "RGBA with transparency": _mode_image("RGBA", "alpha.png"),
+    "decompression bomb (10000x10000 header)": bomb,
+    "absurd dimensions (2e9 x 1)": absurd_dimensions,
+    "missing file": missing_file,
+    "absolute image_path": absolute_path,
+    "image_path with ..": dotdot_path,
+    "symlink out of data/": symlink_out,
+    "duplicate product_id": duplicate_id,
+    "whitespace title": blank_title,
+    "missing title": missing_title,
+    "unknown category": unknown_category,
+    "unknown split": bad_split,
 }
 
 
@@ -156,6 +172,8 @@ def not_a_table(data_dir, df):
 
 
 FILE_FAULTS: dict[str, Callable] = {
-    "non-UTF-8 CSV": non_utf8_csv, "catalog with no rows": no_rows, "required column missing": missing_column,
+    "non-UTF-8 CSV": non_utf8_csv,
+    "catalog with no rows": no_rows,
+    "required column missing": missing_column,
     "corrupt parquet file": not_a_table,
 }

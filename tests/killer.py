@@ -98,8 +98,13 @@ def promote_killed_at_each_write(db: Path, out: Path, name: str, version: int, c
         pid = os.fork()
         if pid == 0:
             try:
-                kill_on_call([f"mlflow.tracking:MlflowClient.{m}" for m in ("set_model_version_tag",
-                                                                             "set_registered_model_alias")], k)
+                kill_on_call(
+                    [
+                        f"mlflow.tracking:MlflowClient.{m}"
+                        for m in ("set_model_version_tag", "set_registered_model_alias")
+                    ],
+                    k,
+                )
                 c = MlflowClient(tracking_uri=f"sqlite:///{copy}", registry_uri=f"sqlite:///{copy}")
                 decision = gate({}, None, GateConfig(floors={}, metrics=[]), champion_version=champion)
                 promote(c, name, version, decision, "auto-approve")

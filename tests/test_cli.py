@@ -37,7 +37,9 @@ def test_retrain_status_search(tmp_path):
     nothing = run(tmp_path, "search", "--text", "shoe", "--json", check=False)
     assert nothing.returncode == 1 and "no 'champion' version" in nothing.stderr
     catalog = write_synthetic_catalog(tmp_path / "data")
-    summary = json.loads(run(tmp_path, "retrain", "--preset", "tiny", "--epochs", "20", "--auto-approve", "--json").stdout)
+    summary = json.loads(
+        run(tmp_path, "retrain", "--preset", "tiny", "--epochs", "20", "--auto-approve", "--json").stdout
+    )
     assert summary["outcome"] == "promoted" and summary["version"] == 1
     st = json.loads(run(tmp_path, "status", "--json").stdout)
     assert st["consistent"] is True and st["champion"]["index"]["rows"] == len(catalog)
@@ -58,8 +60,16 @@ def test_retrain_status_search(tmp_path):
         with Image.open(path) as im:
             pair.paste(im.convert("RGB").resize((40, 40)), (x, 0))
     pair.save(tmp_path / "pair.png")
-    right = json.loads(run(tmp_path, "search", "--image", str(tmp_path / "pair.png"), "--box", "0.5,0,1,1", "--k", "3", "--json").stdout)
-    left = json.loads(run(tmp_path, "search", "--image", str(tmp_path / "pair.png"), "--box", "0,0,40,40", "--k", "3", "--json").stdout)
+    right = json.loads(
+        run(
+            tmp_path, "search", "--image", str(tmp_path / "pair.png"), "--box", "0.5,0,1,1", "--k", "3", "--json"
+        ).stdout
+    )
+    left = json.loads(
+        run(
+            tmp_path, "search", "--image", str(tmp_path / "pair.png"), "--box", "0,0,40,40", "--k", "3", "--json"
+        ).stdout
+    )
     assert right[0]["category"] == "Green bag" and left[0]["category"] == "Blue shoe"
     bad = run(tmp_path, "search", "--image", str(photo), "--box", "1,2", check=False)
     assert bad.returncode == 1 and "four numbers" in bad.stderr
@@ -75,8 +85,14 @@ def test_retrain_status_search(tmp_path):
 
     port = free_port()
     env = {**os.environ, "LENSFLOW_ROOT": str(tmp_path), "PREFECT_HOME": str(tmp_path / ".prefect")}
-    server = subprocess.Popen([LENSFLOW, "serve", "--port", str(port)], cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [LENSFLOW, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         import time
 
@@ -88,8 +104,10 @@ def test_retrain_status_search(tmp_path):
             except httpx.HTTPError:
                 time.sleep(0.3)
         r = httpx.get(f"http://127.0.0.1:{port}/search/text", params={"q": "Blue shoe", "limit": 4}, timeout=30).json()
-        assert r["model_version"] == 1 and [h["product_id"] for h in r["results"]] == [h["product_id"] for h in
-            json.loads(run(tmp_path, "search", "--text", "Blue shoe", "--k", "4", "--json").stdout)]
+        assert r["model_version"] == 1 and [h["product_id"] for h in r["results"]] == [
+            h["product_id"]
+            for h in json.loads(run(tmp_path, "search", "--text", "Blue shoe", "--k", "4", "--json").stdout)
+        ]
     finally:
         server.terminate()
         server.wait(30)
@@ -139,8 +157,19 @@ def test_own_catalog_import_is_protected_gated_and_scriptable(tmp_path):
     assert again.returncode == 1 and "--force" in again.stderr
 
     # a first model that misses a floor: exit 3, stdout only JSON, and the exact command that accepts it
-    rejected = run(root, "retrain", "--preset", "tiny", "--epochs", "3", "--auto-approve", "--json",
-                   "--floor", "image_precision_at_10=1.01", check=False)
+    rejected = run(
+        root,
+        "retrain",
+        "--preset",
+        "tiny",
+        "--epochs",
+        "3",
+        "--auto-approve",
+        "--json",
+        "--floor",
+        "image_precision_at_10=1.01",
+        check=False,
+    )
     assert rejected.returncode == 3, rejected.stderr
     summary = json.loads(rejected.stdout)
     assert summary["outcome"] == "rejected" and summary["quarantined_rows"] == 2
@@ -160,8 +189,22 @@ def test_own_catalog_import_is_protected_gated_and_scriptable(tmp_path):
 
 @needs_fashion_mnist
 def test_retrain_limit_json_prints_only_json(tmp_path):
-    out = run(tmp_path, "retrain", "--limit", "60", "--preset", "tiny", "--epochs", "2", "--auto-approve", "--json",
-              "--floor", "image_precision_at_10=none", "--floor", "text_precision_at_10=none")
+    out = run(
+        tmp_path,
+        "retrain",
+        "--limit",
+        "60",
+        "--preset",
+        "tiny",
+        "--epochs",
+        "2",
+        "--auto-approve",
+        "--json",
+        "--floor",
+        "image_precision_at_10=none",
+        "--floor",
+        "text_precision_at_10=none",
+    )
     assert json.loads(out.stdout)["catalog_rows"] == 60 and "sample catalog: 60 products" in out.stderr
 
 

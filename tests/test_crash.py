@@ -28,15 +28,22 @@ LENSFLOW = str(Path(sys.executable).with_name("lensflow"))
 RETRAIN = ("retrain", "--preset", "tiny", "--epochs", "20", "--auto-approve", "--json")
 
 
-def lensflow(root: Path, *args: str, kill: tuple[str, ...] = (), expect: int | None = None,
-             started=None) -> subprocess.CompletedProcess:
+def lensflow(
+    root: Path, *args: str, kill: tuple[str, ...] = (), expect: int | None = None, started=None
+) -> subprocess.CompletedProcess:
     """`lensflow *args` in project `root`; with `kill`, under tests.killer (which SIGKILLs or pauses it
     midway), expecting a SIGKILL unless told `expect`; `started(proc)` is called while it runs. In its
     own session: the ephemeral Prefect server a CLI run starts outlives a SIGKILLed parent, so the
     whole group is killed afterwards."""
     cmd = [sys.executable, "-m", "tests.killer", *kill, "--", *args] if kill else [LENSFLOW, *args]
-    env = {**os.environ, "LENSFLOW_ROOT": str(root), "PREFECT_HOME": str(root / ".prefect"), "LENSFLOW_LOADER_WORKERS": "0",
-           "PYTHONPATH": str(REPO), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+    env = {
+        **os.environ,
+        "LENSFLOW_ROOT": str(root),
+        "PREFECT_HOME": str(root / ".prefect"),
+        "LENSFLOW_LOADER_WORKERS": "0",
+        "PYTHONPATH": str(REPO),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    }
     expect = expect if expect is not None else -signal.SIGKILL if kill else 0
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=err, text=True, start_new_session=True)
@@ -58,8 +65,12 @@ def registry_state(settings) -> dict:
     from tasks.registry import client, version_tags
 
     c = client(settings.tracking_uri)
-    versions = {int(mv.version): version_tags(mv) for mv in c.search_model_versions(f"name='{settings.registered_model}'")}
-    aliases = {a: int(v) for a, v in c.get_registered_model(settings.registered_model).aliases.items()} if versions else {}
+    versions = {
+        int(mv.version): version_tags(mv) for mv in c.search_model_versions(f"name='{settings.registered_model}'")
+    }
+    aliases = (
+        {a: int(v) for a, v in c.get_registered_model(settings.registered_model).aliases.items()} if versions else {}
+    )
     exp = c.get_experiment_by_name(settings.mlflow_experiment)
     runs = {r.info.run_id: r.info.status for r in c.search_runs([exp.experiment_id])} if exp else {}
     return {"versions": versions, "aliases": aliases, "runs": runs}
@@ -94,8 +105,14 @@ def test_killed_retrains_resume_and_never_touch_what_is_served(project, tmp_path
     from models.encoder import build_encoder
     from tasks.features import feature_cache_key, suffix_inputs
 
-    split, fresh, hit = suffix_inputs(build_encoder("tiny", seed=0), catalog, project.data_path, tmp_path / "fresh-cache",
-                                      summary["data_md5"], progress=False)
+    split, fresh, hit = suffix_inputs(
+        build_encoder("tiny", seed=0),
+        catalog,
+        project.data_path,
+        tmp_path / "fresh-cache",
+        summary["data_md5"],
+        progress=False,
+    )
     assert not hit
     key = feature_cache_key(summary["data_md5"], split.fingerprint)
     resumed = np.load(project.path(project.cache_dir) / "features" / key / "features.npy")
@@ -138,10 +155,18 @@ def test_promotion_killed_between_any_two_writes(project, tiny_catalog, prefect_
     out.mkdir()
     snapshot = out / "snapshot.db"
     shutil.copy(db, snapshot)
-    script = ("import json, sys; from pathlib import Path; from tests.killer import promote_killed_at_each_write as p; "
-              f"print(json.dumps(p(Path({str(snapshot)!r}), Path({str(out)!r}), {project.registered_model!r}, 2, 1)))")
-    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    script = (
+        "import json, sys; from pathlib import Path; from tests.killer import promote_killed_at_each_write as p; "
+        f"print(json.dumps(p(Path({str(snapshot)!r}), Path({str(out)!r}), {project.registered_model!r}, 2, 1)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     codes = json.loads(proc.stdout.strip().splitlines()[-1])
     # every write but the last child's was interrupted by a SIGKILL; the last child finished the promotion
@@ -186,8 +211,13 @@ def test_two_retrains_at_once_the_second_is_refused_and_changes_nothing(project,
         seen["state"] = registry_state(project)
         gate.touch()
 
-    first = lensflow(root, *RETRAIN, kill=("tasks.features:iter_encoded", f"pause={gate}"), expect=0,
-                     started=second_while_first_holds_the_lock)
+    first = lensflow(
+        root,
+        *RETRAIN,
+        kill=("tasks.features:iter_encoded", f"pause={gate}"),
+        expect=0,
+        started=second_while_first_holds_the_lock,
+    )
     msg = seen["second"].stderr
     assert "retrain not started: another run is changing this project: retrain (flow run '" in msg, msg[-2000:]
     assert f"pid {seen['first_pid']} on " in msg and "Nothing was changed by this run" in msg

@@ -33,13 +33,19 @@ def s3(monkeypatch):
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "moto-key", "AWS_SECRET_ACCESS_KEY": SECRET,
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "moto-key",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_ALLOW_HTTP", "MLFLOW_S3_ENDPOINT_URL"):
         monkeypatch.delenv(key, raising=False)
-    httpx.post(f"{env['AWS_ENDPOINT_URL']}/moto-api/reset").raise_for_status()  # moto's state is per process, not per server
+    httpx.post(
+        f"{env['AWS_ENDPOINT_URL']}/moto-api/reset"
+    ).raise_for_status()  # moto's state is per process, not per server
     client = boto3.client("s3")
     client.create_bucket(Bucket=BUCKET)
     yield client
@@ -62,13 +68,18 @@ def test_retrain_and_serve_from_object_storage(project, tiny_catalog, prefect_ha
     table = out["index"]["table"]
     assert keys(s3, f"lancedb/{table}.lance/data/") and keys(s3, f"lancedb/{table}.lance/_versions/")
     assert any("/artifacts/model/" in k for k in keys(s3, "mlflow/")) and keys(s3, "dvc/files/md5/")
-    assert not any((s.root / p).exists() for p in ("lancedb", "dvc-remote", "mlflow/artifacts"))  # nothing stored locally
+    assert not any(
+        (s.root / p).exists() for p in ("lancedb", "dvc-remote", "mlflow/artifacts")
+    )  # nothing stored locally
     assert out["index"]["fingerprint"].endswith(".etags")
 
     st = status(s)
     assert st["consistent"], st["problems"]
     champ = resolve_champion(s)
-    assert champ.source.startswith(f"s3://{BUCKET}/mlflow/") and json.loads(champ.tags["index"])["tracked"] == "object store"
+    assert (
+        champ.source.startswith(f"s3://{BUCKET}/mlflow/")
+        and json.loads(champ.tags["index"])["tracked"] == "object store"
+    )
     config = (s.root / ".dvc" / "config").read_text()
     assert f"s3://{BUCKET}/dvc" in config and "127.0.0.1" not in config
     assert SECRET not in config + json.dumps(champ.tags) + json.dumps(st)
@@ -109,7 +120,9 @@ def test_recovery_drops_a_half_built_table_in_the_bucket(project, s3):
 
     c = registry.client(project.tracking_uri)
     run_id = registry.start_run(c, project.mlflow_experiment, f"s3://{BUCKET}/mlflow", "retrain-killed", {})
-    version = registry.register_version(c, project.registered_model, run_id, f"s3://{BUCKET}/mlflow/x", {"status": "building"})
+    version = registry.register_version(
+        c, project.registered_model, run_id, f"s3://{BUCKET}/mlflow/x", {"status": "building"}
+    )
     uri = f"s3://{BUCKET}/lancedb"
     connect(uri).create_table(f"{project.registered_model}-v{version}", data=pa.table({"product_id": ["p1"]}))
     fixed = recover(c, project.registered_model, project.mlflow_experiment, uri)

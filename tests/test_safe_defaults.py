@@ -25,6 +25,7 @@ LOOPBACK = "127.0.0.1"
 
 # --- 1. bind ------------------------------------------------------------------------------------------------
 
+
 def test_settings_bind_loopback_by_default(monkeypatch):
     from lensflow.settings import Settings
 
@@ -76,7 +77,9 @@ def test_platform_command_lines_bind_loopback(project):
     # the store's password stays off the command line (any local user can read it in `ps`)
     assert not any(SECRET in arg for arg in mlflow_cmd) and mlflow_env == {"MLFLOW_BACKEND_STORE_URI": s.tracking_uri}
     env = p.env()
-    assert {env[k] for k in ("PREFECT_SERVER_API_HOST", "PREFECT_WORKER_WEBSERVER_HOST", "PREFECT_RUNNER_SERVER_HOST")} == {LOOPBACK}
+    assert {
+        env[k] for k in ("PREFECT_SERVER_API_HOST", "PREFECT_WORKER_WEBSERVER_HOST", "PREFECT_RUNNER_SERVER_HOST")
+    } == {LOOPBACK}
     assert p.prefect_url.startswith(f"http://{LOOPBACK}:") and env["PREFECT_API_URL"].startswith(f"http://{LOOPBACK}:")
     assert p.mlflow_url.startswith(f"http://{LOOPBACK}:")
 
@@ -86,7 +89,9 @@ def test_platform_up_starts_only_loopback_servers(project, monkeypatch):
     import lensflow.platform as P
 
     started: list[tuple[str, list[str], dict]] = []
-    monkeypatch.setattr(P.Platform, "_start", lambda self, name, cmd, cwd, env=None: started.append((name, cmd, env or {})) or 1)
+    monkeypatch.setattr(
+        P.Platform, "_start", lambda self, name, cmd, cwd, env=None: started.append((name, cmd, env or {})) or 1
+    )
     monkeypatch.setattr(P.Platform, "_wait", lambda self, *a, **k: None)
     monkeypatch.setattr(P.Platform, "_cli", lambda self, *a, **k: "")
     monkeypatch.setattr(P.Platform, "deployments", lambda self: ["retrain/weekly"])
@@ -94,27 +99,38 @@ def test_platform_up_starts_only_loopback_servers(project, monkeypatch):
     P.Platform(project).up(log=lambda *a: None)
     names = [name for name, _, _ in started]
     assert names[0] == "prefect-server" and names[-1] == "mlflow" and all(n.startswith("worker-") for n in names[1:-1])
-    for name, cmd, env in started:
+    for name, cmd, _env in started:
         assert _hosts(cmd) == ([] if name.startswith("worker-") else [LOOPBACK]), cmd
     assert started[-1][2] == {"MLFLOW_BACKEND_STORE_URI": project.tracking_uri}
 
 
 # --- 4. redaction -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("uri, shown", [
-    (f"postgresql://lensflow:{SECRET}@db.internal:5432/mlflow", "postgresql://lensflow:***@db.internal:5432/mlflow"),
-    (f"mysql+pymysql://root:p@ss{SECRET}@db/x", "mysql+pymysql://root:***@db/x"),
-    (f"https://{SECRET}@github.com/org/repo", "https://***@github.com/org/repo"),
-    (f"s3://bucket/lancedb?aws_access_key_id=AKIAEXAMPLE&aws_secret_access_key={SECRET}&region=eu-west-1",
-     "s3://bucket/lancedb?aws_access_key_id=AKIAEXAMPLE&aws_secret_access_key=***&region=eu-west-1"),
-    (f"https://acct.blob.core.windows.net/c/x?sv=2022-11-02&sig={SECRET}%2F&se=2030",
-     "https://acct.blob.core.windows.net/c/x?sv=2022-11-02&sig=***&se=2030"),
-    (f"http://mlflow:5000/?token={SECRET}", "http://mlflow:5000/?token=***"),
-    ("sqlite:////srv/lensflow/mlflow/mlflow.db", "sqlite:////srv/lensflow/mlflow/mlflow.db"),
-    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
-    ("s3://bucket/lancedb", "s3://bucket/lancedb"),
-    ("lancedb", "lancedb"),
-])
+
+@pytest.mark.parametrize(
+    "uri, shown",
+    [
+        (
+            f"postgresql://lensflow:{SECRET}@db.internal:5432/mlflow",
+            "postgresql://lensflow:***@db.internal:5432/mlflow",
+        ),
+        (f"mysql+pymysql://root:p@ss{SECRET}@db/x", "mysql+pymysql://root:***@db/x"),
+        (f"https://{SECRET}@github.com/org/repo", "https://***@github.com/org/repo"),
+        (
+            f"s3://bucket/lancedb?aws_access_key_id=AKIAEXAMPLE&aws_secret_access_key={SECRET}&region=eu-west-1",
+            "s3://bucket/lancedb?aws_access_key_id=AKIAEXAMPLE&aws_secret_access_key=***&region=eu-west-1",
+        ),
+        (
+            f"https://acct.blob.core.windows.net/c/x?sv=2022-11-02&sig={SECRET}%2F&se=2030",
+            "https://acct.blob.core.windows.net/c/x?sv=2022-11-02&sig=***&se=2030",
+        ),
+        (f"http://mlflow:5000/?token={SECRET}", "http://mlflow:5000/?token=***"),
+        ("sqlite:////srv/lensflow/mlflow/mlflow.db", "sqlite:////srv/lensflow/mlflow/mlflow.db"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("s3://bucket/lancedb", "s3://bucket/lancedb"),
+        ("lancedb", "lancedb"),
+    ],
+)
 def test_redact_uri(uri, shown):
     assert redact_uri(uri) == shown and has_credentials(uri) == (uri != shown)
     assert SECRET not in redact(f"connecting to {uri}: refused")
@@ -123,8 +139,10 @@ def test_redact_uri(uri, shown):
 def test_redact_text_and_environment(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCY")
     monkeypatch.setenv("PREFECT_API_KEY", "pnu_abcdefghijklmnop")
-    text = ("API request to http://admin:pw12345@mlflow:5000/api failed; password=hunter2 token: 'abcd1234' "
-            '{"db_password": "zz9zz9"} key wJalrXUtnFEMI/K7MDENG/bPxRfiCY, prefect pnu_abcdefghijklmnop')
+    text = (
+        "API request to http://admin:pw12345@mlflow:5000/api failed; password=hunter2 token: 'abcd1234' "
+        '{"db_password": "zz9zz9"} key wJalrXUtnFEMI/K7MDENG/bPxRfiCY, prefect pnu_abcdefghijklmnop'
+    )
     out = redact(text)
     for secret in ("pw12345", "hunter2", "abcd1234", "zz9zz9", "wJalrXUtnFEMI", "pnu_abcdefghijklmnop"):
         assert secret not in out, out
@@ -135,8 +153,10 @@ def test_redact_text_and_environment(monkeypatch):
 
 
 def test_public_message_drops_paths(tmp_path):
-    msg = (f"no 'champion' version at sqlite:///{tmp_path}/mlflow/mlflow.db; table 't' is missing from {tmp_path}/lancedb "
-           f'(File "{sys.prefix}/lib/python3.11/site-packages/lance/x.py", line 3) via postgresql://u:{SECRET}@db/x')
+    msg = (
+        f"no 'champion' version at sqlite:///{tmp_path}/mlflow/mlflow.db; table 't' is missing from {tmp_path}/lancedb "
+        f'(File "{sys.prefix}/lib/python3.11/site-packages/lance/x.py", line 3) via postgresql://u:{SECRET}@db/x'
+    )
     out = public_message(msg)
     assert str(tmp_path) not in out and "site-packages" not in out and SECRET not in out
     assert out.startswith("no 'champion' version at <path>; table 't' is missing from <path>") and "u:***@db/x" in out
@@ -157,8 +177,17 @@ def test_review_page_shows_no_credentials(monkeypatch):
 
     monkeypatch.setenv("LENSFLOW_MLFLOW_UI_URL", f"https://admin:{SECRET}@mlflow.example.com")
     client = SimpleNamespace(get_run=lambda run_id: SimpleNamespace(info=SimpleNamespace(experiment_id="3")))
-    page = review_page(Settings(), client, 2, "run2", {"image_recall_at_10": 0.5}, 1, {"image_recall_at_10": 0.4}, "run1",
-                       {"data md5": "abc"})
+    page = review_page(
+        Settings(),
+        client,
+        2,
+        "run2",
+        {"image_recall_at_10": 0.5},
+        1,
+        {"image_recall_at_10": 0.4},
+        "run1",
+        {"data md5": "abc"},
+    )
     assert "https://mlflow.example.com/#/experiments/3/runs/run2" in page and SECRET not in page and "admin" not in page
 
 
@@ -194,15 +223,23 @@ def test_log_records_are_redacted():
 
 # --- 4. `lensflow status` -----------------------------------------------------------------------------------
 
+
 def test_status_never_prints_index_credentials(project, monkeypatch):
     """A champion whose index lives in an object store addressed with keys: status shows the URI without them."""
     import tasks.champion as C
     from lensflow.cli import app
 
     uri = f"s3://AKIAEXAMPLE:{SECRET}@bucket/lancedb?aws_secret_access_key={SECRET}"
-    tags = {"index": json.dumps({"uri": uri, "table": "lensflow-encoder-v1", "version": 3, "rows": 10, "fingerprint": None}),
-            "metrics": json.dumps({"image_recall_at_10": 0.5}), "data_md5": "abc"}
-    monkeypatch.setattr(C, "resolve_version", lambda s, *a, **k: C.Champion("lensflow-encoder", 1, tags, "runs:/x/model"))
+    tags = {
+        "index": json.dumps(
+            {"uri": uri, "table": "lensflow-encoder-v1", "version": 3, "rows": 10, "fingerprint": None}
+        ),
+        "metrics": json.dumps({"image_recall_at_10": 0.5}),
+        "data_md5": "abc",
+    }
+    monkeypatch.setattr(
+        C, "resolve_version", lambda s, *a, **k: C.Champion("lensflow-encoder", 1, tags, "runs:/x/model")
+    )
     # the store boundary: no object store with these keys exists here, so the connection finds no tables
     monkeypatch.setattr(C, "connect", lambda uri: SimpleNamespace(list_tables=lambda: SimpleNamespace(tables=[])))
     st = C.status(project)
@@ -210,7 +247,9 @@ def test_status_never_prints_index_credentials(project, monkeypatch):
     assert st["problems"] and SECRET not in json.dumps(st)
     for args in (["status"], ["status", "--json"]):
         result = CliRunner().invoke(app, args)
-        assert result.exit_code == 2 and "bucket/lancedb" in result.output and SECRET not in result.output, result.output
+        assert result.exit_code == 2 and "bucket/lancedb" in result.output and SECRET not in result.output, (
+            result.output
+        )
 
 
 @pytest.mark.cli
@@ -219,8 +258,14 @@ def test_lensflow_status_with_a_password_in_the_tracking_uri(tmp_path, scheme):
     """As a user runs it: no champion reachable; whatever `lensflow status` prints (message or traceback), no password."""
     (tmp_path / "data.dvc").touch()
     uri = f"{scheme}://lensflow:{SECRET}@127.0.0.1:{free_port()}/" + ("" if scheme == "http" else "mlflow")
-    env = {**os.environ, "LENSFLOW_ROOT": str(tmp_path), "PREFECT_HOME": str(tmp_path / ".prefect"),
-           "LENSFLOW_MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
+    env = {
+        **os.environ,
+        "LENSFLOW_ROOT": str(tmp_path),
+        "PREFECT_HOME": str(tmp_path / ".prefect"),
+        "LENSFLOW_MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "2",
+    }
     for args in (["status"], ["status", "--json"]) if scheme == "http" else (["status"],):
         proc = subprocess.run([LENSFLOW, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
         shown = proc.stdout + proc.stderr

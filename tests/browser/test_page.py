@@ -13,9 +13,14 @@ from PIL import Image
 
 from tests.conftest import FASHION_MNIST, ServiceThread, needs_fashion_mnist
 
-pytestmark = [pytest.mark.browser, needs_fashion_mnist,
-              pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                                 reason="Debian chromium and chromium-driver not installed (make test installs them)")]
+pytestmark = [
+    pytest.mark.browser,
+    needs_fashion_mnist,
+    pytest.mark.skipif(
+        not (shutil.which("chromium") and shutil.which("chromedriver")),
+        reason="Debian chromium and chromium-driver not installed (make test installs them)",
+    ),
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
@@ -32,8 +37,16 @@ def real_service(tmp_path_factory, prefect_harness):
     get_settings.cache_clear()
     s = get_settings()
     catalog = build_sample_catalog(s.data_path, limit=1000)
-    retrain(params=RetrainParams(epochs=6, approval="auto-approve", progress=False, shopper_queries=50, heldout_photos=10,
-                                 heldout_combined=30))
+    retrain(
+        params=RetrainParams(
+            epochs=6,
+            approval="auto-approve",
+            progress=False,
+            shopper_queries=50,
+            heldout_photos=10,
+            heldout_combined=30,
+        )
+    )
     with ServiceThread(s) as service:
         yield service, catalog, root
     mp.undo()
@@ -47,7 +60,13 @@ def browser():
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000", "--disable-gpu"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+        "--disable-gpu",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
     driver.set_page_load_timeout(60)
@@ -61,8 +80,12 @@ def unseen_photo(catalog, out: Path) -> tuple[Path, str]:
 
     images, labels = read_idx(FASHION_MNIST.parent / TEST_FILES[0], FASHION_MNIST.parent / TEST_FILES[1])
     in_catalog = set(catalog.product_id)
-    i = next(i for i in range(len(images)) if labels[i] == CATEGORIES.index("Trouser") and f"fm-te-{i:05d}" not in in_catalog)
-    Image.fromarray(np.asarray(images[i])).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC).save(out, quality=90)
+    i = next(
+        i for i in range(len(images)) if labels[i] == CATEGORIES.index("Trouser") and f"fm-te-{i:05d}" not in in_catalog
+    )
+    Image.fromarray(np.asarray(images[i])).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC).save(
+        out, quality=90
+    )
     return out, "Trouser"
 
 
@@ -97,7 +120,9 @@ def test_photo_upload_and_text_query_in_a_real_browser(real_service, browser, tm
     browser.save_screenshot(str(ARTIFACTS / "browser-photo-search.png"))
     assert len(shown) == 24 and sum(c == category for c in shown[:10]) >= 8, shown[:10]
     first = browser.find_element(By.CSS_SELECTOR, "#results .card img")
-    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", first))
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", first)
+    )
 
     browser.find_element(By.ID, "clear").click()
     box = browser.find_element(By.ID, "q")
@@ -120,7 +145,9 @@ def test_photo_upload_and_text_query_in_a_real_browser(real_service, browser, tm
     browser.save_screenshot(str(ARTIFACTS / "browser-more-like-this.png"))
 
 
-def two_product_photo(catalog, root: Path, out: Path) -> tuple[Path, list[str], list[tuple[float, float, float, float]]]:
+def two_product_photo(
+    catalog, root: Path, out: Path
+) -> tuple[Path, list[str], list[tuple[float, float, float, float]]]:
     """A shopper's photo with two catalog products side by side on a table (a trouser left, a bag right)."""
     rows = [catalog[(catalog.category == c) & (catalog.split == "test")].iloc[0] for c in ("Trouser", "Bag")]
     rng = np.random.default_rng(7)
@@ -137,7 +164,9 @@ def two_product_photo(catalog, root: Path, out: Path) -> tuple[Path, list[str], 
 
 def forget_results(driver) -> None:
     """Empty the results and the status, so that waiting for them waits for the next search."""
-    driver.execute_script("document.getElementById('results').innerHTML = ''; document.getElementById('status').textContent = '';")
+    driver.execute_script(
+        "document.getElementById('results').innerHTML = ''; document.getElementById('status').textContent = '';"
+    )
 
 
 def shown_ids(driver) -> list[str]:
@@ -169,7 +198,7 @@ def test_two_products_are_offered_and_a_dragged_box_searches_inside_it(real_serv
         forget_results(browser)
         button.click()
         wait_status(browser, "results for your photo (inside the box)")
-        WebDriverWait(browser, 30).until(lambda d: "active" in button.get_attribute("class"))
+        WebDriverWait(browser, 30).until(lambda d, b=button: "active" in b.get_attribute("class"))
         assert ids[which] in shown_ids(browser)[:10], (which, shown_ids(browser)[:10])
         found.append(which)
     assert sorted(found) == [0, 1]  # each product was offered, and each one finds itself

@@ -1,9 +1,8 @@
 """The whole retrain flow on the tiny random model and a tiny synthetic catalog, under the Prefect harness."""
 
-
-import lancedb
 import pytest
 
+import lancedb
 from flows.promote import PromoteParams, promote
 from flows.retrain import RetrainParams, retrain
 from lensflow.settings import get_settings
@@ -15,8 +14,14 @@ pytestmark = pytest.mark.flow
 
 
 def tiny_params(**kw):
-    base = dict(preset="tiny", epochs=3, batch_size=8, approval="auto-approve", progress=False,
-                gate=GateConfig(floors={}, tolerance=1.0))
+    base = dict(
+        preset="tiny",
+        epochs=3,
+        batch_size=8,
+        approval="auto-approve",
+        progress=False,
+        gate=GateConfig(floors={}, tolerance=1.0),
+    )
     return RetrainParams(**(base | kw))
 
 
@@ -28,8 +33,14 @@ def test_retrain_end_to_end_then_second_version(project, tiny_catalog, prefect_h
     ch = st["champion"]
     assert ch["version"] == 1 and ch["index"]["rows"] == len(tiny_catalog) == first["catalog_rows"]
     assert ch["data_md5"] == first["data_md5"] and ch["data_md5"].endswith(".dir")
-    assert {"image_precision_at_10", "text_precision_at_10", "image_recall_at_1", "image_mrr_at_10",
-            "image_ndcg_at_10", "zero_shot_accuracy"} <= set(ch["metrics"])
+    assert {
+        "image_precision_at_10",
+        "text_precision_at_10",
+        "image_recall_at_1",
+        "image_mrr_at_10",
+        "image_ndcg_at_10",
+        "zero_shot_accuracy",
+    } <= set(ch["metrics"])
     tags = version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "1"))
     for key in ("data_md5", "git_commit", "index", "metrics", "approval"):
         assert tags.get(key), key
@@ -43,8 +54,14 @@ def test_retrain_end_to_end_then_second_version(project, tiny_catalog, prefect_h
 
     assert {"shopper_recall_at_1", "shopper_mrr_at_10", "shopper_category_precision_at_10"} <= set(first["metrics"])
     arts = {a.path for a in client(project.tracking_uri).list_artifacts(first["run_id"], "evaluation")}
-    assert {"evaluation/evaluation.json", "evaluation/comparison.md", "evaluation/recall_at_k.png",
-            "evaluation/per_category.png", "evaluation/shopper_examples.png", "evaluation/worst_shopper_queries.png"} <= arts
+    assert {
+        "evaluation/evaluation.json",
+        "evaluation/comparison.md",
+        "evaluation/recall_at_k.png",
+        "evaluation/per_category.png",
+        "evaluation/shopper_examples.png",
+        "evaluation/worst_shopper_queries.png",
+    } <= arts
     assert first["champion_metrics"] is None
 
     second = retrain(params=tiny_params(seed=1, strategy="partial"))
@@ -64,7 +81,12 @@ def test_retrain_end_to_end_then_second_version(project, tiny_catalog, prefect_h
     assert third["outcome"] == "rejected" and third["version"] == 3
     st = status(project)
     assert st["champion"]["version"] == 2 and st["consistent"]
-    assert "below the floor" in version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "3"))["rejected_reason"]
+    assert (
+        "below the floor"
+        in version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "3"))[
+            "rejected_reason"
+        ]
+    )
 
 
 def test_tampered_index_is_refused(project, tiny_catalog, prefect_harness):
@@ -92,8 +114,12 @@ def test_failed_run_leaves_the_champion_untouched(project, tiny_catalog, prefect
 def test_reviewer_approves_and_a_stranger_cannot(project, tiny_catalog, prefect_harness, reviewer, monkeypatch):
     monkeypatch.setenv("LENSFLOW_REVIEWERS", "alice, bob")
     get_settings.cache_clear()
-    answered = reviewer([{"decision": "approve", "reviewer": "mallory", "comment": "ship it"},
-                         {"decision": "approve", "reviewer": "alice", "comment": "better on every metric"}])
+    answered = reviewer(
+        [
+            {"decision": "approve", "reviewer": "mallory", "comment": "ship it"},
+            {"decision": "approve", "reviewer": "alice", "comment": "better on every metric"},
+        ]
+    )
     out = retrain(params=tiny_params(approval="reviewer", approval_poll_s=1))
     assert out["outcome"] == "promoted" and len(answered) == 2
     assert out["gate"]["review"]["reviewer"] == "alice" and "mallory" in out["gate"]["review"]["refused"][0]
@@ -101,7 +127,10 @@ def test_reviewer_approves_and_a_stranger_cannot(project, tiny_catalog, prefect_
     assert st["champion"]["version"] == 1 and st["consistent"]
     tags = version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "1"))
     assert tags["approval"] == "reviewer" and tags["approved_by"] == "alice" and tags["approved_at"]
-    assert tags["approval_comment"] == "better on every metric" and "not on the reviewer allow-list" in tags["approval_refused"]
+    assert (
+        tags["approval_comment"] == "better on every metric"
+        and "not on the reviewer allow-list" in tags["approval_refused"]
+    )
     from prefect.artifacts import Artifact
 
     page = Artifact.get("promotion-review").data
@@ -118,7 +147,11 @@ def test_reviewer_rejects_and_champion_stays(project, tiny_catalog, prefect_harn
     assert state.result()["outcome"] == "rejected"
     assert status(project)["champion"]["version"] == 1 and status(project)["consistent"]
     tags = version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "2"))
-    assert tags["status"] == "rejected" and tags["rejected_by"] == "alice" and "shopper recall looks off" in tags["rejected_reason"]
+    assert (
+        tags["status"] == "rejected"
+        and tags["rejected_by"] == "alice"
+        and "shopper recall looks off" in tags["rejected_reason"]
+    )
     assert "approval" not in tags
 
 
@@ -151,10 +184,15 @@ def test_deferred_review_then_promote_flow(project, tiny_catalog, prefect_harnes
     monkeypatch.setenv("LENSFLOW_REVIEWERS", "bob")
     get_settings.cache_clear()
     reviewer([{"decision": "approve", "reviewer": "bob", "comment": "reviewed on Monday"}])
-    done = promote(params=PromoteParams(approval="reviewer", approval_poll_s=1, gate=GateConfig(floors={}, tolerance=1.0)))
+    done = promote(
+        params=PromoteParams(approval="reviewer", approval_poll_s=1, gate=GateConfig(floors={}, tolerance=1.0))
+    )
     assert done["outcome"] == "promoted" and done["version"] == 2 and done["gate"]["champion_version"] == 1
     assert status(project)["champion"]["version"] == 2 and status(project)["consistent"]
-    assert version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "1"))["status"] == "retired"
+    assert (
+        version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "1"))["status"]
+        == "retired"
+    )
     with pytest.raises(ValueError, match="already the champion"):
         promote(params=PromoteParams(version=2, approval="auto-approve"))
     assert first["version"] == 1
@@ -169,8 +207,8 @@ def test_missing_index_is_pulled_from_dvc_by_md5(project, tiny_catalog, prefect_
     idx = status(project)["champion"]["index"]
     path = table_dir(idx["uri"], idx["table"])
     shutil.rmtree(path)
-    (path.parent / f"{path.name}.dvc").unlink()              # the pointer too: the md5 on the model version is enough
-    shutil.rmtree(project.root / ".dvc" / "cache")          # and the local cache: it must come from the remote
+    (path.parent / f"{path.name}.dvc").unlink()  # the pointer too: the md5 on the model version is enough
+    shutil.rmtree(project.root / ".dvc" / "cache")  # and the local cache: it must come from the remote
     assert status(project)["consistent"] is False
     served = load_champion(project)
     assert served.table.count_rows() == len(tiny_catalog) and status(project)["consistent"]
@@ -207,8 +245,9 @@ def test_evaluate_flow_remeasures_a_version_on_the_current_catalog(project, tiny
     tiny_catalog[tiny_catalog.index % 3 != 0].to_parquet(project.data_path / "catalog.parquet", index=False)
     changed = evaluate(params=EvaluateParams(version=1, progress=False))
     assert changed["data_md5"] != first["data_md5"] and not changed["same_eval_set"]
-    assert client(project.tracking_uri).get_run(changed["run_id"]).data.metrics["image_precision_at_10"] == pytest.approx(
-        changed["metrics"]["image_precision_at_10"])
+    assert client(project.tracking_uri).get_run(changed["run_id"]).data.metrics[
+        "image_precision_at_10"
+    ] == pytest.approx(changed["metrics"]["image_precision_at_10"])
     assert status(project)["champion"]["version"] == 1 and status(project)["consistent"]
 
 

@@ -18,8 +18,14 @@ from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
-TINY = {"preset": "tiny", "epochs": 2, "batch_size": 8, "progress": False, "approval_poll_s": 1,
-        "gate": {"floors": {}, "tolerance": 1.0}}
+TINY = {
+    "preset": "tiny",
+    "epochs": 2,
+    "batch_size": 8,
+    "progress": False,
+    "approval_poll_s": 1,
+    "gate": {"floors": {}, "tolerance": 1.0},
+}
 
 
 @pytest.fixture
@@ -41,8 +47,13 @@ def platform(project, tiny_catalog, tmp_path, monkeypatch):
 
 
 def trigger(p, params: dict) -> str:
-    out = subprocess.run([p._bin("prefect"), "deployment", "run", "retrain/weekly", "--params", json.dumps({"params": TINY | params})],
-                         env=p.env(), capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [p._bin("prefect"), "deployment", "run", "retrain/weekly", "--params", json.dumps({"params": TINY | params})],
+        env=p.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     return re.search(r"UUID:\s*([0-9a-f-]{36})", out.stdout).group(1)
 
@@ -105,8 +116,10 @@ def test_deployed_retrain_approve_reject_timeout(platform, project):
     assert version == 1 and tags["approved_by"] == "alice" and tags["approval"] == "reviewer"
     assert tags["approval_comment"] == "looks right" and tags["approved_at"]
     # the MLflow server (the UI's backend) sees the same registry
-    with urllib.request.urlopen(f"{p.mlflow_url}/api/2.0/mlflow/registered-models/alias?name={project.registered_model}"
-                                "&alias=champion", timeout=10) as r:
+    with urllib.request.urlopen(
+        f"{p.mlflow_url}/api/2.0/mlflow/registered-models/alias?name={project.registered_model}&alias=champion",
+        timeout=10,
+    ) as r:
         assert json.load(r)["model_version"]["version"] == "1"
 
     # 2. reject, from the terminal (`lensflow review`): v2 is rejected with alice's reason, the champion stays v1

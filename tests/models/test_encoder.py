@@ -11,8 +11,8 @@ def test_tiny_encoder_outputs_normalised_float32():
     with torch.inference_mode():
         img = enc.encode_images(torch.randn(3, 3, 32, 32))
         txt = enc.encode_texts(["red shirt", "blue shoe"])
-    assert img.shape == (3, 24) and txt.shape == (2, 24)           # 16-d category + 8-d instance space
-    assert torch.count_nonzero(txt[:, 16:]) == 0                  # texts live in the category space only
+    assert img.shape == (3, 24) and txt.shape == (2, 24)  # 16-d category + 8-d instance space
+    assert torch.count_nonzero(txt[:, 16:]) == 0  # texts live in the category space only
     assert img.dtype == torch.float32
     assert torch.allclose(img.norm(dim=1), torch.ones(3), atol=1e-5)
     assert torch.allclose(txt.norm(dim=1), torch.ones(2), atol=1e-5)

@@ -30,23 +30,44 @@ def tiny_clip(tmp_path):
     folder = tmp_path / "clip"
     n_vocab, tok = _tokenizer_files(folder)
     config = CLIPConfig(
-        text_config={"vocab_size": n_vocab, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": 16, "eos_token_id": 1, "bos_token_id": 0, "pad_token_id": 1},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8},
+        text_config={
+            "vocab_size": n_vocab,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 16,
+            "eos_token_id": 1,
+            "bos_token_id": 0,
+            "pad_token_id": 1,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
         projection_dim=24,
     )
     torch.manual_seed(0)
     CLIPModel(config).save_pretrained(str(folder))
-    (folder / "preprocessor_config.json").write_text(json.dumps({"crop_size": 32, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps({"crop_size": 32, "image_mean": [0.5] * 3, "image_std": [0.5] * 3})
+    )
     assert len(tok("abc")["input_ids"]) > 2  # the vocabulary really was loaded
     return folder
 
 
 def test_clip_backend_encodes_and_round_trips(tiny_clip, tmp_path):
-    preset = {"name": "clip-test", "embed_dim": 8, "head_hidden": 0,
-              "image_tower": {"type": "hf-clip-vision", "source": str(tiny_clip)},
-              "text_tower": {"type": "hf-clip-text", "source": str(tiny_clip)}}
+    preset = {
+        "name": "clip-test",
+        "embed_dim": 8,
+        "head_hidden": 0,
+        "image_tower": {"type": "hf-clip-vision", "source": str(tiny_clip)},
+        "text_tower": {"type": "hf-clip-text", "source": str(tiny_clip)},
+    }
     enc = build_encoder(preset)
     assert enc.image_tower.out_dim == 24 and enc.text_tower.out_dim == 24
     assert enc.preprocess.size == 32
@@ -68,14 +89,33 @@ def test_siglip_backend(tmp_path):
     folder = tmp_path / "siglip"
     n_vocab, _ = _tokenizer_files(folder)
     config = SiglipConfig(
-        text_config={"vocab_size": n_vocab, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "max_position_embeddings": 16, "projection_size": 32},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8},
+        text_config={
+            "vocab_size": n_vocab,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 16,
+            "projection_size": 32,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
     )
     SiglipModel(config).save_pretrained(str(folder))
-    enc = build_encoder({"name": "s", "embed_dim": 8, "image_tower": {"type": "hf-clip-vision", "source": str(folder)},
-                         "text_tower": {"type": "hf-clip-text", "source": str(folder)}})
+    enc = build_encoder(
+        {
+            "name": "s",
+            "embed_dim": 8,
+            "image_tower": {"type": "hf-clip-vision", "source": str(folder)},
+            "text_tower": {"type": "hf-clip-text", "source": str(folder)},
+        }
+    )
     assert enc.image_tower.family == "siglip" and enc.text_tower.family == "siglip"
     with torch.inference_mode():
         assert enc.encode_images(torch.randn(1, 3, 32, 32)).shape == (1, 8)

@@ -129,14 +129,23 @@ def test_catalog_look_and_a_crop_made_to_match_it(localizer):
     for im in grey_studio:
         ImageDraw.Draw(im).rectangle((6, 4, 22, 24), fill=(180, 180, 180))
     assert catalog_look(grey_studio) == {"background": (0, 0, 0), "grayscale": True}
-    colourful = [Image.new("RGB", (20, 20), tuple(int(v) for v in np.random.default_rng(i).integers(0, 255, 3))) for i in range(9)]
+    colourful = [
+        Image.new("RGB", (20, 20), tuple(int(v) for v in np.random.default_rng(i).integers(0, 255, 3)))
+        for i in range(9)
+    ]
     assert catalog_look(colourful) == {"background": None, "grayscale": False}
 
     photo = _photo([(180, 120, 300, 220)])  # a red product on a grey table
-    matched = Localizer(localizer.model, LocalizeConfig(background=(0, 0, 0), grayscale=True, autocontrast=None, turns=(0.0,)))
+    matched = Localizer(
+        localizer.model, LocalizeConfig(background=(0, 0, 0), grayscale=True, autocontrast=None, turns=(0.0,))
+    )
     crop = np.asarray(matched.views(photo)[0], dtype=np.float32)
     assert np.abs(crop[..., 0] - crop[..., 1]).max() <= 1  # grey, as the catalog
     corners = np.concatenate([crop[:4, :4].reshape(-1, 3), crop[-4:, -4:].reshape(-1, 3)])
     assert corners.mean() < 20  # the table around the product became the studio black
-    plain = np.asarray(Localizer(localizer.model, LocalizeConfig(autocontrast=None, turns=(0.0,))).views(photo)[0], dtype=np.float32)
-    assert np.concatenate([plain[:4, :4].reshape(-1, 3), plain[-4:, -4:].reshape(-1, 3)]).mean() > 80  # without: the table
+    plain = np.asarray(
+        Localizer(localizer.model, LocalizeConfig(autocontrast=None, turns=(0.0,))).views(photo)[0], dtype=np.float32
+    )
+    assert (
+        np.concatenate([plain[:4, :4].reshape(-1, 3), plain[-4:, -4:].reshape(-1, 3)]).mean() > 80
+    )  # without: the table

@@ -102,8 +102,11 @@ def _oriented_jpeg(upright: Image.Image, orientation: int) -> bytes:
     """The bytes a phone writes: pixels stored turned, with the EXIF tag that turns them back."""
     import io
 
-    stored = {6: upright.transpose(Image.Transpose.ROTATE_90), 8: upright.transpose(Image.Transpose.ROTATE_270),
-              3: upright.transpose(Image.Transpose.ROTATE_180)}[orientation]
+    stored = {
+        6: upright.transpose(Image.Transpose.ROTATE_90),
+        8: upright.transpose(Image.Transpose.ROTATE_270),
+        3: upright.transpose(Image.Transpose.ROTATE_180),
+    }[orientation]
     exif = Image.Exif()
     exif[0x0112] = orientation
     buf = io.BytesIO()
@@ -120,7 +123,9 @@ def test_exif_orientation_is_applied_before_preprocessing():
     for orientation in (3, 6, 8):
         got = pre.to_array(Image.open(io.BytesIO(_oriented_jpeg(upright, orientation)))).astype(int)
         assert np.abs(got - want).mean() < 4, orientation  # JPEG noise only: not turned sideways
-        turned = pre.to_array(Image.open(io.BytesIO(_oriented_jpeg(upright, orientation))).transpose(Image.Transpose.ROTATE_90))
+        turned = pre.to_array(
+            Image.open(io.BytesIO(_oriented_jpeg(upright, orientation))).transpose(Image.Transpose.ROTATE_90)
+        )
         assert np.abs(turned.astype(int) - want).mean() > 20  # (a sideways image really is that different)
 
 
@@ -142,4 +147,6 @@ def test_every_decoder_applies_orientation_and_alpha_the_same_way(tmp_path):
     view = ShopperAugment(size=48, rotate=0, studio=1.0, tint=0, shade=0, blur=0, noise=0, jitter=0, jpeg=(95, 95))
     seen = np.asarray(view(Image.open(io.BytesIO(data)), view.rng("p.png", 1))).astype(int)
     plain = np.asarray(view(_with_hidden_colour(_product(), (0, 0, 0)), view.rng("p.png", 1))).astype(int)
-    assert np.abs(seen - plain).mean() < 6  # the sideways file with a magenta hidden colour: upright, on white (JPEG noise only)
+    assert (
+        np.abs(seen - plain).mean() < 6
+    )  # the sideways file with a magenta hidden colour: upright, on white (JPEG noise only)

@@ -34,8 +34,12 @@ MAX_UPLOAD, MAX_PIXELS, MAX_SIDE = 200_000, 250_000, 2_000
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, prefect_harness):
     """A tiny project with an auto-approved champion, served with small upload limits."""
-    env = {"LENSFLOW_SWAP_POLL_S": "60", "LENSFLOW_MAX_UPLOAD_BYTES": str(MAX_UPLOAD), "LENSFLOW_MAX_IMAGE_PIXELS": str(MAX_PIXELS),
-           "LENSFLOW_MAX_IMAGE_SIDE": str(MAX_SIDE)}
+    env = {
+        "LENSFLOW_SWAP_POLL_S": "60",
+        "LENSFLOW_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+        "LENSFLOW_MAX_IMAGE_PIXELS": str(MAX_PIXELS),
+        "LENSFLOW_MAX_IMAGE_SIDE": str(MAX_SIDE),
+    }
     with served_project(tmp_path_factory.mktemp("fuzz-upload"), env, epochs=1, price=True) as served:
         yield served
 
@@ -54,15 +58,24 @@ def _photos() -> list[tuple[str, bytes, tuple[int, int]]]:
     out = []
     for w, h in [(1, 1), (40, 30), (3, 97), (97, 3), (200, 150)]:
         im = rgb(w, h)
-        out += [("JPEG", _encode(im, "JPEG", quality=80), (w, h)), ("JPEG", _encode(im.convert("L"), "JPEG"), (w, h)),
-                ("JPEG", _encode(im.convert("CMYK"), "JPEG"), (w, h)), ("JPEG", _encode(im, "JPEG", progressive=True), (w, h)),
-                ("PNG", _encode(im, "PNG"), (w, h)), ("PNG", _encode(im.convert("RGBA"), "PNG"), (w, h)),
-                ("PNG", _encode(im.convert("P"), "PNG"), (w, h)), ("PNG", _encode(im.convert("1"), "PNG"), (w, h)),
-                ("PNG", _encode(im.convert("LA"), "PNG"), (w, h)),
-                ("PNG", _encode(Image.fromarray(np.asarray(im)[..., 0].astype(np.uint16) * 257), "PNG"), (w, h)),
-                ("WEBP", _encode(im, "WEBP"), (w, h)), ("WEBP", _encode(im.convert("RGBA"), "WEBP", lossless=True), (w, h)),
-                ("GIF", _encode(im, "GIF"), (w, h)), ("BMP", _encode(im, "BMP"), (w, h)),
-                ("BMP", _encode(im.convert("1"), "BMP"), (w, h)), ("BMP", _encode(im.convert("P"), "BMP"), (w, h))]
+        out += [
+            ("JPEG", _encode(im, "JPEG", quality=80), (w, h)),
+            ("JPEG", _encode(im.convert("L"), "JPEG"), (w, h)),
+            ("JPEG", _encode(im.convert("CMYK"), "JPEG"), (w, h)),
+            ("JPEG", _encode(im, "JPEG", progressive=True), (w, h)),
+            ("PNG", _encode(im, "PNG"), (w, h)),
+            ("PNG", _encode(im.convert("RGBA"), "PNG"), (w, h)),
+            ("PNG", _encode(im.convert("P"), "PNG"), (w, h)),
+            ("PNG", _encode(im.convert("1"), "PNG"), (w, h)),
+            ("PNG", _encode(im.convert("LA"), "PNG"), (w, h)),
+            ("PNG", _encode(Image.fromarray(np.asarray(im)[..., 0].astype(np.uint16) * 257), "PNG"), (w, h)),
+            ("WEBP", _encode(im, "WEBP"), (w, h)),
+            ("WEBP", _encode(im.convert("RGBA"), "WEBP", lossless=True), (w, h)),
+            ("GIF", _encode(im, "GIF"), (w, h)),
+            ("BMP", _encode(im, "BMP"), (w, h)),
+            ("BMP", _encode(im.convert("1"), "BMP"), (w, h)),
+            ("BMP", _encode(im.convert("P"), "BMP"), (w, h)),
+        ]
     frames = [rgb(24, 16), rgb(24, 16)]
     for fmt in ("GIF", "PNG", "WEBP"):  # animations
         out.append((fmt, _encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=50), (24, 16)))
@@ -78,17 +91,33 @@ def _photos() -> list[tuple[str, bytes, tuple[int, int]]]:
 PHOTOS = _photos()
 ACCEPTED = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp"}
-CONTENT_TYPES = [*MIME.values(), "application/octet-stream", "IMAGE/PNG", "image/jpeg; charset=binary", "image/png ; q=1",
-                 "image/png;", "text/plain", "application/json", "multipart/form-data; boundary=x", "image/svg+xml",
-                 "image/tiff", "image/", "image", "", ";", "x" * 300, "image/png, image/jpeg"]
+CONTENT_TYPES = [
+    *MIME.values(),
+    "application/octet-stream",
+    "IMAGE/PNG",
+    "image/jpeg; charset=binary",
+    "image/png ; q=1",
+    "image/png;",
+    "text/plain",
+    "application/json",
+    "multipart/form-data; boundary=x",
+    "image/svg+xml",
+    "image/tiff",
+    "image/",
+    "image",
+    "",
+    ";",
+    "x" * 300,
+    "image/png, image/jpeg",
+]
 
 
 def _png_chunks_with_size(data: bytes, w: int, h: int) -> bytes:
     """A PNG whose IHDR claims w x h (CRC recomputed, so only the size is a lie)."""
-    ihdr = bytearray(data[8 + 8:8 + 8 + 13])
+    ihdr = bytearray(data[8 + 8 : 8 + 8 + 13])
     ihdr[0:8] = struct.pack(">II", w, h)
     crc = struct.pack(">I", zlib.crc32(b"IHDR" + bytes(ihdr)))
-    return data[:16] + bytes(ihdr) + crc + data[16 + 13 + 4:]
+    return data[:16] + bytes(ihdr) + crc + data[16 + 13 + 4 :]
 
 
 def with_size(fmt: str, data: bytes, w: int, h: int) -> bytes:
@@ -100,13 +129,13 @@ def with_size(fmt: str, data: bytes, w: int, h: int) -> bytes:
         b[6:10] = struct.pack("<HH", w & 0xFFFF, h & 0xFFFF)
         i = b.find(b"\x2c", 13)  # first image descriptor
         if i > 0:
-            b[i + 5:i + 9] = struct.pack("<HH", w & 0xFFFF, h & 0xFFFF)
+            b[i + 5 : i + 9] = struct.pack("<HH", w & 0xFFFF, h & 0xFFFF)
     elif fmt == "BMP":
-        b[18:26] = struct.pack("<ii", max(-2**31, min(w, 2**31 - 1)), max(-2**31, min(h, 2**31 - 1)))
+        b[18:26] = struct.pack("<ii", max(-(2**31), min(w, 2**31 - 1)), max(-(2**31), min(h, 2**31 - 1)))
     elif fmt == "JPEG":
         i = next((j for j in range(2, len(b) - 9) if b[j] == 0xFF and b[j + 1] in (0xC0, 0xC1, 0xC2)), -1)
         if i > 0:
-            b[i + 5:i + 9] = struct.pack(">HH", h & 0xFFFF, w & 0xFFFF)
+            b[i + 5 : i + 9] = struct.pack(">HH", h & 0xFFFF, w & 0xFFFF)
     elif fmt == "WEBP" and b[12:16] == b"VP8L":
         bits = ((w - 1) & 0x3FFF) | (((h - 1) & 0x3FFF) << 14)
         b[21:25] = struct.pack("<I", bits | (b[24] >> 4 << 28))
@@ -126,30 +155,41 @@ def mutations(draw, data: bytes):
         elif op == "insert":
             b[i:i] = draw(st.binary(min_size=1, max_size=16))
         elif op == "delete":
-            del b[i:i + draw(st.integers(1, 64))]
+            del b[i : i + draw(st.integers(1, 64))]
         elif b:
             j = draw(st.integers(0, min(40, len(b) - 1)))
-            b[j:j + 4] = draw(st.binary(min_size=4, max_size=4))
+            b[j : j + 4] = draw(st.binary(min_size=4, max_size=4))
     return bytes(b)
 
 
 photo = st.sampled_from(PHOTOS)
 PARAM_VALUES = {
-    "modifier": st.one_of(st.sampled_from(["dress", "", "   ", "\x00", "Green bag", "x" * 501, "日本語 🙂", "' OR 1=1 --"]),
-                          st.text(max_size=40)),
-    "modifier_weight": st.one_of(st.sampled_from(["0", "1", "0.5", "-0.1", "1.5", "nan", "inf", "-inf", "abc", "", "1e400"]),
-                                 st.floats().map(repr)),
+    "modifier": st.one_of(
+        st.sampled_from(["dress", "", "   ", "\x00", "Green bag", "x" * 501, "日本語 🙂", "' OR 1=1 --"]),
+        st.text(max_size=40),
+    ),
+    "modifier_weight": st.one_of(
+        st.sampled_from(["0", "1", "0.5", "-0.1", "1.5", "nan", "inf", "-inf", "abc", "", "1e400"]),
+        st.floats().map(repr),
+    ),
     "category": st.sampled_from(["Red shirt", "Green bag", "Blue shoe", "Hats", "", "red shirt", "'", "\x00"]),
-    "min_price": st.one_of(st.sampled_from(["0", "11", "-1", "nan", "inf", "-inf", "1e400", "1e308", "abc", ""]),
-                           st.floats().map(repr)),
-    "max_price": st.one_of(st.sampled_from(["0", "12", "100", "-1", "nan", "inf", "1e400", "abc", ""]), st.floats().map(repr)),
-    "limit": st.one_of(st.sampled_from(["1", "5", "100", "0", "-1", "101", "1e2", "abc", "", str(10**30)]), st.integers().map(str)),
+    "min_price": st.one_of(
+        st.sampled_from(["0", "11", "-1", "nan", "inf", "-inf", "1e400", "1e308", "abc", ""]), st.floats().map(repr)
+    ),
+    "max_price": st.one_of(
+        st.sampled_from(["0", "12", "100", "-1", "nan", "inf", "1e400", "abc", ""]), st.floats().map(repr)
+    ),
+    "limit": st.one_of(
+        st.sampled_from(["1", "5", "100", "0", "-1", "101", "1e2", "abc", "", str(10**30)]), st.integers().map(str)
+    ),
     "offset": st.one_of(st.sampled_from(["0", "3", "35", "1000", "1001", "-1", "abc", ""]), st.integers().map(str)),
 }
 params = st.one_of(  # one or two odd parameters (so one invalid value does not hide the others), or any mix
     st.lists(st.sampled_from(sorted(PARAM_VALUES)), min_size=1, max_size=2, unique=True).flatmap(
-        lambda keys: st.fixed_dictionaries({k: PARAM_VALUES[k] for k in keys})),
-    st.fixed_dictionaries({}, optional=PARAM_VALUES))
+        lambda keys: st.fixed_dictionaries({k: PARAM_VALUES[k] for k in keys})
+    ),
+    st.fixed_dictionaries({}, optional=PARAM_VALUES),
+)
 
 
 rarely = st.sampled_from(range(10)).map(lambda i: i == 9)  # True 1 in 10
@@ -158,25 +198,60 @@ rarely = st.sampled_from(range(10)).map(lambda i: i == 9)  # True 1 in 10
 @st.composite
 def upload(draw):
     """(body, content type or None for no header, query params, whether it must succeed, chunked)."""
-    kind = draw(st.sampled_from(["random", "photo", "photo", "mutated", "mutated", "mutated", "huge-header", "multipart",
-                                 "empty", "oversize"]))
-    q = draw(st.one_of(st.just({}), st.just({}), st.just({}), params))  # mostly the photo path, sometimes odd parameters
+    kind = draw(
+        st.sampled_from(
+            [
+                "random",
+                "photo",
+                "photo",
+                "mutated",
+                "mutated",
+                "mutated",
+                "huge-header",
+                "multipart",
+                "empty",
+                "oversize",
+            ]
+        )
+    )
+    q = draw(
+        st.one_of(st.just({}), st.just({}), st.just({}), params)
+    )  # mostly the photo path, sometimes odd parameters
     must_succeed = False
     if kind == "random":
-        body = draw(st.binary(max_size=4096) | st.binary(max_size=64).map(lambda b: b"\x89PNG\r\n\x1a\n" + b)
-                    | st.binary(max_size=64).map(lambda b: b"\xff\xd8\xff" + b) | st.binary(max_size=64).map(lambda b: b"GIF89a" + b)
-                    | st.binary(max_size=64).map(lambda b: b"RIFF\x00\x00\x00\x00WEBPVP8 " + b)
-                    | st.binary(max_size=64).map(lambda b: b"BM" + b))
+        body = draw(
+            st.binary(max_size=4096)
+            | st.binary(max_size=64).map(lambda b: b"\x89PNG\r\n\x1a\n" + b)
+            | st.binary(max_size=64).map(lambda b: b"\xff\xd8\xff" + b)
+            | st.binary(max_size=64).map(lambda b: b"GIF89a" + b)
+            | st.binary(max_size=64).map(lambda b: b"RIFF\x00\x00\x00\x00WEBPVP8 " + b)
+            | st.binary(max_size=64).map(lambda b: b"BM" + b)
+        )
         ctype = draw(st.sampled_from([*MIME.values(), "application/octet-stream"]) | st.sampled_from(CONTENT_TYPES))
     elif kind in ("photo", "mutated", "huge-header"):
         fmt, body, (w, h) = draw(photo)
         own = MIME.get(fmt, "application/octet-stream")
-        ctype = draw(st.one_of(st.just(own), st.just(own), st.just("application/octet-stream"), st.sampled_from(CONTENT_TYPES)))
+        ctype = draw(
+            st.one_of(st.just(own), st.just(own), st.just("application/octet-stream"), st.sampled_from(CONTENT_TYPES))
+        )
         if kind == "mutated":
             body = draw(mutations(body))
         elif kind == "huge-header":
-            w, h = draw(st.sampled_from([(0, 0), (0, 10), (65535, 65535), (MAX_SIDE + 1, 1), (1, MAX_SIDE + 1), (600, 500),
-                                         (2**31 - 1, 1), (10_000, 10_000), (1, 2**24)]))
+            w, h = draw(
+                st.sampled_from(
+                    [
+                        (0, 0),
+                        (0, 10),
+                        (65535, 65535),
+                        (MAX_SIDE + 1, 1),
+                        (1, MAX_SIDE + 1),
+                        (600, 500),
+                        (2**31 - 1, 1),
+                        (10_000, 10_000),
+                        (1, 2**24),
+                    ]
+                )
+            )
             body = with_size(fmt, body, w, h)
         else:
             ok_params = not q or set(q) <= {"limit"} and q["limit"].isdigit() and 1 <= int(q["limit"]) <= 100
@@ -184,9 +259,17 @@ def upload(draw):
     elif kind == "multipart":
         fmt, data, _ = draw(photo)
         boundary = "lensflowfuzz"
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
-                f"Content-Type: {MIME.get(fmt, 'image/png')}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-        ctype = draw(st.sampled_from([f"multipart/form-data; boundary={boundary}", "image/png", "application/octet-stream"]))
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+                f"Content-Type: {MIME.get(fmt, 'image/png')}\r\n\r\n"
+            ).encode()
+            + data
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        ctype = draw(
+            st.sampled_from([f"multipart/form-data; boundary={boundary}", "image/png", "application/octet-stream"])
+        )
     elif kind == "empty":
         body, ctype = b"", draw(st.sampled_from([*MIME.values(), "application/octet-stream", None]))
     else:  # larger than the upload limit: refused, whether the length is declared or the body streams in chunks
@@ -198,9 +281,19 @@ def upload(draw):
 
 
 def fuzz_settings(n: int):
-    return settings(max_examples=n, deadline=None, derandomize=True, database=None, print_blob=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
-                                           HealthCheck.function_scoped_fixture])
+    return settings(
+        max_examples=n,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+            HealthCheck.function_scoped_fixture,
+        ],
+    )
 
 
 # -------------------------------------------------------------------------------------------- oracle
@@ -230,7 +323,7 @@ def check_response(r: httpx.Response, svc_root: str, catalog, q: dict, must_succ
     assert must_succeed is False, f"a valid photo was refused: {r.status_code} {r.text[:300]}"
     assert 400 <= r.status_code < 500 and isinstance(body, dict) and set(body) == {"error"}, body
     assert isinstance(body["error"], str) and body["error"].strip(), body
-    for leak in ("/work", "/tmp", svc_root, "Traceback", "File \""):
+    for leak in ("/work", "/tmp", svc_root, "Traceback", 'File "'):
         assert leak not in r.text, f"{r.status_code} error leaks {leak!r}: {r.text[:300]}"
     return str(r.status_code)
 
@@ -248,7 +341,7 @@ def test_fuzz_photo_upload_never_5xx_and_errors_are_clean(svc):
         def run(case):
             kind, body, ctype, q, must_succeed, chunked = case
             headers = {} if ctype is None else {"Content-Type": ctype}
-            content = (iter([body[i:i + 65536] for i in range(0, len(body), 65536)]) if chunked and body else body)
+            content = iter([body[i : i + 65536] for i in range(0, len(body), 65536)]) if chunked and body else body
             r = client.post("/search/image", content=content, headers=headers, params=q)
             sent[0] += 1
             status = check_response(r, str(s.root), catalog, q, must_succeed)

@@ -57,14 +57,22 @@ def test_text_search_filters_pagination_and_hybrid(svc):
     scores = [h["score"] for h in body["results"]]
     assert len(scores) == 8 and scores == sorted(scores, reverse=True)
     assert all(h["image_url"] == f"/images/{h['product_id']}" for h in body["results"])
-    page2 = httpx.get(f"{service.url}/search/text", params={"q": "Blue shoe", "limit": 3, "offset": 3}).json()["results"]
+    page2 = httpx.get(f"{service.url}/search/text", params={"q": "Blue shoe", "limit": 3, "offset": 3}).json()[
+        "results"
+    ]
     assert [h["product_id"] for h in page2] == [h["product_id"] for h in body["results"][3:6]]
-    only = httpx.get(f"{service.url}/search/text", params={"q": "Blue shoe", "category": "Green bag", "limit": 20}).json()["results"]
-    assert len(only) == 12 and {h["category"] for h in only} == {"Green bag"}   # filter inside the search: all 12 found
-    cheap = httpx.get(f"{service.url}/search/text", params={"q": "shirt", "max_price": 12, "min_price": 11, "limit": 50}).json()
+    only = httpx.get(
+        f"{service.url}/search/text", params={"q": "Blue shoe", "category": "Green bag", "limit": 20}
+    ).json()["results"]
+    assert len(only) == 12 and {h["category"] for h in only} == {"Green bag"}  # filter inside the search: all 12 found
+    cheap = httpx.get(
+        f"{service.url}/search/text", params={"q": "shirt", "max_price": 12, "min_price": 11, "limit": 50}
+    ).json()
     assert cheap["results"] and all(11 <= h["price"] <= 12 for h in cheap["results"])
     assert len(cheap["results"]) == int(((catalog.price >= 11) & (catalog.price <= 12)).sum())
-    hybrid = httpx.get(f"{service.url}/search/text", params={"q": "number 7", "mode": "hybrid", "limit": 36}).json()["results"]
+    hybrid = httpx.get(f"{service.url}/search/text", params={"q": "number 7", "mode": "hybrid", "limit": 36}).json()[
+        "results"
+    ]
     assert len(hybrid) == 36 and all(h["text_rank"] or h["vector_rank"] for h in hybrid)
     # only the titles "<category> number 7" hold the rare term "7": they are the full-text side's top 3
     assert {h["product_id"] for h in hybrid if h["text_rank"] and h["text_rank"] <= 3} == {"p0007", "p1007", "p2007"}
@@ -82,14 +90,21 @@ def test_photo_search_and_text_modifier(svc):
     text = httpx.get(f"{service.url}/search/text", params={"q": "Green bag", "limit": 5}).json()["results"]
     as_text = post_image(service.url, data, ctype, modifier="Green bag", modifier_weight=1.0, limit=5).json()["results"]
     assert [h["product_id"] for h in as_text] == [h["product_id"] for h in text]
-    as_photo = post_image(service.url, data, ctype, modifier="Green bag", modifier_weight=0.0, limit=5).json()["results"]
+    as_photo = post_image(service.url, data, ctype, modifier="Green bag", modifier_weight=0.0, limit=5).json()[
+        "results"
+    ]
     assert [h["product_id"] for h in as_photo] == [h["product_id"] for h in hits]
     # in between, every product's score is the same blend of its photo and text scores (up to one norm)
-    score = lambda hits: {h["product_id"]: h["score"] for h in hits}
+    def score(hits):
+        return {h["product_id"]: h["score"] for h in hits}
     p_all = score(post_image(service.url, data, ctype, limit=36).json()["results"])
     t_all = score(httpx.get(f"{service.url}/search/text", params={"q": "Green bag", "limit": 36}).json()["results"])
-    m_all = score(post_image(service.url, data, ctype, modifier="Green bag", modifier_weight=0.3, limit=36).json()["results"])
-    ratio = np.array([m_all[k] / (0.7 * p_all[k] + 0.3 * t_all[k]) for k in m_all if abs(0.7 * p_all[k] + 0.3 * t_all[k]) > 0.05])
+    m_all = score(
+        post_image(service.url, data, ctype, modifier="Green bag", modifier_weight=0.3, limit=36).json()["results"]
+    )
+    ratio = np.array(
+        [m_all[k] / (0.7 * p_all[k] + 0.3 * t_all[k]) for k in m_all if abs(0.7 * p_all[k] + 0.3 * t_all[k]) > 0.05]
+    )
     assert len(m_all) == 36 and len(ratio) > 20 and ratio.std() < 1e-3 and ratio.mean() >= 1.0
     filtered = post_image(service.url, data, ctype, category="Blue shoe", limit=3).json()["results"]
     assert {h["category"] for h in filtered} == {"Blue shoe"}
@@ -128,9 +143,24 @@ def test_more_like_this_and_images(svc):
     assert img.headers["content-type"] in ("image/png", "image/jpeg")
 
 
-@pytest.mark.parametrize("case", ["not-an-image", "truncated", "too-many-pixels", "too-large-body", "wrong-type", "empty-body",
-                                  "unknown-product", "unknown-image", "empty-query", "unknown-category", "bad-limit", "no-query",
-                                  "price-range"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "not-an-image",
+        "truncated",
+        "too-many-pixels",
+        "too-large-body",
+        "wrong-type",
+        "empty-body",
+        "unknown-product",
+        "unknown-image",
+        "empty-query",
+        "unknown-category",
+        "bad-limit",
+        "no-query",
+        "price-range",
+    ],
+)
 def test_bad_inputs_get_clear_4xx(svc, case):
     service, s, catalog = svc
     url = service.url
@@ -150,30 +180,62 @@ def test_bad_inputs_get_clear_4xx(svc, case):
         "no-query": lambda: httpx.get(f"{url}/search/text"),
         "price-range": lambda: httpx.get(f"{url}/search/text", params={"q": "x", "min_price": 5, "max_price": 1}),
     }[case]()
-    expected = {"not-an-image": 415, "truncated": 400, "too-many-pixels": 413, "too-large-body": 413, "wrong-type": 415,
-                "empty-body": 400, "unknown-product": 404, "unknown-image": 404, "empty-query": 400, "unknown-category": 400,
-                "bad-limit": 422, "no-query": 422, "price-range": 400}[case]
+    expected = {
+        "not-an-image": 415,
+        "truncated": 400,
+        "too-many-pixels": 413,
+        "too-large-body": 413,
+        "wrong-type": 415,
+        "empty-body": 400,
+        "unknown-product": 404,
+        "unknown-image": 404,
+        "empty-query": 400,
+        "unknown-category": 400,
+        "bad-limit": 422,
+        "no-query": 422,
+        "price-range": 400,
+    }[case]
     assert r.status_code == expected, r.text
     error = r.json()["error"]
     assert error and str(s.root) not in r.text and "Traceback" not in r.text
-    words = {"not-an-image": "not an image", "truncated": "truncated", "too-many-pixels": "pixels",
-             "too-large-body": "larger than", "wrong-type": "content type", "empty-body": "empty",
-             "unknown-product": "unknown product id", "unknown-image": "unknown product id", "empty-query": "empty",
-             "unknown-category": "unknown category 'Hats'", "bad-limit": "limit", "no-query": "q",
-             "price-range": "min_price"}[case]
+    words = {
+        "not-an-image": "not an image",
+        "truncated": "truncated",
+        "too-many-pixels": "pixels",
+        "too-large-body": "larger than",
+        "wrong-type": "content type",
+        "empty-body": "empty",
+        "unknown-product": "unknown product id",
+        "unknown-image": "unknown product id",
+        "empty-query": "empty",
+        "unknown-category": "unknown category 'Hats'",
+        "bad-limit": "limit",
+        "no-query": "q",
+        "price-range": "min_price",
+    }[case]
     assert words in error
 
 
 def test_openapi_documents_every_endpoint(svc):
     service, _, _ = svc
     spec = httpx.get(f"{service.url}/openapi.json").json()
-    assert {"/search/text", "/search/image", "/detect", "/products/{product_id}/similar", "/images/{product_id}", "/health",
-            "/version"} <= set(spec["paths"])
+    assert {
+        "/search/text",
+        "/search/image",
+        "/detect",
+        "/products/{product_id}/similar",
+        "/images/{product_id}",
+        "/health",
+        "/version",
+    } <= set(spec["paths"])
     body = spec["paths"]["/search/image"]["post"]["requestBody"]
     assert body["required"] and {"image/jpeg", "image/png"} <= set(body["content"])
     params = {p["name"] for p in spec["paths"]["/search/image"]["post"]["parameters"]}
     assert {"modifier", "modifier_weight", "box", "category", "min_price", "max_price", "limit", "offset"} <= params
-    assert "SearchResponse" in spec["components"]["schemas"] and "415" in spec["paths"]["/search/image"]["post"]["responses"]
+    assert (
+        "SearchResponse" in spec["components"]["schemas"]
+        and "415" in spec["paths"]["/search/image"]["post"]["responses"]
+    )
 
 
 def test_hot_swap_under_load(svc):
@@ -192,8 +254,11 @@ def test_hot_swap_under_load(svc):
     def client(i: int) -> None:
         with httpx.Client(base_url=service.url, timeout=30) as c:
             while not stop.is_set():
-                r = (c.get("/search/text", params={"q": "Red shirt", "limit": 5}) if i % 2 else
-                     c.post("/search/image", content=photo, headers={"Content-Type": ctype}, params={"limit": 5}))
+                r = (
+                    c.get("/search/text", params={"q": "Red shirt", "limit": 5})
+                    if i % 2
+                    else c.post("/search/image", content=photo, headers={"Content-Type": ctype}, params={"limit": 5})
+                )
                 if r.status_code != 200 or r.headers.get("X-Model-Version") != str(r.json().get("model_version")):
                     failures.append(f"{r.status_code} {r.text[:200]}")
                 else:
@@ -215,7 +280,9 @@ def test_hot_swap_under_load(svc):
     total = sum(len(v) for v in seen)
     assert failures == [] and total > 50
     assert all(v and v[-1] == 2 for v in seen)
-    print(f"hot swap: {total} requests, {sum(v.count(1) for v in seen)} answered by v1, {sum(v.count(2) for v in seen)} by v2")
+    print(
+        f"hot swap: {total} requests, {sum(v.count(1) for v in seen)} answered by v1, {sum(v.count(2) for v in seen)} by v2"
+    )
     for versions in seen:  # monotonic: once a client got v2 it never got v1 again
         assert versions == sorted(versions), versions
     assert sum(v.count(1) for v in seen) > 0 and sum(v.count(2) for v in seen) > 0

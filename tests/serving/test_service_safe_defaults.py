@@ -44,12 +44,23 @@ def png(size=(40, 30)) -> bytes:
 
 def leaks(text: str, s) -> list[str]:
     """The internal things `text` shows: project paths, temp and install paths, tracebacks, secrets."""
-    needles = [str(s.root), str(s.data_path), s.lancedb_path, tempfile.gettempdir() + "/", "site-packages", sys.prefix,
-               "Traceback", 'File "', SECRET, "hunter2"]
+    needles = [
+        str(s.root),
+        str(s.data_path),
+        s.lancedb_path,
+        tempfile.gettempdir() + "/",
+        "site-packages",
+        sys.prefix,
+        "Traceback",
+        'File "',
+        SECRET,
+        "hunter2",
+    ]
     return [n for n in needles if n in text]
 
 
 # --- 1. bind ------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.cli
 def test_lensflow_serve_listens_on_loopback_only_and_keeps_credentials_out(tmp_path):
@@ -57,12 +68,24 @@ def test_lensflow_serve_listens_on_loopback_only_and_keeps_credentials_out(tmp_p
     URI carries a password: neither /health, nor a 503, nor the server's log shows it (or the project's paths)."""
     port, dead = free_port(), free_port()
     (tmp_path / "data.dvc").touch()
-    env = {**os.environ, "LENSFLOW_ROOT": str(tmp_path), "PREFECT_HOME": str(tmp_path / ".prefect"),
-           "LENSFLOW_MLFLOW_TRACKING_URI": f"http://lensflow:{SECRET}@127.0.0.1:{dead}/",
-           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2", "LENSFLOW_SWAP_POLL_S": "0.5"}
+    env = {
+        **os.environ,
+        "LENSFLOW_ROOT": str(tmp_path),
+        "PREFECT_HOME": str(tmp_path / ".prefect"),
+        "LENSFLOW_MLFLOW_TRACKING_URI": f"http://lensflow:{SECRET}@127.0.0.1:{dead}/",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "2",
+        "LENSFLOW_SWAP_POLL_S": "0.5",
+    }
     env.pop("LENSFLOW_SERVE_HOST", None)
-    proc = subprocess.Popen([LENSFLOW, "serve", "--port", str(port)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [LENSFLOW, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline, health = time.monotonic() + 120, None
         while health is None and time.monotonic() < deadline:
@@ -72,10 +95,16 @@ def test_lensflow_serve_listens_on_loopback_only_and_keeps_credentials_out(tmp_p
             except httpx.HTTPError:
                 time.sleep(0.3)
         assert health is not None and health.status_code == 503 and health.json()["status"] == "no-champion"
-        listening = [c.laddr for c in psutil.Process(proc.pid).net_connections("inet") if c.status == psutil.CONN_LISTEN]
+        listening = [
+            c.laddr for c in psutil.Process(proc.pid).net_connections("inet") if c.status == psutil.CONN_LISTEN
+        ]
         assert listening and {a.ip for a in listening} == {"127.0.0.1"}, listening
-        others = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
-                  if a.family == socket.AF_INET and not a.address.startswith("127.")]
+        others = [
+            a.address
+            for addrs in psutil.net_if_addrs().values()
+            for a in addrs
+            if a.family == socket.AF_INET and not a.address.startswith("127.")
+        ]
         for address in others:  # not reachable through the machine's other interfaces
             with pytest.raises(OSError), socket.create_connection((address, port), timeout=2):
                 pass
@@ -107,8 +136,11 @@ def disk_watch():
         marker = state["marker"]
         if not marker:
             return
-        if (event.startswith("tempfile.") or (event == "open" and isinstance(args[2], int) and args[2] & WRITE_FLAGS)
-                or (event.startswith(("open", "os.", "shutil.")) and any(marker in str(a) for a in args))):
+        if (
+            event.startswith("tempfile.")
+            or (event == "open" and isinstance(args[2], int) and args[2] & WRITE_FLAGS)
+            or (event.startswith(("open", "os.", "shutil.")) and any(marker in str(a) for a in args))
+        ):
             seen.append((event, args))
 
     sys.addaudithook(hook)  # cannot be removed: disarmed after the test
@@ -123,14 +155,26 @@ def test_uploads_never_reach_the_disk_under_the_clients_name(served, disk_watch)
     state["marker"] = name[:15]
     photo = png()
     big = photo + b"\0" * (2 * 1024 * 1024)  # over the spool threshold, under the body limit
-    multipart = [httpx.post(f"{service.url}/search/image", files={"file": (fname, data, "image/png")}, timeout=30)
-                 for fname in (f"../../{name}", name, f"/tmp/{name}") for data in (photo, big)]
-    raw = httpx.post(f"{service.url}/search/image", content=photo, timeout=30,
-                     headers={"Content-Type": "image/png", "Content-Disposition": f'attachment; filename="../../{name}"',
-                              "X-File-Name": f"../../{name}"})
+    multipart = [
+        httpx.post(f"{service.url}/search/image", files={"file": (fname, data, "image/png")}, timeout=30)
+        for fname in (f"../../{name}", name, f"/tmp/{name}")
+        for data in (photo, big)
+    ]
+    raw = httpx.post(
+        f"{service.url}/search/image",
+        content=photo,
+        timeout=30,
+        headers={
+            "Content-Type": "image/png",
+            "Content-Disposition": f'attachment; filename="../../{name}"',
+            "X-File-Name": f"../../{name}",
+        },
+    )
     state["marker"] = None
     # multipart is not parsed at all (so no UploadFile spooling): a clear 415; the raw body is searched
-    assert [r.status_code for r in multipart] == [415] * 6 and all("content type" in r.json()["error"] for r in multipart)
+    assert [r.status_code for r in multipart] == [415] * 6 and all(
+        "content type" in r.json()["error"] for r in multipart
+    )
     assert raw.status_code == 200 and raw.json()["results"]
     assert seen == []  # nothing written, no temp file made, nothing opened under that name, in any thread
     bases = {Path.cwd(), s.root, s.data_path, Path(tempfile.gettempdir()), Path(s.lancedb_path), s.path(s.cache_dir)}
@@ -152,7 +196,11 @@ def raw_exchange(port: int, head: str, body_chunks: list[bytes], chunked: bool) 
             assert got, f"connection closed without an answer: {data!r}"
             data += got
         head_bytes, _, rest = data.partition(b"\r\n\r\n")
-        length = int(next(line.split(b":")[1] for line in head_bytes.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        length = int(
+            next(
+                line.split(b":")[1] for line in head_bytes.split(b"\r\n") if line.lower().startswith(b"content-length")
+            )
+        )
         while len(rest) < length:
             rest += sock.recv(65536)
     return int(head_bytes.split(b" ")[1]), rest[:length].decode()
@@ -167,21 +215,40 @@ def test_body_limit_answers_before_reading_everything(served):
     assert status == 413 and "larger than" in body and time.monotonic() - t0 < 10
     # no length, chunks past the limit and no end: a service waiting for the whole body would never answer
     chunk = b"\0" * 65536
-    status, body = raw_exchange(service.port, req + "Transfer-Encoding: chunked\r\n\r\n", [chunk] * (CAP // len(chunk) + 2),
-                                chunked=True)
+    status, body = raw_exchange(
+        service.port, req + "Transfer-Encoding: chunked\r\n\r\n", [chunk] * (CAP // len(chunk) + 2), chunked=True
+    )
     assert status == 413 and f"larger than {CAP} bytes" in body and not leaks(body, s)
 
 
 # --- 3. error responses -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", ["bad-image", "truncated", "missing-product", "missing-image", "bad-limit", "bad-mode",
-                                  "bad-price", "unknown-route", "wrong-method", "bad-json-route"])
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "bad-image",
+        "truncated",
+        "missing-product",
+        "missing-image",
+        "bad-limit",
+        "bad-mode",
+        "bad-price",
+        "unknown-route",
+        "wrong-method",
+        "bad-json-route",
+    ],
+)
 def test_error_responses_show_no_internals(served, case):
     service, s, _ = served
     url = service.url
     r = {
-        "bad-image": lambda: httpx.post(f"{url}/search/image", content=b"GIF89a" + b"\xff" * 100, headers={"Content-Type": "image/gif"}),
-        "truncated": lambda: httpx.post(f"{url}/search/image", content=png()[:60], headers={"Content-Type": "image/png"}),
+        "bad-image": lambda: httpx.post(
+            f"{url}/search/image", content=b"GIF89a" + b"\xff" * 100, headers={"Content-Type": "image/gif"}
+        ),
+        "truncated": lambda: httpx.post(
+            f"{url}/search/image", content=png()[:60], headers={"Content-Type": "image/png"}
+        ),
         "missing-product": lambda: httpx.get(f"{url}/products/nope-product/similar"),
         "missing-image": lambda: httpx.get(f"{url}/images/..%2F..%2Fetc%2Fpasswd"),
         "bad-limit": lambda: httpx.get(f"{url}/search/text", params={"q": "x", "limit": "lots"}),
@@ -223,11 +290,16 @@ def test_internal_error_is_a_generic_500_with_an_id(served, monkeypatch, server_
     password = "hunter2-xyz"
 
     def boom(*args, **kwargs):
-        raise RuntimeError(f"cannot open {s.root}/mlflow/mlflow.db via postgresql://admin:{password}@db/x (password={password})")
+        raise RuntimeError(
+            f"cannot open {s.root}/mlflow/mlflow.db via postgresql://admin:{password}@db/x (password={password})"
+        )
 
     monkeypatch.setattr(S, "text_vector" if where == "text" else "image_vector", boom)
-    r = (httpx.get(f"{service.url}/search/text", params={"q": "Red shirt"}, timeout=30) if where == "text" else
-         httpx.post(f"{service.url}/search/image", content=png(), headers={"Content-Type": "image/png"}, timeout=30))
+    r = (
+        httpx.get(f"{service.url}/search/text", params={"q": "Red shirt"}, timeout=30)
+        if where == "text"
+        else httpx.post(f"{service.url}/search/image", content=png(), headers={"Content-Type": "image/png"}, timeout=30)
+    )
     assert r.status_code == 500 and r.headers["content-type"] == "application/json"
     body = r.json()
     assert body["error"] == "internal error" and len(body["id"]) == 12 and set(body) == {"error", "id"}
@@ -243,7 +315,9 @@ def test_no_champion_yet_shows_no_paths(project):
     with ServiceThread(project) as service:
         health = httpx.get(f"{service.url}/health")
         search = httpx.get(f"{service.url}/search/text", params={"q": "shoe"})
-        assert service.app.state.watcher.error and str(project.root) in service.app.state.watcher.error  # the log has it
+        assert (
+            service.app.state.watcher.error and str(project.root) in service.app.state.watcher.error
+        )  # the log has it
     assert health.status_code == 503 and "no 'champion' version of model" in health.json()["error"]
     assert search.status_code == 503 and "no champion is being served yet" in search.json()["error"]
     for r in (health, search):
@@ -264,8 +338,10 @@ def test_index_deleted_underneath_gives_a_generic_error(served, server_log):
     service, s, _ = served
     champ = service.app.state.watcher.live.served.champion
     shutil.rmtree(table_dir(champ.index["uri"], champ.index["table"]))
-    responses = [httpx.get(f"{service.url}/search/text", params={"q": "Red shirt", "limit": 5, "offset": i}, timeout=30)
-                 for i in range(3)]
+    responses = [
+        httpx.get(f"{service.url}/search/text", params={"q": "Red shirt", "limit": 5, "offset": i}, timeout=30)
+        for i in range(3)
+    ]
     responses.append(httpx.get(f"{service.url}/products/p0001/similar", timeout=30))
     assert {r.status_code for r in responses} == {500}, [(r.status_code, r.text[:300]) for r in responses]
     for r in responses:

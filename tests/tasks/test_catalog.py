@@ -5,7 +5,9 @@ from tasks.catalog import CatalogError, hash_split, load_catalog
 
 
 def test_csv_catalog_gets_rows_and_hash_splits(tmp_path):
-    pd.DataFrame({"product_id": ["a", "b"], "title": ["x", "y"], "category": ["c", "c"], "image_path": ["i/a.png", "i/b.png"]}).to_csv(tmp_path / "catalog.csv", index=False)
+    pd.DataFrame(
+        {"product_id": ["a", "b"], "title": ["x", "y"], "category": ["c", "c"], "image_path": ["i/a.png", "i/b.png"]}
+    ).to_csv(tmp_path / "catalog.csv", index=False)
     df = load_catalog(tmp_path)
     assert df["row"].tolist() == [1, 2]
     assert df["split"].tolist() == [hash_split("a"), hash_split("b")]
@@ -32,7 +34,9 @@ def test_empty_and_absent_catalogs(tmp_path):
 
 
 def test_non_utf8_csv_is_reported(tmp_path):
-    (tmp_path / "catalog.csv").write_bytes("product_id,title,category,image_path\na,caf\xe9,c,x.png\n".encode("latin-1"))
+    (tmp_path / "catalog.csv").write_bytes(
+        "product_id,title,category,image_path\na,caf\xe9,c,x.png\n".encode("latin-1")
+    )
     with pytest.raises(CatalogError, match="catalog.csv"):
         load_catalog(tmp_path)
 

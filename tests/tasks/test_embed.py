@@ -16,7 +16,7 @@ def test_cached_tower_features_give_the_same_embeddings(project, tiny_catalog):
     feats, hit = image_tower_features(enc, tiny_catalog, data, cache, "md5-a", batch_size=7, progress=False)
     assert not hit and feats.shape == (len(tiny_catalog), enc.image_tower.out_dim)
     again, hit = image_tower_features(enc, tiny_catalog.iloc[::-1], data, cache, "md5-a", progress=False)
-    assert hit and np.array_equal(again, feats[::-1])                          # cached, aligned by product id
+    assert hit and np.array_equal(again, feats[::-1])  # cached, aligned by product id
     assert not image_tower_features(enc, tiny_catalog, data, cache, "md5-b", progress=False)[1]  # new data version
     full = embed_catalog(enc, tiny_catalog, data, batch_size=5, loader_workers=1, progress=False)  # decode in a worker
     fast = embed_catalog(enc, tiny_catalog, data, tower_features=feats, progress=False)
@@ -32,9 +32,14 @@ def test_feature_cache_key_covers_data_tower_preprocessing_augmentation_and_seed
     enc = build_encoder("tiny")
     base, hit = image_tower_features(enc, tiny_catalog, data, cache, "md5-a", progress=False)
     assert not hit and image_tower_features(enc, tiny_catalog, data, cache, "md5-a", progress=False)[1]
-    bigger = build_encoder({"image_tower": {"type": "tiny-conv", "size": 40, "width": 16, "seed": 0},
-                            "text_tower": {"type": "hash-text", "dim": 32}, "embed_dim": 16})
-    assert not image_tower_features(bigger, tiny_catalog, data, cache, "md5-a", progress=False)[1]   # preprocessing
+    bigger = build_encoder(
+        {
+            "image_tower": {"type": "tiny-conv", "size": 40, "width": 16, "seed": 0},
+            "text_tower": {"type": "hash-text", "dim": 32},
+            "embed_dim": 16,
+        }
+    )
+    assert not image_tower_features(bigger, tiny_catalog, data, cache, "md5-a", progress=False)[1]  # preprocessing
     aug = ShopperAugment()
     viewed, hit = image_tower_features(enc, tiny_catalog, data, cache, "md5-a", progress=False, augment=aug, seed=1)
     assert not hit and not np.allclose(viewed, base)

@@ -14,7 +14,12 @@ def toy_gallery(enc, per_category=8):
     for ci, c in enumerate(cats):
         for i in range(per_category):
             v = centres[ci] + 0.05 * rng.normal(size=centres.shape[1])
-            ids.append(f"{c}{i}"), labels.append(c), split.append("test" if i < 2 else "train"), vecs.append(v / np.linalg.norm(v))
+            (
+                ids.append(f"{c}{i}"),
+                labels.append(c),
+                split.append("test" if i < 2 else "train"),
+                vecs.append(v / np.linalg.norm(v)),
+            )
     return Gallery(np.array(ids), np.array(labels), np.array(split), np.array(vecs, dtype=np.float32))
 
 
@@ -22,8 +27,8 @@ def test_category_and_instance_metrics_by_hand():
     enc = build_encoder("tiny")
     g = toy_gallery(enc)
     row = {pid: i for i, pid in enumerate(g.ids)}
-    hits = ["bag0", "bag1", "shirt0", "shoe1"]          # shopper photos that look exactly like their product
-    misses = {"shirt1": "bag5", "shoe0": "bag6"}        # photos that look like another product entirely
+    hits = ["bag0", "bag1", "shirt0", "shoe1"]  # shopper photos that look exactly like their product
+    misses = {"shirt1": "bag5", "shoe0": "bag6"}  # photos that look like another product entirely
     qids = hits + list(misses)
     vecs = np.array([g.vectors[row[p]] for p in hits] + [g.vectors[row[o]] for o in misses.values()])
     shopper = ShopperQueries(qids, vecs, {"kind": "test"}, 5)
@@ -32,7 +37,7 @@ def test_category_and_instance_metrics_by_hand():
     assert m["text_precision_at_1"] == 1.0 and m["image_precision_at_1"] == 1.0 and m["zero_shot_accuracy"] == 1.0
     assert m["shopper_recall_at_1"] == pytest.approx(4 / 6) and m["shopper_precision_at_1"] == pytest.approx(4 / 6)
     assert m["shopper_mrr_at_10"] >= 4 / 6
-    assert {w["product_id"] for w in r.worst[:2]} == set(misses)          # worst queries first
+    assert {w["product_id"] for w in r.worst[:2]} == set(misses)  # worst queries first
     assert r.worst[0]["results"][0] in misses.values()
     assert r.per_category["bag"]["shopper_recall_at_1"] == 1.0 and r.per_category["shoe"]["shopper_recall_at_1"] == 0.5
     assert r.queries == {"image": 6, "text": 3, "gallery": 18, "shopper": 6}

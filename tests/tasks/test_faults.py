@@ -33,13 +33,19 @@ def test_each_row_fault_is_quarantined_with_its_reason_and_nothing_is_lost(proje
             continue
         assert row in q.index, f"{name}: row {row} was not quarantined"
         assert reason in q.loc[row, "reason"], f"{name}: {q.loc[row, 'reason']!r}"
-        if name.endswith(("image", "file", "bomb (10000x10000 header)", "(2e9 x 1)")) or "image_path" in name or "symlink" in name:
+        if (
+            name.endswith(("image", "file", "bomb (10000x10000 header)", "(2e9 x 1)"))
+            or "image_path" in name
+            or "symlink" in name
+        ):
             assert str(df.loc[i, "image_path"]) in q.loc[row, "reason"], f"{name}: the reason must name the file"
     dup_row = expected["duplicate product_id"][0]
     assert q.loc[dup_row, "reason"] == "duplicate product_id"  # both rows holding the id, the clean one too
     assert set(q.index) == {i + 1 for i, r in expected.values() if r is not None} | {dup_row}
 
-    vectors = embed_catalog(build_encoder("tiny"), result.valid, data, progress=False)  # CMYK, 16-bit, palette, alpha embed
+    vectors = embed_catalog(
+        build_encoder("tiny"), result.valid, data, progress=False
+    )  # CMYK, 16-bit, palette, alpha embed
     assert vectors.shape[0] == len(result.valid) and np.isfinite(vectors).all()
 
 
@@ -60,7 +66,7 @@ def test_wrong_column_types_are_read_as_text_not_dropped(project, tmp_path):
 
     data = project.data_path
     df = write_synthetic_catalog(data, per_category=4)
-    df["product_id"] = range(100, 100 + len(df))             # integers
+    df["product_id"] = range(100, 100 + len(df))  # integers
     df["title"] = [float(i) if i % 5 else np.nan for i in range(len(df))]  # numbers, one missing
     df.to_parquet(data / "catalog.parquet", index=False)
     result = validate_catalog(data, tmp_path / "r", max_bad_fraction=1.0, progress=False)

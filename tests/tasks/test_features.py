@@ -31,7 +31,9 @@ def counting(fn, fail_after: int | None = None):
 
 def test_interrupted_encoding_resumes_with_only_the_missing_rows(project, tiny_catalog, tmp_path):
     pre = ImagePreprocess(size=16)
-    args = dict(preprocess=pre, catalog=tiny_catalog, data_dir=project.data_path, data_md5="md5-a", batch_size=4, progress=False)
+    args = dict(
+        preprocess=pre, catalog=tiny_catalog, data_dir=project.data_path, data_md5="md5-a", batch_size=4, progress=False
+    )
     whole, _ = cached_image_features(mean_colour, "fp", cache_dir=tmp_path / "uninterrupted", **args)
 
     first, seen = counting(mean_colour, fail_after=12)

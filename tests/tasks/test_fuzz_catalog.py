@@ -32,30 +32,101 @@ N_VALIDATE = max(10, N // 10)
 
 
 def fuzz_settings(n: int):
-    return settings(max_examples=n, deadline=None, derandomize=True, database=None, print_blob=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
-                                           HealthCheck.function_scoped_fixture])
+    return settings(
+        max_examples=n,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+            HealthCheck.function_scoped_fixture,
+        ],
+    )
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-NASTY = ["", " ", "\t", "\x00", "a\x00b", "nan", "NaN", "NA", "null", "None", "NaT", "inf", "-inf", "1e400", "-1", "0",
-         "9" * 400, "1" * 5000, '"', '""', "'", ",", "a,b", "\n", "a\nb", "\r\n", "\r", "a\rb", "\ufeff", "\ufeffx", "é",
-         "日本語", "\U0001F600", "\u202e", "\\", "#comment", "'; DROP TABLE x; --", "../../etc/passwd", "/etc/passwd",
-         "images/a.png", "train", "val", "test", " train", "TRAIN", "holdout", "0x10", "1,5", "12.50", "-0.0", "x" * 300]
-cells = st.one_of(st.sampled_from(NASTY), st.text(max_size=20), st.integers().map(str),
-                  st.floats(allow_nan=True, allow_infinity=True).map(repr))
+NASTY = [
+    "",
+    " ",
+    "\t",
+    "\x00",
+    "a\x00b",
+    "nan",
+    "NaN",
+    "NA",
+    "null",
+    "None",
+    "NaT",
+    "inf",
+    "-inf",
+    "1e400",
+    "-1",
+    "0",
+    "9" * 400,
+    "1" * 5000,
+    '"',
+    '""',
+    "'",
+    ",",
+    "a,b",
+    "\n",
+    "a\nb",
+    "\r\n",
+    "\r",
+    "a\rb",
+    "\ufeff",
+    "\ufeffx",
+    "é",
+    "日本語",
+    "\U0001f600",
+    "\u202e",
+    "\\",
+    "#comment",
+    "'; DROP TABLE x; --",
+    "../../etc/passwd",
+    "/etc/passwd",
+    "images/a.png",
+    "train",
+    "val",
+    "test",
+    " train",
+    "TRAIN",
+    "holdout",
+    "0x10",
+    "1,5",
+    "12.50",
+    "-0.0",
+    "x" * 300,
+]
+cells = st.one_of(
+    st.sampled_from(NASTY),
+    st.text(max_size=20),
+    st.integers().map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+)
 extra_names = st.sampled_from([*OPTIONAL, "extra", "ünïcode", "a b", "Unnamed: 0", "product_id.1", "x" * 100])
-full_columns = st.lists(extra_names, max_size=4, unique=True).map(
-    lambda extra: [*REQUIRED, *(e for e in extra if e not in REQUIRED)]).flatmap(st.permutations)
+full_columns = (
+    st.lists(extra_names, max_size=4, unique=True)
+    .map(lambda extra: [*REQUIRED, *(e for e in extra if e not in REQUIRED)])
+    .flatmap(st.permutations)
+)
 any_columns = st.lists(st.sampled_from(REQUIRED), unique=True).flatmap(  # required ones dropped, names repeated
-    lambda req: st.lists(st.sampled_from([*REQUIRED, "row", ""]) | extra_names, max_size=4).map(lambda extra: [*req, *extra]))
+    lambda req: st.lists(st.sampled_from([*REQUIRED, "row", ""]) | extra_names, max_size=4).map(
+        lambda extra: [*req, *extra]
+    )
+)
 columns = st.one_of(full_columns, full_columns, any_columns.flatmap(st.permutations))
 
 
 @st.composite
 def table(draw, cols=columns, min_rows=0, max_rows=6):
     names = draw(cols)
-    rows = draw(st.lists(st.lists(cells, min_size=len(names), max_size=len(names)), min_size=min_rows, max_size=max_rows))
+    rows = draw(
+        st.lists(st.lists(cells, min_size=len(names), max_size=len(names)), min_size=min_rows, max_size=max_rows)
+    )
     return names, rows
 
 
@@ -67,8 +138,10 @@ def to_csv(names, rows, quoting=csv.QUOTE_MINIMAL, terminator="\n") -> str:
     return buf.getvalue()
 
 
-GOOD_CSV = to_csv(list(REQUIRED) + ["split", "price"], [[f"p{i}", f"Red shirt {i}", "Red shirt", f"images/p{i}.png",
-                                                          SPLITS[i % 3], f"{9.5 + i}"] for i in range(4)]).encode()
+GOOD_CSV = to_csv(
+    list(REQUIRED) + ["split", "price"],
+    [[f"p{i}", f"Red shirt {i}", "Red shirt", f"images/p{i}.png", SPLITS[i % 3], f"{9.5 + i}"] for i in range(4)],
+).encode()
 
 
 @st.composite
@@ -81,14 +154,31 @@ def mutated(draw, base: bytes):
         if op == "flip" and data:
             data[i] ^= 1 << draw(st.integers(0, 7))
         elif op == "insert":
-            data[i:i] = draw(st.sampled_from([b"\x00", b'"', b",", b"\n", b"\r", b"\xff", b"\xef\xbb\xbf", b"\xc3", b"\\",
-                                              b",,,,,,", b'"\n"', b"\xe2\x80\xae"]) | st.binary(max_size=8))
+            data[i:i] = draw(
+                st.sampled_from(
+                    [
+                        b"\x00",
+                        b'"',
+                        b",",
+                        b"\n",
+                        b"\r",
+                        b"\xff",
+                        b"\xef\xbb\xbf",
+                        b"\xc3",
+                        b"\\",
+                        b",,,,,,",
+                        b'"\n"',
+                        b"\xe2\x80\xae",
+                    ]
+                )
+                | st.binary(max_size=8)
+            )
         elif op == "delete":
-            del data[i:i + draw(st.integers(1, 16))]
+            del data[i : i + draw(st.integers(1, 16))]
         elif op == "truncate":
             del data[i:]
         elif op == "dup":
-            data[i:i] = data[i:i + draw(st.integers(1, 64))]
+            data[i:i] = data[i : i + draw(st.integers(1, 64))]
     return bytes(data)
 
 
@@ -100,8 +190,11 @@ csv_bytes = st.one_of(
     st.binary(max_size=2000),
     st.text(max_size=400).map(str.encode),
     st.text(alphabet=st.sampled_from(list(',"\n\r\x00 \tabc\ufeffé')), max_size=200).map(str.encode),
-    st.builds(lambda t, e: encode(to_csv(*t), e), table(), st.sampled_from(["utf-8", "utf-8-bom", "utf-16", "latin-1", "cp1252",
-                                                                            "utf-32", "shift_jis"])),
+    st.builds(
+        lambda t, e: encode(to_csv(*t), e),
+        table(),
+        st.sampled_from(["utf-8", "utf-8-bom", "utf-16", "latin-1", "cp1252", "utf-32", "shift_jis"]),
+    ),
     mutated(GOOD_CSV),
     st.builds(lambda t: to_csv(*t).encode(), table(full_columns)).flatmap(mutated),
 )
@@ -115,9 +208,12 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
 
 GOOD_PARQUET = parquet_bytes(pd.read_csv(io.BytesIO(GOOD_CSV), dtype=str))
 VALUES = {  # the types a parquet column can carry, each with missing values
-    "text": st.one_of(st.none(), cells), "int": st.one_of(st.none(), st.integers(-2**63, 2**63 - 1)),
-    "float": st.one_of(st.none(), st.floats()), "bool": st.one_of(st.none(), st.booleans()),
-    "bytes": st.one_of(st.none(), st.binary(max_size=8)), "list": st.one_of(st.none(), st.lists(st.text(max_size=3), max_size=2)),
+    "text": st.one_of(st.none(), cells),
+    "int": st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+    "float": st.one_of(st.none(), st.floats()),
+    "bool": st.one_of(st.none(), st.booleans()),
+    "bytes": st.one_of(st.none(), st.binary(max_size=8)),
+    "list": st.one_of(st.none(), st.lists(st.text(max_size=3), max_size=2)),
 }
 
 
@@ -127,7 +223,11 @@ def parquet_frame(draw):
     extra = draw(st.lists(st.sampled_from([*OPTIONAL, "extra", "row", "ünïcode"]), unique=True, max_size=3))
     names = draw(st.permutations([*base, *extra]))
     n = draw(st.integers(0, 5))
-    data = {name: [draw(VALUES[kind]) for _ in range(n)] for name in names for kind in [draw(st.sampled_from(sorted(VALUES)))]}
+    data = {
+        name: [draw(VALUES[kind]) for _ in range(n)]
+        for name in names
+        for kind in [draw(st.sampled_from(sorted(VALUES)))]
+    }
     frame = pd.DataFrame(data) if names else pd.DataFrame(index=range(n))
     if draw(st.booleans()) and "category" in frame:
         frame["category"] = frame["category"].map(as_text).astype("category")  # dictionary-encoded column
@@ -146,9 +246,12 @@ def safe_parquet(frame: pd.DataFrame) -> bytes:
 
 
 parquet_inputs = st.one_of(  # (bytes, rows it holds when it is a readable table)
-    parquet_frame().map(lambda f: (safe_parquet(f), len(f))), parquet_frame().map(lambda f: (safe_parquet(f), len(f))),
-    mutated(GOOD_PARQUET).map(lambda b: (b, None)), st.binary(max_size=600).map(lambda b: (b, None)),
-    st.binary(max_size=64).map(lambda b: (b"PAR1" + b + b"PAR1", None)))
+    parquet_frame().map(lambda f: (safe_parquet(f), len(f))),
+    parquet_frame().map(lambda f: (safe_parquet(f), len(f))),
+    mutated(GOOD_PARQUET).map(lambda b: (b, None)),
+    st.binary(max_size=600).map(lambda b: (b, None)),
+    st.binary(max_size=64).map(lambda b: (b"PAR1" + b + b"PAR1", None)),
+)
 
 
 # ------------------------------------------------------------------------------------------- oracle
@@ -221,8 +324,12 @@ def test_fuzz_well_formed_csv_round_trips_every_row_and_cell(tmp_path):
     tally = Tally()
 
     @fuzz_settings(N)
-    @given(table(full_columns, min_rows=1), st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]), st.sampled_from(["\n", "\r\n"]),
-           st.booleans())
+    @given(
+        table(full_columns, min_rows=1),
+        st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]),
+        st.sampled_from(["\n", "\r\n"]),
+        st.booleans(),
+    )
     def run(t, quoting, terminator, bom):
         names, rows = t
         if "row" in names or len(set(names)) < len(names):
@@ -263,9 +370,26 @@ def test_fuzz_parquet_catalog_loads_or_raises_catalog_error(tmp_path):
 
 # ------------------------------------------------------------------------------------ validation
 CATEGORIES = ["Red shirt", "Green bag"]
-IMAGE_PATHS = ["images/ok.png", "images/ok.jpg", "images/ok.png", "images/broken.png", "images/empty.png", "images/sub",
-               "images/missing.png", "../outside.png", "/etc/passwd", "images/link.png", "images/a\x00b.png", "x" * 300,
-               "images/" + "y/" * 200 + "z.png", "", " ", None, "images/../images/ok.png", "images/bomb.png"]
+IMAGE_PATHS = [
+    "images/ok.png",
+    "images/ok.jpg",
+    "images/ok.png",
+    "images/broken.png",
+    "images/empty.png",
+    "images/sub",
+    "images/missing.png",
+    "../outside.png",
+    "/etc/passwd",
+    "images/link.png",
+    "images/a\x00b.png",
+    "x" * 300,
+    "images/" + "y/" * 200 + "z.png",
+    "",
+    " ",
+    None,
+    "images/../images/ok.png",
+    "images/bomb.png",
+]
 
 
 @st.composite
@@ -281,8 +405,15 @@ def validation_catalog(draw):
     if draw(st.booleans()):
         rows["split"] = [draw(st.one_of(st.sampled_from([*SPLITS, None, "", "holdout"]), cells)) for _ in range(n)]
     if draw(st.booleans()):
-        rows["price"] = [draw(st.one_of(st.sampled_from(["9.5", "0", "-1", "inf", "-inf", "nan", "1e400", "1e308", "", None,
-                                                         "cheap"]), cells)) for _ in range(n)]
+        rows["price"] = [
+            draw(
+                st.one_of(
+                    st.sampled_from(["9.5", "0", "-1", "inf", "-inf", "nan", "1e400", "1e308", "", None, "cheap"]),
+                    cells,
+                )
+            )
+            for _ in range(n)
+        ]
     return pd.DataFrame(rows), draw(st.sampled_from(["csv", "parquet"]))
 
 
@@ -317,7 +448,9 @@ def test_fuzz_validation_accounts_for_every_row(tmp_path, monkeypatch):
         try:
             make_images(data)
             if fmt == "csv":
-                (data / "catalog.csv").write_text(df.to_csv(index=False, lineterminator="\r\n"))  # "\r\n": CRs get quoted
+                (data / "catalog.csv").write_text(
+                    df.to_csv(index=False, lineterminator="\r\n")
+                )  # "\r\n": CRs get quoted
             else:
                 df.to_parquet(data / "catalog.parquet", index=False)
             try:
@@ -355,12 +488,27 @@ def test_fuzz_validation_accounts_for_every_row(tmp_path, monkeypatch):
     assert tally.inputs >= N_VALIDATE and "quarantined" in tally.outcomes
 
 
-@pytest.mark.parametrize("raw, outcome, message", [
-    (b"row,product_id,title,category,image_path\n1,a,t,c,i.png\n", "error", "column 'row' is reserved"),  # was ValueError
-    (b"product_id,title,category,image_path\na,t,c,i.png,surplus,fields\n", "error", "more fields than the header"),  # was shifted
-    (b"product_id,title,category,image_path\na,t,c,i.png\n,t,c,i.png\n", "ok", None),  # was AttributeError (NaN id)
-    (b"product_id,title,category,image_path,split\na,t,c,i.png,\n", "ok", None),  # was a NaN split, in no split at all
-])
+@pytest.mark.parametrize(
+    "raw, outcome, message",
+    [
+        (
+            b"row,product_id,title,category,image_path\n1,a,t,c,i.png\n",
+            "error",
+            "column 'row' is reserved",
+        ),  # was ValueError
+        (
+            b"product_id,title,category,image_path\na,t,c,i.png,surplus,fields\n",
+            "error",
+            "more fields than the header",
+        ),  # was shifted
+        (b"product_id,title,category,image_path\na,t,c,i.png\n,t,c,i.png\n", "ok", None),  # was AttributeError (NaN id)
+        (
+            b"product_id,title,category,image_path,split\na,t,c,i.png,\n",
+            "ok",
+            None,
+        ),  # was a NaN split, in no split at all
+    ],
+)
 def test_fuzz_findings_stay_fixed(tmp_path, raw, outcome, message):
     """Inputs the fuzzers found mishandled by load_catalog before the fix."""
     (tmp_path / "catalog.csv").write_bytes(raw)

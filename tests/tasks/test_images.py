@@ -7,7 +7,7 @@ from tasks import images
 def test_auto_workers_start_a_loader_only_for_long_augmented_passes(monkeypatch):
     monkeypatch.setattr(images.os, "cpu_count", lambda: 2)
     assert images.auto_workers(60_000, ShopperAugment()) == 1
-    assert images.auto_workers(60_000, None) == 0      # plain decoding: the model wants every core
+    assert images.auto_workers(60_000, None) == 0  # plain decoding: the model wants every core
     assert images.auto_workers(1_000, ShopperAugment()) == 0  # a worker's start-up costs more
     monkeypatch.setattr(images.os, "cpu_count", lambda: 1)
     assert images.auto_workers(60_000, ShopperAugment()) == 0

@@ -11,8 +11,15 @@ def _catalog(n, dim=16, seed=0):
     vecs = rng.normal(size=(n, dim)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     cats = np.array(["Bag", "Coat"])[np.arange(n) % 2]
-    df = pd.DataFrame({"product_id": [f"p{i}" for i in range(n)], "title": [f"{c} item {i}" for i, c in enumerate(cats)],
-                       "category": cats, "image_path": [f"images/{i}.png" for i in range(n)], "split": "train"})
+    df = pd.DataFrame(
+        {
+            "product_id": [f"p{i}" for i in range(n)],
+            "title": [f"{c} item {i}" for i, c in enumerate(cats)],
+            "category": cats,
+            "image_path": [f"images/{i}.png" for i in range(n)],
+            "split": "train",
+        }
+    )
     return df, vecs
 
 
@@ -88,7 +95,9 @@ def test_a_short_or_long_stream_fails_and_leaves_no_table(tmp_path, n_vectors, m
     df, _ = _catalog(50)
     _, vecs = _catalog(n_vectors)
     with pytest.raises(ValueError, match=message):
-        build_index(str(tmp_path), "m-v1", df, (vecs[i : i + 8] for i in range(0, n_vectors, 8)), {}, dim=16, chunk_rows=16)
+        build_index(
+            str(tmp_path), "m-v1", df, (vecs[i : i + 8] for i in range(0, n_vectors, 8)), {}, dim=16, chunk_rows=16
+        )
     assert "m-v1" not in lancedb.connect(str(tmp_path)).list_tables().tables
 
 
@@ -107,7 +116,9 @@ def test_best_of_ranks_each_product_by_its_best_view(tmp_path):
     import lancedb
 
     tbl = lancedb.connect(str(tmp_path)).open_table("m-v1")
-    views = np.stack([vecs[3], 0.6 * vecs[10] + 0.8 * vecs[11]])  # view 1 is product 3 itself; view 2 sits between 10 and 11
+    views = np.stack(
+        [vecs[3], 0.6 * vecs[10] + 0.8 * vecs[11]]
+    )  # view 1 is product 3 itself; view 2 sits between 10 and 11
     hits = best_of(tbl, views, 5)
     assert [h["product_id"] for h in hits[:1]] == ["p3"] and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
     assert "p11" in {h["product_id"] for h in hits} and len({h["product_id"] for h in hits}) == 5

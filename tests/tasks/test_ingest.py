@@ -16,10 +16,21 @@ def _shop(root):
     (root / "photos" / "tops").mkdir(parents=True)
     for name in ("tops/a.jpg", "tops/b.png", "c.webp"):
         Image.new("RGB", (20, 30), "red").save(root / "photos" / name)
-    df = pd.DataFrame({"product_id": ["A-1", "B-2", "C-3", "D-4", "E-5"], "title": ["a", "b", "c", "d", "e"],
-                       "category": ["Tops", "Tops", "Shoes", "Shoes", "Tops"], "colour": ["red"] * 5,
-                       "image_path": ["tops/a.jpg", str(root / "photos" / "tops" / "b.png"), "c.webp", "tops/A.JPG",
-                                      "../secret.png"]})
+    df = pd.DataFrame(
+        {
+            "product_id": ["A-1", "B-2", "C-3", "D-4", "E-5"],
+            "title": ["a", "b", "c", "d", "e"],
+            "category": ["Tops", "Tops", "Shoes", "Shoes", "Tops"],
+            "colour": ["red"] * 5,
+            "image_path": [
+                "tops/a.jpg",
+                str(root / "photos" / "tops" / "b.png"),
+                "c.webp",
+                "tops/A.JPG",
+                "../secret.png",
+            ],
+        }
+    )
     df.to_csv(root / "catalog.csv", index=False)
     return df
 
@@ -30,10 +41,14 @@ def test_import_copies_the_catalog_and_its_photos_and_keeps_every_row(tmp_path):
     imp = import_catalog(shop / "catalog.csv", shop / "photos", data)
     assert imp.rows == 5 and imp.images == 3 and imp.categories == ["Shoes", "Tops"] and not imp.linked
     df = load_catalog(data)
-    assert df["product_id"].tolist() == src["product_id"].tolist() and df["colour"].tolist() == ["red"] * 5  # own columns kept
+    assert (
+        df["product_id"].tolist() == src["product_id"].tolist() and df["colour"].tolist() == ["red"] * 5
+    )  # own columns kept
     assert df["image_path"].tolist()[:3] == ["images/tops/a.jpg", "images/tops/b.png", "images/c.webp"]
-    assert all((data / p).read_bytes() == (shop / "photos" / q).read_bytes()
-               for p, q in zip(df["image_path"][:3], ["tops/a.jpg", "tops/b.png", "c.webp"]))
+    assert all(
+        (data / p).read_bytes() == (shop / "photos" / q).read_bytes()
+        for p, q in zip(df["image_path"][:3], ["tops/a.jpg", "tops/b.png", "c.webp"])
+    )
     # not found photos are reported (with the case hint) and their rows kept for validation to quarantine
     assert imp.missing[0].startswith("row 4: 'tops/A.JPG' is not in") and "'tops/a.jpg' is" in imp.missing[0]
     assert "row 5: '../secret.png' is outside --images" in imp.missing[1]
@@ -44,15 +59,22 @@ def test_import_copies_the_catalog_and_its_photos_and_keeps_every_row(tmp_path):
 def test_image_paths_written_relative_to_the_catalogs_folder_are_found_too(tmp_path):
     shop, data = tmp_path / "shop", tmp_path / "data"
     _shop(shop)
-    pd.DataFrame({"product_id": ["A"], "title": ["a"], "category": ["Tops"],
-                  "image_path": ["photos/tops/a.jpg"]}).to_csv(shop / "catalog.csv", index=False)
+    pd.DataFrame(
+        {"product_id": ["A"], "title": ["a"], "category": ["Tops"], "image_path": ["photos/tops/a.jpg"]}
+    ).to_csv(shop / "catalog.csv", index=False)
     imp = import_catalog(shop / "catalog.csv", shop / "photos", data)
     assert imp.images == 1 and not imp.missing and load_catalog(data)["image_path"].tolist() == ["images/tops/a.jpg"]
     # --images at the shop folder itself, paths that start with images/: stored once, not images/images/
     (shop / "images").mkdir()
     Image.new("RGB", (8, 8)).save(shop / "images" / "x.png")
-    pd.DataFrame({"product_id": ["A", "B"], "title": ["a", "b"], "category": ["Tops"] * 2,
-                  "image_path": ["images/x.png", str(shop / "images" / "x.png")]}).to_csv(shop / "catalog.csv", index=False)
+    pd.DataFrame(
+        {
+            "product_id": ["A", "B"],
+            "title": ["a", "b"],
+            "category": ["Tops"] * 2,
+            "image_path": ["images/x.png", str(shop / "images" / "x.png")],
+        }
+    ).to_csv(shop / "catalog.csv", index=False)
     imp = import_catalog(shop / "catalog.csv", shop, data, force=True)
     assert imp.images == 1 and load_catalog(data)["image_path"].tolist() == ["images/x.png", "images/x.png"]
 
@@ -81,8 +103,15 @@ def test_import_replaces_lensflows_own_sample_without_asking(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({"product_id": ["fm-tr-00000"], "title": ["t"], "category": ["Bag"],
-                      "image_path": ["images/train/fm-tr-00000.png"], "split": ["train"]})
+    table = pa.table(
+        {
+            "product_id": ["fm-tr-00000"],
+            "title": ["t"],
+            "category": ["Bag"],
+            "image_path": ["images/train/fm-tr-00000.png"],
+            "split": ["train"],
+        }
+    )
     pq.write_table(table.replace_schema_metadata({SAMPLE_MARK: '{"limit": 1}'}), data / "catalog.parquet")
     (data / "categories.json").write_text('["Bag"]')
     imp = import_catalog(shop / "catalog.csv", shop / "photos", data)
@@ -94,7 +123,9 @@ def test_link_and_categories_file(tmp_path):
     shop, data = tmp_path / "shop", tmp_path / "data"
     _shop(shop)
     (shop / "categories.txt").write_text("# ours\nTops\nShoes\nBags\n")
-    imp = import_catalog(shop / "catalog.csv", shop / "photos", data, categories_file=shop / "categories.txt", link=True)
+    imp = import_catalog(
+        shop / "catalog.csv", shop / "photos", data, categories_file=shop / "categories.txt", link=True
+    )
     assert imp.linked and imp.categories == ["Tops", "Shoes", "Bags"] and imp.categories_from.endswith("categories.txt")
     assert os.stat(data / "images" / "tops" / "a.jpg").st_ino == os.stat(shop / "photos" / "tops" / "a.jpg").st_ino
     with pytest.raises(CatalogError, match="JSON list"):

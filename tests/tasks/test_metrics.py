@@ -6,8 +6,8 @@ from tasks.metrics import grouped_metrics, label_relevance, ranking_metrics, rec
 
 def test_ranking_metrics_by_hand():
     rel = np.zeros((2, 10), dtype=bool)
-    rel[0, [1, 3]] = True      # first hit at rank 2, 2 relevant items exist
-    rel[1, 0] = True           # first hit at rank 1, 1 relevant item exists
+    rel[0, [1, 3]] = True  # first hit at rank 2, 2 relevant items exist
+    rel[1, 0] = True  # first hit at rank 1, 1 relevant item exists
     m = ranking_metrics(rel, np.array([2, 1]), "q")
     assert m["q_precision_at_1"] == 0.5
     assert m["q_precision_at_5"] == pytest.approx((2 / 5 + 1 / 5) / 2)
@@ -21,7 +21,7 @@ def test_ranking_metrics_by_hand():
 def test_query_without_relevant_items_counts_as_zero():
     rel = np.zeros((2, 10), dtype=bool)
     rel[0, 0] = True
-    m = ranking_metrics(rel, np.array([1, 0]), "x")   # second query: nothing relevant exists
+    m = ranking_metrics(rel, np.array([1, 0]), "x")  # second query: nothing relevant exists
     assert m["x_mrr_at_10"] == 0.5 and m["x_ndcg_at_10"] == 0.5 and m["x_recall_at_10"] == 0.5
 
 
@@ -42,8 +42,8 @@ def test_topk_matches_brute_force():
 
 
 def test_topk_breaks_ties_by_gallery_order_even_past_the_candidates():
-    gallery = np.ones((40, 2), dtype=np.float32)       # 40 identical items: all tied
-    gallery[30] = [2.0, 2.0]                           # one clear winner late in the gallery
+    gallery = np.ones((40, 2), dtype=np.float32)  # 40 identical items: all tied
+    gallery[30] = [2.0, 2.0]  # one clear winner late in the gallery
     ranked = topk(np.ones((1, 2), np.float32), gallery, 5)
     assert ranked.tolist() == [[30, 0, 1, 2, 3]]
 

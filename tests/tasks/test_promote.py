@@ -6,7 +6,7 @@ def test_gate_floors_and_regressions():
     cfg = GateConfig(metrics=["p"], tolerance=0.01, floors={"p": 0.5})
     assert gate({"p": 0.6}, None, cfg).passed
     assert "below the floor" in gate({"p": 0.4}, None, cfg).reasons[0]
-    assert gate({"p": 0.795}, {"p": 0.80}, cfg).passed                 # within tolerance
+    assert gate({"p": 0.795}, {"p": 0.80}, cfg).passed  # within tolerance
     d = gate({"p": 0.70}, {"p": 0.80}, cfg, champion_version=3)
     assert not d.passed and "regresses from the champion's 0.8000" in d.reasons[0] and d.champion_version == 3
     assert "missing" in gate({}, None, cfg).reasons[0]
@@ -45,12 +45,39 @@ def test_promotion_moves_champion_only_on_pass_and_approval(project):
 def test_champion_index_reads_the_record_and_older_per_field_tags():
     from tasks.champion import Champion
 
-    legacy = Champion("m", 3, {"data_md5": "d.dir", "index.uri": "/x", "index.table": "m-v3", "index.version": "4",
-                               "index.rows": "70", "index.fingerprint": "f.dir", "index.ann": '{"type": "IVF_PQ"}'}, "src")
-    assert legacy.index == {"uri": "/x", "table": "m-v3", "version": 4, "rows": 70, "fingerprint": "f.dir",
-                            "ann": {"type": "IVF_PQ"}, "data_md5": "d.dir"}
-    record = Champion("m", 3, {"data_md5": "d.dir", "index": '{"uri": "/x", "table": "m-v3-r1", "version": 2, "rows": 71, '
-                               '"fingerprint": "g.dir", "data_md5": "e.dir"}'}, "src")
+    legacy = Champion(
+        "m",
+        3,
+        {
+            "data_md5": "d.dir",
+            "index.uri": "/x",
+            "index.table": "m-v3",
+            "index.version": "4",
+            "index.rows": "70",
+            "index.fingerprint": "f.dir",
+            "index.ann": '{"type": "IVF_PQ"}',
+        },
+        "src",
+    )
+    assert legacy.index == {
+        "uri": "/x",
+        "table": "m-v3",
+        "version": 4,
+        "rows": 70,
+        "fingerprint": "f.dir",
+        "ann": {"type": "IVF_PQ"},
+        "data_md5": "d.dir",
+    }
+    record = Champion(
+        "m",
+        3,
+        {
+            "data_md5": "d.dir",
+            "index": '{"uri": "/x", "table": "m-v3-r1", "version": 2, "rows": 71, '
+            '"fingerprint": "g.dir", "data_md5": "e.dir"}',
+        },
+        "src",
+    )
     assert record.index["table"] == "m-v3-r1" and record.index["data_md5"] == "e.dir"
 
 
@@ -65,11 +92,18 @@ def test_a_refused_first_model_says_which_floor_what_the_catalog_allows_and_how_
     assert "reach 0.83 with a perfect ranking; a random ranking scores 0.11" in hint
     assert hint.endswith("lensflow promote --version 1 --auto-approve --floor image_precision_at_10=0.41")
     # against a champion: the tolerance that would let the drop through
-    d = gate({"image_precision_at_10": 0.7, "text_precision_at_10": 0.9, "image_ndcg_at_10": 0.7},
-             {"image_precision_at_10": 0.75, "text_precision_at_10": 0.9, "image_ndcg_at_10": 0.7}, cfg, champion_version=2)
+    d = gate(
+        {"image_precision_at_10": 0.7, "text_precision_at_10": 0.9, "image_ndcg_at_10": 0.7},
+        {"image_precision_at_10": 0.75, "text_precision_at_10": 0.9, "image_ndcg_at_10": 0.7},
+        cfg,
+        champion_version=2,
+    )
     hint = accept_hint(3, d, {})
     assert "regresses from champion v2: image_precision_at_10 by 0.0500" in hint and hint.endswith("--tolerance 0.05")
-    assert "no champion" not in hint and accept_hint(3, gate({"image_precision_at_10": 0.9, "text_precision_at_10": 0.9}, None, cfg), {}) == ""
+    assert (
+        "no champion" not in hint
+        and accept_hint(3, gate({"image_precision_at_10": 0.9, "text_precision_at_10": 0.9}, None, cfg), {}) == ""
+    )
 
 
 def test_the_gate_refuses_a_challenger_whose_held_out_photos_got_worse():

@@ -40,13 +40,22 @@ def test_robustness_table_and_the_generalisation_gap_line():
 
     metrics = {"shopper_recall_at_1": 0.8}
     for cond, r1 in (("framing", 0.7), ("rotation", 0.5), ("combined", 0.4)):
-        metrics |= {f"heldout_{cond}_recall_at_1": r1, f"heldout_{cond}_recall_at_10": r1 + 0.2,
-                    f"heldout_{cond}_category_precision_at_10": 0.9}
+        metrics |= {
+            f"heldout_{cond}_recall_at_1": r1,
+            f"heldout_{cond}_recall_at_10": r1 + 0.2,
+            f"heldout_{cond}_category_precision_at_10": 0.9,
+        }
     table = robustness_table(metrics, {"heldout_combined_recall_at_1": 0.3}, "champion v1")
-    assert "| rotation | 0.500 | 0.700 | 0.900 | - |" in table and "| combined | 0.400 | 0.600 | 0.900 | 0.300 |" in table
+    assert (
+        "| rotation | 0.500 | 0.700 | 0.900 | - |" in table and "| combined | 0.400 | 0.600 | 0.900 | 0.300 |" in table
+    )
     assert "0.800 vs 0.400 (generalisation gap +0.400)" in table
     headline = comparison_table(metrics, None)
-    assert "heldout_combined_recall_at_1" in headline and "heldout_rotation" not in headline  # conditions: their own table
+    assert (
+        "heldout_combined_recall_at_1" in headline and "heldout_rotation" not in headline
+    )  # conditions: their own table
     lines = heldout_lines(metrics)
-    assert "R@1 0.400, R@10 0.600" in lines[0] and "framing 0.70, rotation 0.50" in lines[1] and "gap +0.400" in lines[2]
+    assert (
+        "R@1 0.400, R@10 0.600" in lines[0] and "framing 0.70, rotation 0.50" in lines[1] and "gap +0.400" in lines[2]
+    )
     assert "not measured" in heldout_lines({"image_precision_at_10": 0.9})[0]

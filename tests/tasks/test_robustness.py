@@ -75,11 +75,24 @@ def test_robustness_reports_every_condition_and_caches_the_localized_pixels(proj
 
     enc = build_encoder("tiny")
     vecs = np.asarray(embed_catalog(enc, tiny_catalog, project.data_path))
-    gallery = Gallery(tiny_catalog["product_id"].to_numpy(str), tiny_catalog["category"].to_numpy(str),
-                      tiny_catalog["split"].to_numpy(str), vecs)
+    gallery = Gallery(
+        tiny_catalog["product_id"].to_numpy(str),
+        tiny_catalog["category"].to_numpy(str),
+        tiny_catalog["split"].to_numpy(str),
+        vecs,
+    )
     cache = project.path(project.cache_dir)
-    table = R.robustness(enc, gallery, tiny_catalog, project.data_path, per_condition=3, combined=4, cache_dir=cache,
-                         data_md5="abc", progress=False)
+    table = R.robustness(
+        enc,
+        gallery,
+        tiny_catalog,
+        project.data_path,
+        per_condition=3,
+        combined=4,
+        cache_dir=cache,
+        data_md5="abc",
+        progress=False,
+    )
     assert list(table) == [*CONDITIONS, COMBINED]
     assert table[COMBINED]["queries"] == 4 and table["framing"]["queries"] == 3
     for row in table.values():
@@ -89,13 +102,35 @@ def test_robustness_reports_every_condition_and_caches_the_localized_pixels(proj
         raise AssertionError("the cached pixels were not used")
 
     monkeypatch.setattr(R, "heldout_photos", no_photos)
-    again = R.robustness(enc, gallery, tiny_catalog, project.data_path, per_condition=3, combined=4, cache_dir=cache,
-                         data_md5="abc", progress=False)
+    again = R.robustness(
+        enc,
+        gallery,
+        tiny_catalog,
+        project.data_path,
+        per_condition=3,
+        combined=4,
+        cache_dir=cache,
+        data_md5="abc",
+        progress=False,
+    )
     assert again == table
-    result = R.add_robustness(EvalResult({"shopper_recall_at_1": 0.9}, {}, "md5"), enc, gallery, tiny_catalog,
-                              project.data_path, 3, 4, cache, "abc", progress=False)
+    result = R.add_robustness(
+        EvalResult({"shopper_recall_at_1": 0.9}, {}, "md5"),
+        enc,
+        gallery,
+        tiny_catalog,
+        project.data_path,
+        3,
+        4,
+        cache,
+        "abc",
+        progress=False,
+    )
     assert result.metrics["generalisation_gap"] == pytest.approx(0.9 - table[COMBINED]["recall_at_1"])
-    assert result.eval_set_md5 != "md5" and R.table_of(result.metrics)[COMBINED]["recall_at_1"] == table[COMBINED]["recall_at_1"]
+    assert (
+        result.eval_set_md5 != "md5"
+        and R.table_of(result.metrics)[COMBINED]["recall_at_1"] == table[COMBINED]["recall_at_1"]
+    )
 
 
 def test_condition_metrics_count_the_photographed_product_and_its_category():

@@ -37,6 +37,8 @@ def test_heads_retrain_on_unchanged_data_never_runs_the_tower(project, tiny_cata
     monkeypatch.setattr(tasks.features, "iter_encoded", no_tower)
     second = train_encoder("tiny", tiny_catalog, project.data_path, "md5-a", cache, tmp_path / "b", cfg, progress=False)
     assert second.feature_cache_hit
-    assert torch.equal(torch.from_numpy(np.asarray(second.tower_features)), torch.from_numpy(np.asarray(first.tower_features)))
+    assert torch.equal(
+        torch.from_numpy(np.asarray(second.tower_features)), torch.from_numpy(np.asarray(first.tower_features))
+    )
     with pytest.raises(AssertionError, match="image tower ran"):
         train_encoder("tiny", tiny_catalog, project.data_path, "md5-b", cache, tmp_path / "c", cfg, progress=False)

@@ -9,14 +9,14 @@ from tasks.validate import ValidationFailed, validate_catalog
 
 def _break(data_dir, df):
     df = df.copy()
-    df.loc[1, "product_id"] = df.loc[0, "product_id"]          # duplicate id (both rows)
-    df.loc[2, "title"] = "   "                                  # empty title
-    df.loc[3, "category"] = "Hat"                               # unknown category
-    df.loc[4, "image_path"] = "../outside.png"                  # escapes data/
+    df.loc[1, "product_id"] = df.loc[0, "product_id"]  # duplicate id (both rows)
+    df.loc[2, "title"] = "   "  # empty title
+    df.loc[3, "category"] = "Hat"  # unknown category
+    df.loc[4, "image_path"] = "../outside.png"  # escapes data/
     (data_dir / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    df.loc[5, "image_path"] = "images/broken.png"               # does not decode
-    df.loc[6, "image_path"] = "images/missing.png"              # missing file
-    df.loc[7, "image_path"] = "/etc/passwd"                     # absolute
+    df.loc[5, "image_path"] = "images/broken.png"  # does not decode
+    df.loc[6, "image_path"] = "images/missing.png"  # missing file
+    df.loc[7, "image_path"] = "/etc/passwd"  # absolute
     df.to_parquet(data_dir / "catalog.parquet", index=False)
     return df
 
@@ -47,7 +47,11 @@ def test_too_many_bad_rows_stop_the_run_with_a_report(project, tiny_catalog, tmp
     assert (tmp_path / "report" / "quarantine.csv").exists()
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["quarantined_rows"] == 8 and Path(report["data_docs"]).exists()  # the GX Data Docs page of this run
-    assert "quarantine.csv" in str(stop.value) and "report.json" in str(stop.value) and report["data_docs"] in str(stop.value)
+    assert (
+        "quarantine.csv" in str(stop.value)
+        and "report.json" in str(stop.value)
+        and report["data_docs"] in str(stop.value)
+    )
 
 
 def test_clean_catalog_passes(project, tiny_catalog, tmp_path):
@@ -75,9 +79,9 @@ def test_messages_name_the_value_and_the_likely_fix(project, tiny_catalog, tmp_p
 
     data = project.data_path
     df = tiny_catalog.copy()
-    df.loc[0, "category"] = "blue-shoe"        # known: "Blue shoe"
-    df.loc[1, "category"] = "red shirt"        # known: "Red shirt" (case only)
-    df.loc[2, "category"] = "Umbrella"         # nothing close
+    df.loc[0, "category"] = "blue-shoe"  # known: "Blue shoe"
+    df.loc[1, "category"] = "red shirt"  # known: "Red shirt" (case only)
+    df.loc[2, "category"] = "Umbrella"  # nothing close
     src = data / df.loc[3, "image_path"]
     src.rename(src.with_name(src.name.upper()))  # images/p0003.png -> images/P0003.PNG
     (data / "images" / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
@@ -90,7 +94,13 @@ def test_messages_name_the_value_and_the_likely_fix(project, tiny_catalog, tmp_p
     assert "unknown category 'red shirt': did you mean 'Red shirt'?" in q.loc[2, "reason"]
     assert "unknown category 'Umbrella'" in q.loc[3, "reason"] and "did you mean" not in q.loc[3, "reason"]
     upper = "images/" + src.name.upper()
-    assert f"'{df.loc[3, 'image_path']}' does not exist; '{upper}' does (file names are case-sensitive" in q.loc[4, "reason"]
+    assert (
+        f"'{df.loc[3, 'image_path']}' does not exist; '{upper}' does (file names are case-sensitive"
+        in q.loc[4, "reason"]
+    )
     assert "'images/logo.svg' does not decode" in q.loc[5, "reason"]
-    assert str(data) not in "".join(q["reason"]) and str(data) not in result.report_path.read_text().split('"quarantine"')[0]
+    assert (
+        str(data) not in "".join(q["reason"])
+        and str(data) not in result.report_path.read_text().split('"quarantine"')[0]
+    )
     assert "temporary directory" not in caplog.text
