@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.machine import save_results
-from lensflow.runtime import offline_env
-from lensflow.settings import get_settings
+from lensflow.core.runtime import offline_env
+from lensflow.core.settings import get_settings
 from models.preprocess import has_alpha, to_rgb
 
 
@@ -73,7 +73,7 @@ def ranks(queries: np.ndarray, gallery: np.ndarray, truth: np.ndarray) -> np.nda
 
 
 def main() -> None:
-    from tasks.champion import load_champion
+    from serving.served import load_champion
 
     s = get_settings()
     offline_env(s.root)

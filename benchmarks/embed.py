@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import describe, save_results
-from lensflow.runtime import offline_env, tune_malloc
-from lensflow.settings import get_settings
+from lensflow.core.runtime import offline_env, tune_malloc
+from lensflow.core.settings import get_settings
 
 
 def reset_peak_rss() -> None:
@@ -94,6 +94,7 @@ def model_only(encoder, catalog, data_dir: Path, batch: int) -> tuple[float, flo
 
 def end_to_end(encoder, catalog, data_dir: Path, batch: int, workers: int, uri: str) -> tuple[float, float | None]:
     from tasks.embed import embedding_batches
+    from lensflow.core.index import IndexConfig
     from tasks.index import build_index
 
     def run():
@@ -106,7 +107,7 @@ def end_to_end(encoder, catalog, data_dir: Path, batch: int, workers: int, uri: 
             catalog,
             batches,
             {},
-            ann_min_rows=10**12,
+            IndexConfig.preset(min_rows=10**12),
             dim=encoder.embed_dim,
         )
 

@@ -4,9 +4,9 @@ For each set (the champion's real embeddings when the project has one; clustered
 vectors of the model's dimension at 100k and 1M), in one run: build time, single-query p50/p99
 latency and recall@10 against exact search, for
 - numpy brute force (exact; the baseline), faiss IndexFlatIP (exact) and IndexIVFFlat;
-- LanceDB IVF_PQ sized by lensflow's `ann_params` and queried through lensflow's `vector_search`
+- LanceDB IVF_PQ sized by lensflow's `IndexConfig.ann` and queried through lensflow's `vector_search`
   at several nprobes/refine_factor settings, and IVF_PQ with half the sub-vectors.
-The defaults in tasks/index.py (ann_params, QueryParams) are chosen from this table.
+The defaults in lensflow/core/configs/index.json (IndexConfig) are chosen from this table.
 Prints a table; writes benchmarks/results/index-<time>.json. Needs faiss-cpu (`make bench` installs it).
 """
 
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import describe, save_results
-from lensflow.runtime import offline_env
-from lensflow.settings import get_settings
+from lensflow.core.runtime import offline_env
+from lensflow.core.settings import get_settings
 
 K = 10
 
@@ -61,7 +61,7 @@ def resampled(real: np.ndarray, n: int, seed: int, noise: float = 0.5) -> np.nda
 def champion_vectors() -> np.ndarray | None:
     """The served index's vectors, when this project has a champion."""
     try:
-        from tasks.champion import load_champion
+        from serving.served import load_champion
 
         served = load_champion(get_settings())
         return np.stack(served.table.to_arrow().column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
@@ -101,7 +101,8 @@ def bench_set(name: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarra
     from lancedb.index import IvfPq
 
     import lancedb
-    from tasks.index import META_KEY, QueryParams, ann_params, vector_search
+    from lensflow.core.index import META_KEY, vector_search
+    from lensflow.core.index import IndexConfig
 
     n, dim = base.shape
     rows = []
@@ -160,8 +161,8 @@ def bench_set(name: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarra
 
     db_dir = Path(tempfile.mkdtemp(prefix="index-bench-", dir=work))
     try:
-        ann = ann_params(n, dim)
-        default_q = QueryParams()
+        default_q = IndexConfig.preset()
+        ann = default_q.ann(max(n, default_q.min_rows), dim)
         at = [(default_q.nprobes, default_q.refine_factor), (10, 10), (20, 20), (40, 20)]
         subs = {ann["num_sub_vectors"], dim // 16, dim // 32} | (
             {dim // 8} if n <= 200_000 else set()

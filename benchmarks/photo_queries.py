@@ -15,12 +15,13 @@ import sys
 from pathlib import Path
 
 from benchmarks.machine import save_results
-from lensflow.runtime import offline_env
-from lensflow.settings import get_settings
+from lensflow.core.runtime import offline_env
+from lensflow.core.settings import get_settings
 
 
 def main(folder: Path) -> None:
-    from tasks.champion import load_champion, search
+    from serving.search import search
+    from serving.served import load_champion
 
     s = get_settings()
     offline_env(s.root)

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import describe, save_results
-from lensflow.runtime import offline_env
-from lensflow.settings import get_settings
+from lensflow.core.dvc import dir_md5
+from lensflow.core.runtime import offline_env
+from lensflow.core.settings import get_settings
 from models.augment import ShopperAugment
 from models.encoder import build_encoder
 from models.train import embed_inputs, load_strategy
@@ -27,7 +28,6 @@ from tasks.evaluate import Gallery, ShopperQueries, evaluate_vectors
 from tasks.features import suffix_inputs
 from tasks.shopper import SHOPPER_SEED, shopper_queries, shopper_rows
 from tasks.train import train_encoder
-from tasks.versioning import dir_md5
 
 COLUMNS = (
     "image_precision_at_10",

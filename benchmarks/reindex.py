@@ -18,8 +18,8 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from benchmarks.machine import describe, save_results
-from lensflow.runtime import offline_env, tune_malloc
-from lensflow.settings import get_settings
+from lensflow.core.runtime import offline_env, tune_malloc
+from lensflow.core.settings import get_settings
 
 
 def mutate(data_dir: Path, added: float, changed: float, removed: float, seed: int = 0) -> dict:
@@ -73,11 +73,13 @@ def main() -> None:
     tune_malloc()
     import lancedb
     from flows.reindex import ReindexParams, reindex
+    from lensflow.core.champion import model_dir, resolve_champion
+    from lensflow.core.index import table_metadata, vector_search
     from models.encoder import load_encoder
-    from tasks.champion import load_champion, model_dir, resolve_champion
+    from serving.served import load_champion
     from tasks.embed import embed_catalog
     from tasks.evaluate import Gallery, ann_recall
-    from tasks.index import build_index, table_metadata, vector_search
+    from tasks.index import build_index
     from tasks.validate import validate_catalog
 
     champ = resolve_champion(s)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import describe, save_results
-from lensflow.settings import get_settings
+from lensflow.core.settings import get_settings
 
 
 def main() -> None:

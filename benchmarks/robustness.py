@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import save_results
-from lensflow.runtime import offline_env
-from lensflow.settings import get_settings
+from lensflow.core.runtime import offline_env
+from lensflow.core.settings import get_settings
 
 
 def main() -> None:
@@ -33,8 +33,8 @@ def main() -> None:
 
     from models.encoder import load_encoder
     from models.localize import LocalizeConfig, Localizer
+    from serving.served import load_champion
     from tasks.catalog import load_catalog
-    from tasks.champion import load_champion
     from tasks.evaluate import Gallery
     from tasks.robustness import robustness
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import describe, save_results
-from lensflow.runtime import offline_env
-from lensflow.settings import get_settings
+from lensflow.core.runtime import offline_env
+from lensflow.core.settings import get_settings
 
 QUERIES = [
     "ankle boots",
@@ -66,7 +66,7 @@ def photos(s, n: int) -> list[bytes]:
 
 def champion_and_photos(n: int = 50):
     """(settings, champion, n test photos as JPEG bytes) of the project at LENSFLOW_ROOT, offline env set."""
-    from tasks.champion import resolve_champion
+    from lensflow.core.champion import resolve_champion
 
     s = get_settings()
     offline_env(s.root)
@@ -127,7 +127,7 @@ def time_in_process(s, n: int, pics: list[bytes]) -> dict:
     from PIL import Image
 
     from serving import search as S
-    from tasks.champion import load_champion
+    from serving.served import load_champion
 
     served = load_champion(s)
     catalog = S.Catalog.of(served.table)

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.machine import describe, save_results
-from lensflow.runtime import offline_env, tune_malloc
-from lensflow.settings import get_settings
+from lensflow.core.runtime import offline_env, tune_malloc
+from lensflow.core.settings import get_settings
 
 DEMO = Path("/tmp/demo10/data")
 
@@ -62,7 +62,8 @@ def sharded(
 ) -> dict:
     from distributed import Client, LocalCluster
 
-    from tasks.shard import embed_sharded, shard_vectors
+    from flows.shard import embed_sharded
+    from tasks.shard import shard_vectors
 
     t0 = time.perf_counter()
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
@@ -116,7 +117,7 @@ def main() -> None:
 
     from models.encoder import build_encoder, load_encoder
     from tasks.embed import embedding_batches
-    from tasks.shard import shared_api
+    from flows.shard import shared_api
 
     work = Path(tempfile.mkdtemp(prefix="shard-bench-"))
     try:

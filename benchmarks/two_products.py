@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.machine import save_results
-from lensflow.runtime import offline_env
-from lensflow.settings import get_settings
+from lensflow.core.runtime import offline_env
+from lensflow.core.settings import get_settings
 
 
 def composite(left: Image.Image, right: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, list[tuple]]:
@@ -48,11 +48,11 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=100)
     args = ap.parse_args()
 
+    from lensflow.core.index import best_of
     from models.preprocess import to_rgb
     from serving.search import image_vector
+    from serving.served import load_champion
     from tasks.catalog import load_catalog
-    from tasks.champion import load_champion
-    from tasks.index import best_of
     from tasks.robustness import heldout_rows
 
     s = get_settings()

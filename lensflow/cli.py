@@ -1,4 +1,5 @@
-"""The `lensflow` command: sample data, retrain, status, search."""
+"""The `lensflow` command, the top layer: catalog data (sample, import), the flows (retrain, reindex, promote),
+reviews, status, one-off search, the search service (serve) and the local platform (up, down)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import typer
 
-from lensflow.redact import format_exception, install_log_redaction, redact
-from lensflow.storage import sql_quote
+from lensflow.core.redact import format_exception, install_log_redaction, redact
+from lensflow.core.storage import sql_quote
 
 app = typer.Typer(
     help="lensflow: visual product search, retrained and served with its index.",
@@ -28,8 +29,8 @@ app.add_typer(review_app, name="review")
 
 
 def _settings():
-    from lensflow.runtime import offline_env
-    from lensflow.settings import get_settings
+    from lensflow.core.runtime import offline_env
+    from lensflow.core.settings import get_settings
 
     s = get_settings()
     offline_env(s.root)
@@ -49,8 +50,8 @@ def _fail(message: str, code: int = 1) -> None:
 
 def build_sample(limit: int | None, force: bool = False, err: bool = False) -> str:
     """Build the sample catalog and `dvc add` it; the summary line goes to stderr when `err` (stdout is JSON)."""
+    from lensflow.core.dvc import ensure_dvc, read_dvc_md5, run_dvc
     from tasks.sample import build_sample_catalog
-    from tasks.versioning import ensure_dvc, read_dvc_md5, run_dvc
 
     s = _settings()
     s.data_path.mkdir(parents=True, exist_ok=True)
@@ -111,10 +112,10 @@ def data_import(
     """Bring your own catalog into data/: copy it and its photos, check every row, track data/ with DVC.
 
     Prints what was read and which rows validation will quarantine (and why); then `lensflow retrain`."""
+    from lensflow.core.dvc import ensure_dvc, read_dvc_md5, run_dvc
     from tasks.catalog import CatalogError
     from tasks.ingest import import_catalog, summary_lines
     from tasks.validate import validate_catalog
-    from tasks.versioning import ensure_dvc, read_dvc_md5, run_dvc
 
     s = _settings()
     try:
@@ -207,10 +208,10 @@ def _gate(floors: list[str], tolerance: float | None):
 
 
 FLOOR_HELP = (
-    "an absolute minimum the model must reach, METRIC=VALUE (repeatable; VALUE `none` drops it). Defaults: "
-    "image_precision_at_10=0.5, text_precision_at_10=0.5; with no champion yet the floors are the whole gate"
+    "an absolute minimum the model must reach, METRIC=VALUE (repeatable; VALUE `none` drops it); added to the "
+    "gate's default floors (GateConfig, tasks/promote.py); with no champion yet the floors are the whole gate"
 )
-TOLERANCE_HELP = "how far a gated metric may fall below the champion's (absolute; default 0.01)"
+TOLERANCE_HELP = "how far a gated metric may fall below the champion's (absolute) [default: GateConfig.tolerance]"
 
 
 def _approval(approval: str | None, auto_approve: bool, default: str = "reviewer") -> str:
@@ -255,10 +256,10 @@ def retrain(
         False, "--auto-approve", help="same as --approval auto-approve (recorded as auto-approved)"
     ),
     preset: str | None = typer.Option(
-        None, "--preset", help="encoder preset (models/configs) or JSON path [default: lit-lite0-minilm]"
+        None, "--preset", help="encoder preset (models/configs) or JSON path [default: the retrain flow's]"
     ),
     strategy: str | None = typer.Option(
-        None, "--strategy", help="fine-tuning strategy: heads | partial | full [default: heads]"
+        None, "--strategy", help="fine-tuning strategy: heads | partial | full [default: the retrain flow's]"
     ),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="maximum epochs (default: the strategy's)"),
     floor: list[str] = typer.Option([], "--floor", help=FLOOR_HELP),
@@ -268,7 +269,7 @@ def retrain(
         "--max-bad-fraction",
         min=0,
         max=1,
-        help="stop when more catalog rows than this fail validation [default: 0.05]",
+        help="stop when more catalog rows than this fail validation [default: CatalogPolicy, tasks/validate.py]",
     ),
     json_out: bool = typer.Option(False, "--json", help="print the run summary as JSON (stdout holds only the JSON)"),
 ) -> None:
@@ -371,7 +372,7 @@ def promote(
     Exit code: as `lensflow retrain`."""
     from flows.promote import PromoteParams
     from flows.promote import promote as promote_flow
-    from tasks.champion import IndexMismatch, NoChampion
+    from lensflow.core.champion import IndexMismatch, NoChampion
     from tasks.lock import RunInProgress
 
     _settings()
@@ -392,8 +393,8 @@ def reindex(json_out: bool = typer.Option(False, "--json", help="print the run s
     """Bring the champion's index up to the catalog in data/ without retraining (only changes are embedded)."""
     from flows.reindex import ReindexParams
     from flows.reindex import reindex as reindex_flow
+    from lensflow.core.champion import IndexMismatch, NoChampion
     from tasks.catalog import CatalogError
-    from tasks.champion import IndexMismatch, NoChampion
     from tasks.lock import RunInProgress
     from tasks.validate import ValidationFailed
 
@@ -416,7 +417,7 @@ def reindex(json_out: bool = typer.Option(False, "--json", help="print the run s
 @app.command()
 def status(json_out: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """The champion, its metrics and index, and whether the index on disk is the recorded one."""
-    from tasks.champion import status as champion_status
+    from lensflow.core.champion import status as champion_status
 
     st = champion_status(_settings())
     last = st["last_run"]
@@ -491,8 +492,9 @@ def search(
 
     Each call loads the champion's encoder and verifies its index first (~5-10 s on a 2-core CPU) for one
     query of a few ms: for more than a handful of searches run `lensflow serve` and use its API or page."""
-    from tasks.champion import IndexMismatch, NoChampion, load_champion
-    from tasks.champion import search as do_search
+    from lensflow.core.champion import IndexMismatch, NoChampion
+    from serving.search import search as do_search
+    from serving.served import load_champion
 
     if (text is None) == (image is None):
         _fail("give exactly one of --text or --image", 2)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from lensflow.runtime import OFFLINE_ENV
-from lensflow.settings import Settings
+from lensflow.core.runtime import OFFLINE_ENV
+from lensflow.core.settings import Settings
 
 HOST = "127.0.0.1"
 

@@ -7,13 +7,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from lensflow.core import registry
+from lensflow.core.champion import Champion, model_dir
+from lensflow.core.registry import CHAMPION, get_alias
+from lensflow.core.settings import Settings
 from models.encoder import load_encoder
 from models.train import embed_inputs
 from tasks import stage
-from tasks.champion import model_dir
+from tasks.approval import now
 from tasks.evaluate import EvalResult, Gallery, evaluate_vectors
 from tasks.features import suffix_inputs
-from tasks.registry import CHAMPION, get_alias
+from tasks.report import HEADLINE, comparison_table
 from tasks.robustness import DEFAULT_COMBINED, DEFAULT_PER_CONDITION, add_robustness
 from tasks.shopper import shopper_queries
 
@@ -85,5 +89,35 @@ def version_on_eval_set(
     return Baseline(int(mv.version), result)
 
 
-champion_on_eval_set_task = stage(champion_on_eval_set, name="evaluate-champion")
+def record_evaluation(s: Settings, c, target: Champion, data_md5: str, measured: EvalResult) -> dict:
+    """An evaluation of a registered version on today's catalog: an MLflow run, the version's
+    `last_evaluation` tag, and the comparison with what was measured at registration (a Prefect artifact)."""
+    from prefect.artifacts import create_markdown_artifact
+
+    run_id = registry.start_run(
+        c,
+        "lensflow-evaluate",
+        s.artifact_location,
+        f"evaluate-v{target.version}-{data_md5[:8]}",
+        {"model_version": target.version, "data_md5": data_md5, "eval_set_md5": measured.eval_set_md5},
+    )
+    registry.log_metrics(c, run_id, measured.metrics)
+    c.set_terminated(run_id, "FINISHED")
+    same_set = measured.eval_set_md5 == target.tags.get("eval_set_md5")
+    headline = {k: measured.metrics[k] for k in HEADLINE if k in measured.metrics}
+    last = {"at": now(), "run_id": run_id, "data_md5": data_md5, "eval_set_md5": measured.eval_set_md5}
+    registry.set_tags(c, s.registered_model, target.version, {"last_evaluation": last | {"metrics": headline}})
+    label = "at registration" + ("" if same_set else " (another eval set)")
+    create_markdown_artifact(
+        key="evaluation",
+        description=f"{s.registered_model} v{target.version} on the current catalog",
+        markdown=f"## {s.registered_model} v{target.version} on the catalog {data_md5}\n\n"
+        f"registered on data `{target.tags.get('data_md5')}`; eval set now `{measured.eval_set_md5}`"
+        f"{'' if same_set else ' (differs from the one at registration)'}\n\n"
+        + comparison_table(measured.metrics, target.metrics, label, "now"),
+    )
+    return {"run_id": run_id, "same_eval_set": same_set, "headline": {k: round(v, 4) for k, v in headline.items()}}
+
+
+record_evaluation_task = stage(record_evaluation, name="record-evaluation")
 version_on_eval_set_task = stage(version_on_eval_set, name="evaluate-version")

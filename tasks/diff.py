@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks import stage
+from lensflow.core.dvc import DvcError, run_dvc
 from tasks.catalog import CATALOG_FILES, load_catalog_file
-from tasks.versioning import DvcError, run_dvc
 
 TEXT_COLUMNS = ("title", "category", "description", "color", "brand", "price", "split")
 
@@ -101,11 +100,3 @@ def catalog_at(root: Path, files: dict[str, str]) -> pd.DataFrame:
         if name in files:
             return load_catalog_file(cache_path(root, files[name]), name)
     raise DvcError(f"no catalog file ({', '.join(CATALOG_FILES)}) in that data version")
-
-
-def diff_versions(root: Path, old_md5: str, new_md5: str, new_catalog: pd.DataFrame) -> CatalogDiff:
-    old_files, new_files = manifest(root, old_md5), manifest(root, new_md5)
-    return diff_catalogs(catalog_at(root, old_files), new_catalog, old_files, new_files)
-
-
-diff_versions_task = stage(diff_versions, name="diff-catalog")

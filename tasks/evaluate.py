@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lensflow.core.index import table_metadata, vector_search
 from models.encoder import DualEncoder
-from tasks import stage
 from tasks.catalog import category_text
 from tasks.embed import embed_texts
-from tasks.index import table_metadata, vector_search
 from tasks.metrics import grouped_metrics, label_relevance, ranking_metrics, recall_curve, topk
 
 PROMPTS = ("{}", "a photo of a {}", "a product photo of a {}", "a {} for sale", "a close-up photo of a {}")
@@ -210,6 +209,3 @@ def evaluate(
     if table_metadata(tbl).get("ann"):
         result.metrics["index_recall_at_10"] = ann_recall(tbl, gallery, ann_sample, seed)
     return result
-
-
-evaluate_task = stage(evaluate, name="evaluate")

@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from lensflow.runtime import tune_malloc
+from lensflow.core.runtime import tune_malloc
 from models.augment import ShopperAugment
 from models.preprocess import ImagePreprocess
 

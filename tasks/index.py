@@ -1,4 +1,4 @@
-"""One LanceDB table per model version: vectors + metadata, ANN index (with refine), FTS on title."""
+"""Build a model version's LanceDB table: vectors + metadata, the ANN index IndexConfig chooses, FTS on title."""
 
 from __future__ import annotations
 
@@ -6,24 +6,18 @@ import json
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from lensflow.storage import is_remote, lancedb_options, objects_md5
+from lensflow.core.index import META_KEY, IndexConfig, connect, table_dir, table_fingerprint, table_name
+from lensflow.core.settings import Settings
+from lensflow.core.storage import is_remote
 from tasks import stage
-from tasks.versioning import dir_md5
+from tasks.versioning import track_dir
 
-META_KEY = "lensflow"
 TABLE_COLUMNS = ("product_id", "title", "category", "image_path", "split", "description", "color", "price", "brand")
-
-
-@dataclass
-class QueryParams:
-    nprobes: int = 20
-    refine_factor: int = 10
 
 
 @dataclass
@@ -58,39 +52,7 @@ def index_record(index: IndexInfo, data_md5: str, built: str = "full", **extra) 
     }
 
 
-def table_name(model_name: str, version: int | str) -> str:
-    return f"{model_name}-v{version}".replace("/", "-")
-
-
-def table_dir(uri: str, table: str) -> Path:
-    return Path(uri) / f"{table}.lance"
-
-
-def connect(uri: str):
-    """The LanceDB database at `uri` (a folder, or s3://bucket/prefix with the AWS_* environment variables)."""
-    import lancedb
-
-    return lancedb.connect(uri, storage_options=lancedb_options(uri) or None)
-
-
-def table_fingerprint(uri: str, table: str) -> str:
-    """What a model version records to recognise its table's files: the DVC md5 of the table's folder, or in an
-    object store the md5 of its objects' keys, sizes and ETags (lensflow.storage.objects_md5)."""
-    return objects_md5(f"{uri.rstrip('/')}/{table}.lance") if is_remote(uri) else dir_md5(table_dir(uri, table))
-
-
-def ann_params(rows: int, dim: int) -> dict:
-    """IVF_PQ sizing: ~sqrt(n) partitions with >= 256 rows each; sub-vectors of 16 dims (or the nearest
-    count dividing dim). From benchmarks/index.py on the real 70k vectors, with refine_factor re-ranking:
-    recall@10 0.984 vs 0.998 with 8-dim sub-vectors, at the same latency, built in 42 s instead of 70 s
-    (BENCHMARKS.md)."""
-    partitions = max(1, min(int(math.sqrt(rows)), rows // 256))
-    target = max(1, dim // 16)
-    sub = max(d for d in range(1, target + 1) if dim % d == 0)
-    return {"type": "IVF_PQ", "distance": "cosine", "num_partitions": partitions, "num_sub_vectors": sub}
-
-
-def _column(values: pd.Series, name: str) -> pa.Array:
+def arrow_column(values: pd.Series, name: str) -> pa.Array:
     if name == "price":
         return pa.array(pd.to_numeric(values), type=pa.float64(), from_pandas=True)
     return pa.array(
@@ -114,7 +76,7 @@ def _record_batches(
         rows = catalog.iloc[start : start + len(batch)]
         if len(rows) < len(batch):
             raise ValueError(f"more vectors than the catalog's {len(catalog)} rows")
-        cols = [_column(rows[f.name], f.name) for f in schema if f.name != "vector"]
+        cols = [arrow_column(rows[f.name], f.name) for f in schema if f.name != "vector"]
         cols.append(pa.FixedSizeListArray.from_arrays(pa.array(batch.ravel()), dim))
         pending.append(pa.RecordBatch.from_arrays(cols, schema=schema))
         start += len(batch)
@@ -133,32 +95,30 @@ def build_index(
     catalog: pd.DataFrame,
     vectors: np.ndarray | Iterable[np.ndarray],
     metadata: dict,
-    ann_min_rows: int = 10_000,
-    query: QueryParams | None = None,
+    config: IndexConfig | None = None,
     dim: int | None = None,
     chunk_rows: int = 65_536,
 ) -> IndexInfo:
     """Create table `name` (it must not exist: tables are immutable once served) and its indexes.
 
     `vectors` is an [N, D] array or an iterable of [n, D] batches in catalog order (then give `dim`):
-    batches are streamed into LanceDB, so memory stays flat in catalog size.
+    batches are streamed into LanceDB, so memory stays flat in catalog size. `config` defaults to the
+    index preset (lensflow/core/configs/index.json).
     """
-    from lancedb.index import IvfPq
-
     if isinstance(vectors, np.ndarray):
         if len(vectors) != len(catalog):
             raise ValueError(f"{len(vectors)} vectors for {len(catalog)} catalog rows")
         dim = vectors.shape[1]
     elif dim is None:
         raise ValueError("give `dim` when vectors come as batches")
-    query = query or QueryParams()
+    config = config or IndexConfig.preset()
     db = connect(uri)
     if name in db.list_tables().tables:
         raise FileExistsError(
             f"LanceDB table {name!r} already exists in {uri}; a model version's table is never overwritten"
         )
-    ann = ann_params(len(catalog), dim) if len(catalog) >= ann_min_rows else None
-    meta = {**metadata, "embed_dim": dim, "rows": len(catalog), "ann": ann, "query": asdict(query)}
+    ann = config.ann(len(catalog), dim)
+    meta = {**metadata, "embed_dim": dim, "rows": len(catalog), "ann": ann, "query": config.query()}
     fields = [pa.field(c, pa.float64() if c == "price" else pa.string()) for c in TABLE_COLUMNS if c in catalog.columns]
     schema = pa.schema(
         [*fields, pa.field("vector", pa.list_(pa.float32(), dim))],
@@ -174,69 +134,50 @@ def build_index(
             else:
                 tbl.add(chunk)
         if ann:
-            tbl.create_index(
-                "vector",
-                config=IvfPq(
-                    distance_type="cosine", num_partitions=ann["num_partitions"], num_sub_vectors=ann["num_sub_vectors"]
-                ),
-                replace=True,
-            )
+            create_ann(tbl, ann)
         tbl.create_fts_index("title", replace=True)
     except BaseException:
         if name in db.list_tables().tables:  # never leave a half-written table behind under a version's name
             db.drop_table(name)
         raise
     return IndexInfo(
-        uri, name, int(tbl.version), int(tbl.count_rows()), table_fingerprint(uri, name), ann, True, asdict(query)
+        uri, name, int(tbl.version), int(tbl.count_rows()), table_fingerprint(uri, name), ann, True, config.query()
     )
 
 
-def table_metadata(tbl) -> dict:
-    raw = (tbl.schema.metadata or {}).get(META_KEY.encode())
-    return json.loads(raw) if raw else {}
+def create_ann(tbl, ann: dict) -> None:
+    """(Re)build the table's IVF_PQ index with the parameters `IndexConfig.ann` chose."""
+    from lancedb.index import IvfPq
+
+    config = IvfPq(
+        distance_type=ann["distance"], num_partitions=ann["num_partitions"], num_sub_vectors=ann["num_sub_vectors"]
+    )
+    tbl.create_index("vector", config=config, replace=True)
 
 
-def vector_search(
-    tbl,
-    vector: np.ndarray,
-    k: int,
-    where: str | None = None,
-    query: dict | None = None,
-    exact: bool = False,
-    columns: tuple[str, ...] = ("product_id", "title", "category"),
-    meta: dict | None = None,
-) -> list[dict]:
-    """Top-k by cosine distance; score = 1 - distance (cosine similarity).
-
-    `meta` is the table's lensflow metadata (`table_metadata`); a server passes it once read, as
-    reading it costs ~0.7 ms per query. `query` defaults to the settings the table was built with."""
-    meta = table_metadata(tbl) if meta is None else meta
-    q = tbl.search(np.asarray(vector, dtype=np.float32)).distance_type("cosine")
-    if exact:
-        q = q.bypass_vector_index()
-    elif meta.get("ann"):
-        query = query or meta.get("query") or asdict(QueryParams())
-        q = q.nprobes(query["nprobes"]).refine_factor(query["refine_factor"])
-    if where:
-        q = q.where(where, prefilter=True)
-    rows = q.select([*columns, "_distance"]).limit(k).to_list()
-    for r in rows:
-        r["score"] = 1.0 - float(r.pop("_distance"))
-    return rows
+def build_version_index(
+    s: Settings,
+    version: int,
+    run_id: str,
+    data_md5: str,
+    catalog: pd.DataFrame,
+    vectors: np.ndarray | Iterable[np.ndarray],
+    dim: int,
+    config: IndexConfig | None = None,
+    push: bool = True,
+) -> IndexInfo:
+    """Model version `version`'s table, DVC-tracked (and pushed) when local: an object-store table is
+    recognised by its objects' ETags instead (lensflow.core.index.table_fingerprint)."""
+    meta = {"model_name": s.registered_model, "model_version": version, "run_id": run_id, "data_md5": data_md5}
+    name = table_name(s.registered_model, version)
+    index = build_index(s.lancedb_path, name, catalog, vectors, meta, config, dim)
+    if not is_remote(index.uri):
+        tracked = track_dir(s.root, s.dvc_remote_url, table_dir(index.uri, index.table), push=push)
+        if tracked != index.fingerprint:
+            raise RuntimeError(
+                f"DVC recorded md5 {tracked} for {index.table}, but it was built with {index.fingerprint}"
+            )
+    return index
 
 
-def best_of(tbl, vectors: np.ndarray, k: int, where: str | None = None, **kw) -> list[dict]:
-    """`vector_search` for one vector [D], or for the views of one photo [R, D]: each product ranked by its
-    best score over the views (ties by product id)."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim == 1 or len(vectors) == 1:
-        return vector_search(tbl, vectors.reshape(-1), k, where, **kw)
-    best: dict[str, dict] = {}
-    for v in vectors:
-        for r in vector_search(tbl, v, k, where, **kw):
-            if r["product_id"] not in best or r["score"] > best[r["product_id"]]["score"]:
-                best[r["product_id"]] = r
-    return sorted(best.values(), key=lambda r: (-r["score"], r["product_id"]))[:k]
-
-
-build_index_task = stage(build_index, name="build-index")
+build_index_task = stage(build_version_index, name="build-index")

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from tasks.catalog import CATALOG_FILES, CatalogError, read_catalog_table
 from tasks.sample import describe_files, foreign_files, remove_files, sample_files
-from tasks.validate import MAX_BAD_FRACTION, case_variant
+from tasks.validate import POLICY, case_variant
 
 
 @dataclass
@@ -164,8 +164,9 @@ def import_catalog(
     )
 
 
-def summary_lines(imp: Imported, data_dir: Path, checked, max_bad_fraction: float = MAX_BAD_FRACTION) -> list[str]:
+def summary_lines(imp: Imported, data_dir: Path, checked, max_bad_fraction: float | None = None) -> list[str]:
     """What was read and what validation will quarantine (`checked`: a tasks.validate.ValidationResult)."""
+    max_bad_fraction = POLICY.bad_fraction(max_bad_fraction)
     counts = pd.Series(checked.valid["category"]).value_counts()
     lines = [
         f"read      {imp.rows} products; {imp.images} photos {'linked' if imp.linked else 'copied'} "

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
+from lensflow.core.champion import Champion, IndexMismatch, index_problems, resolve_version, restore_index
+from lensflow.core.registry import CHALLENGER, CHAMPION, get_alias, json_tag, set_tags, version_tags
+from lensflow.core.settings import Settings
 from tasks import stage
 from tasks.approval import ApprovalPolicy, Review, now
-from tasks.registry import CHAMPION, get_alias, set_tags, version_tags
 
 
 class GateConfig(BaseModel):
@@ -224,3 +226,58 @@ def promote(
 
 
 promote_task = stage(promote, name="promote")
+
+
+@dataclass
+class Candidate:
+    """A registered version that may be reviewed, with the champion it is compared against."""
+
+    version: Champion
+    champion_version: int | None
+    champion_metrics: dict | None
+    champion_run_id: str | None
+
+    def facts(self) -> dict:
+        t, idx = self.version.tags, self.version.index
+        return {
+            "data md5": t.get("data_md5"),
+            "eval set md5": t.get("eval_set_md5"),
+            "index": f"{idx['table']} v{idx['version']} ({idx['fingerprint']})",
+        }
+
+
+def review_candidate(s: Settings, c, version: int | None) -> Candidate:
+    """The eligibility rules of a promotion review: a version (default: `challenger`) that is not the champion,
+    in a reviewable status, whose index verifies (restored from DVC when missing), and that was measured on the
+    same evaluation set as the current champion. Raises ValueError or IndexMismatch saying which rule failed."""
+    cand = resolve_version(s, version, alias=CHALLENGER)
+    champ_version, champ = champion_metrics(c, s.registered_model)
+    if champ_version == cand.version:
+        raise ValueError(f"v{cand.version} is already the champion")
+    status = cand.tags.get("status")
+    if status not in REVIEWABLE:
+        raise ValueError(
+            f"v{cand.version} has status {status!r}: only a ready, deferred, rejected or superseded version "
+            "can be reviewed"
+        )
+    try:
+        restore_index(s, cand)
+    except Exception as exc:
+        raise IndexMismatch(f"v{cand.version}'s index is missing and could not be restored: {exc}") from exc
+    if problems := index_problems(cand):
+        raise IndexMismatch(f"v{cand.version} cannot be promoted: " + "; ".join(problems))
+    compared = json_tag(cand.tags, "compared_with")
+    if champ_version is not None and champ_version != compared.get("champion_version"):
+        if resolve_version(s, champ_version).tags.get("eval_set_md5") != cand.tags.get("eval_set_md5"):
+            raise ValueError(
+                f"v{cand.version} was evaluated against v{compared.get('champion_version')}, but the champion is now "
+                f"v{champ_version}, measured on another evaluation set: retrain to compare them on the same set"
+            )
+    elif champ_version is not None:
+        champ = compared["metrics"]
+    champ_run = resolve_version(s, champ_version).tags.get("run_id") if champ_version is not None else None
+    return Candidate(cand, champ_version, champ, champ_run)
+
+
+REVIEWABLE = ("ready", "awaiting-approval", "rejected", "superseded")
+review_candidate_task = stage(review_candidate, name="check-candidate")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import shutil
 
-from lensflow.storage import is_remote
+from lensflow.core.index import connect, table_dir, table_name
+from lensflow.core.registry import CHAMPION, get_alias, set_tags, version_tags
+from lensflow.core.storage import is_remote
 from tasks.approval import now
-from tasks.index import connect, table_dir, table_name
-from tasks.registry import CHAMPION, get_alias, set_tags, version_tags
 
 RUN_PREFIXES = ("retrain-",)  # MLflow runs written under the lock (evaluate runs are not: they may be live)
 

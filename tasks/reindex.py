@@ -3,22 +3,30 @@ full rebuild only when the drift policy says so. The served table is never writt
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
-from lensflow.storage import sql_quote
+from lensflow.core import registry
+from lensflow.core.champion import Champion, IndexMismatch, index_problems, resolve_champion, restore_index
+from lensflow.core.index import IndexConfig, connect, table_dir, table_fingerprint, table_ids, table_metadata
+from lensflow.core.settings import Settings
+from lensflow.core.storage import is_remote, sql_list
 from tasks import stage
-from tasks.diff import CatalogDiff
+from tasks.approval import now
+from tasks.diff import CatalogDiff, catalog_at, diff_catalogs, manifest
 from tasks.evaluate import Gallery, ann_recall
-from tasks.index import TABLE_COLUMNS, IndexInfo, _column, table_dir, table_fingerprint, table_metadata
+from tasks.index import TABLE_COLUMNS, IndexInfo, arrow_column, create_ann, index_record
+from tasks.versioning import track_dir
 
 
 class IndexPolicy(BaseModel):
@@ -81,13 +89,9 @@ def copy_table(src, dst) -> None:
     shutil.copytree(src, dst, copy_function=link_or_copy)
 
 
-def _quoted(ids: list[str]) -> str:
-    return ",".join(map(sql_quote, ids))
-
-
 def _rows(tbl, catalog: pd.DataFrame, vectors: np.ndarray) -> pa.Table:
     cols = {
-        c: _column(catalog[c], c) if c in catalog.columns else pa.nulls(len(catalog), tbl.schema.field(c).type)
+        c: arrow_column(catalog[c], c) if c in catalog.columns else pa.nulls(len(catalog), tbl.schema.field(c).type)
         for c in TABLE_COLUMNS
         if c in tbl.schema.names
     }
@@ -111,10 +115,6 @@ def apply_changes(
 ) -> Applied:
     """Copy `base_table` to `new_table` and bring it to `catalog`: `vectors` are the new embeddings of
     `diff.to_embed` (in that order); text-only changes keep their vectors. Returns the new index."""
-    from lancedb.index import IvfPq
-
-    import lancedb
-
     if len(vectors) != len(diff.to_embed):
         raise ValueError(f"{len(vectors)} vectors for {len(diff.to_embed)} products to embed")
     took: dict[str, float] = {}
@@ -125,10 +125,10 @@ def apply_changes(
     copy_table(src, dst)
     took["copy"] = time.perf_counter() - t0
     try:
-        tbl = lancedb.connect(uri).open_table(new_table)
+        tbl = connect(uri).open_table(new_table)
         t0 = time.perf_counter()
         for i in range(0, len(diff.removed), 1000):
-            tbl.delete(f"product_id IN ({_quoted(diff.removed[i : i + 1000])})")
+            tbl.delete(f"product_id IN ({sql_list(diff.removed[i : i + 1000])})")
         by_id = catalog.set_index("product_id", drop=False)
         parts = []
         if diff.to_embed:
@@ -136,7 +136,7 @@ def apply_changes(
         if diff.changed_text:
             kept = (
                 tbl.search()
-                .where(f"product_id IN ({_quoted(diff.changed_text)})")
+                .where(f"product_id IN ({sql_list(diff.changed_text)})")
                 .select(["product_id", "vector"])
                 .limit(len(diff.changed_text))
                 .to_arrow()
@@ -186,13 +186,9 @@ def apply_changes(
                 )
         if rebuilt:
             t0 = time.perf_counter()
-            tbl.create_index(
-                "vector",
-                config=IvfPq(
-                    distance_type="cosine", num_partitions=ann["num_partitions"], num_sub_vectors=ann["num_sub_vectors"]
-                ),
-                replace=True,
-            )
+            # sized for the table as it is now (the partition count follows the row count), by the index preset
+            ann = IndexConfig.preset(min_rows=1).ann(rows, tbl.schema.field("vector").type.list_size)
+            create_ann(tbl, ann)
             recall = ann_recall(tbl, Gallery.from_table(tbl))
             took["rebuild"] = time.perf_counter() - t0
         elif not ann:
@@ -214,3 +210,119 @@ def apply_changes(
 
 
 apply_changes_task = stage(apply_changes, name="apply-index-changes")
+
+
+INDEX_HISTORY = 20  # earlier index records kept on the version (`index_history`)
+
+
+def served_base(s: Settings) -> Champion:
+    """The champion whose index a reindex updates: local, restored from DVC when missing, and verified."""
+    champ = resolve_champion(s)
+    idx = champ.index
+    if not idx["table"] or is_remote(idx["uri"] or ""):
+        raise ValueError(
+            f"v{champ.version} has no local LanceDB index to update ({idx['uri']}): "
+            "with an object-store index, retrain instead"
+        )
+    restore_index(s, champ)
+    if problems := index_problems(champ):
+        raise IndexMismatch(
+            f"the served index of v{champ.version} does not verify, so it is not a base to update: "
+            + "; ".join(problems)
+        )
+    return champ
+
+
+def unchanged_images(root: Path, old_md5: str, new_md5: str) -> set[str]:
+    """Image files with the same md5 in both data versions: validation need not decode them again."""
+    old, new = manifest(root, old_md5), manifest(root, new_md5)
+    return {p for p, m in new.items() if old.get(p) == m}
+
+
+@dataclass
+class ReindexPlan:
+    """What a reindex changes: the diff against the products in the served table, what must be embedded, the
+    new table's name, and the recall of the last full build (the drift policy's reference)."""
+
+    champion: Champion
+    data_md5: str
+    diff: CatalogDiff
+    todo: pd.DataFrame
+    new_table: str
+    fresh_recall: float | None
+
+    @property
+    def base(self) -> dict:
+        return self.champion.index
+
+
+def plan_reindex(s: Settings, champ: Champion, data_md5: str, catalog: pd.DataFrame) -> ReindexPlan:
+    """Diff the validated `catalog` against the data version the served index reflects (only the products it
+    holds), and list the products to embed: added ones and ones whose image changed."""
+    idx = champ.index
+    db = connect(idx["uri"])
+    indexed = set(table_ids(db.open_table(idx["table"])))
+    old_files, new_files = manifest(s.root, idx["data_md5"]), manifest(s.root, data_md5)
+    old = catalog_at(s.root, old_files)
+    diff = diff_catalogs(old[old["product_id"].isin(indexed)], catalog, old_files, new_files)
+    todo = catalog.set_index("product_id", drop=False).loc[diff.to_embed].reset_index(drop=True)
+    fresh = idx.get("fresh_recall_at_10") or champ.metrics.get("index_recall_at_10")
+    return ReindexPlan(champ, data_md5, diff, todo, next_table_name(db.list_tables().tables, idx["table"]), fresh)
+
+
+def publish_reindex(s: Settings, plan: ReindexPlan, applied: Applied, push: bool = True) -> dict:
+    """DVC-track the new table, verify it as the champion would be verified, then switch in one tag write.
+    On any failure the new table is removed: nothing unpublished is left behind, and what is served is unchanged."""
+    idx, new_name = plan.base, plan.new_table
+    try:
+        tracked = track_dir(s.root, s.dvc_remote_url, table_dir(idx["uri"], new_name), push=push)
+        if tracked != applied.info.fingerprint:
+            raise RuntimeError(
+                f"DVC recorded md5 {tracked} for {new_name}, but it was built with {applied.info.fingerprint}"
+            )
+        record = index_record(
+            applied.info,
+            plan.data_md5,
+            built="full" if applied.rebuilt else "incremental",
+            base_table=idx["table"],
+            changes_since_build=applied.changes_since_build,
+            recall_at_10=applied.recall_at_10,
+            fresh_recall_at_10=applied.recall_at_10 if applied.rebuilt else plan.fresh_recall,
+            reindexed_at=now(),
+            diff=plan.diff.as_dict(),
+        )
+        champ = plan.champion
+        candidate = Champion(champ.name, champ.version, champ.tags | {"index": json.dumps(record)}, champ.source)
+        if problems := index_problems(candidate):
+            raise IndexMismatch(f"the updated index {new_name} does not verify: " + "; ".join(problems))
+        current = resolve_champion(s)
+        if current.version != champ.version or current.index["table"] != idx["table"]:
+            raise RuntimeError(
+                f"the champion changed during the reindex (now v{current.version}, {current.index['table']}): "
+                f"{new_name} is not published; run the reindex again"
+            )
+        c = registry.client(s.tracking_uri)
+        history = json.loads(champ.tags.get("index_history") or "[]")[-(INDEX_HISTORY - 1) :]
+        history.append({k: idx.get(k) for k in ("table", "version", "fingerprint", "data_md5", "built")})
+        registry.set_tags(c, s.registered_model, champ.version, {"index_history": history})
+        registry.set_tags(c, s.registered_model, champ.version, {"index": record})  # one write: the switch
+        return record
+    except BaseException:
+        shutil.rmtree(table_dir(idx["uri"], new_name), ignore_errors=True)
+        (table_dir(idx["uri"], new_name).parent / f"{new_name}.lance.dvc").unlink(missing_ok=True)
+        raise
+
+
+def reindex_summary(plan: ReindexPlan, applied: Applied, record: dict) -> str:
+    """The markdown the Prefect UI shows for a published reindex."""
+    base = plan.base
+    return (
+        f"## {plan.champion.name} v{plan.champion.version}: {base['table']} -> {plan.new_table}\n\n"
+        f"data `{base['data_md5']}` -> `{plan.data_md5}`\n\n| change | products |\n|---|---|\n"
+        + "\n".join(f"| {k} | {v} |" for k, v in plan.diff.as_dict().items())
+        + f"\n\nANN: {applied.reason}; recall@10 vs exact {applied.recall_at_10}; index seconds {applied.seconds}"
+    )
+
+
+plan_reindex_task = stage(plan_reindex, name="plan-reindex")
+publish_reindex_task = stage(publish_reindex, name="publish-index")

@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 
 from models.encoder import DualEncoder
 from models.preprocess import to_rgb
-from tasks import stage
 from tasks.evaluate import EvalResult, Gallery
 from tasks.heldout_photos import COMBINED, CONDITIONS, GENERATOR, SEED_NAMESPACE, other_product, shopper_photo, upright
 from tasks.metrics import topk
@@ -215,6 +214,3 @@ def add_robustness(
         f"{result.eval_set_md5}|{SEED_NAMESPACE}|{GENERATOR}|{per_condition}|{combined}".encode()
     ).hexdigest()
     return result
-
-
-add_robustness_task = stage(add_robustness, name="held-out-robustness")

@@ -1,4 +1,4 @@
-"""Sharded catalog embedding on the workers of a Dask cluster (prefect-dask's DaskTaskRunner).
+"""One shard of a sharded catalog embedding (run on Dask workers by flows/shard.py), and reading the shards back.
 
 Each shard embeds a contiguous slice of the catalog on its worker's own device and writes its
 vectors as an Arrow IPC file; `shard_vectors` then streams the files, in catalog order and checked
@@ -21,7 +21,6 @@ import socket
 import time
 import zlib
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
@@ -29,7 +28,6 @@ from threading import Lock
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from prefect import flow, get_run_logger
 
 from models.encoder import DualEncoder, load_encoder
 from tasks import stage
@@ -189,92 +187,3 @@ def shard_vectors(results: list[ShardResult], catalog: pd.DataFrame) -> Iterator
 
 
 embed_shard_task = stage(embed_shard, name="embed-shard", retries=2, retry_delay_seconds=2)
-
-
-@flow(name="embed-shards", persist_result=False)
-def embed_shards_flow(
-    model_dir: str,
-    catalog: pa.Table,
-    data_dir: str,
-    out_dir: str,
-    shards: int,
-    device: str = "auto",
-    batch_size: int = 128,
-    threads: int | None = None,
-    resources: dict | None = None,
-    progress: bool = True,
-) -> list[ShardResult]:
-    """One embed-shard task per slice on the flow's task runner; results in shard order.
-
-    The catalog comes as an Arrow table: Prefect records flow parameters in its API, and an all-string
-    DataFrame would be stored cell by cell (2 MB per 70k rows); a Table is recorded as "<Table>"."""
-    import dask
-
-    bounds = shard_bounds(catalog.num_rows, shards)
-    futures = []
-    with dask.annotate(resources=resources) if resources else nullcontext():
-        for i, (a, b) in enumerate(bounds):
-            out = str(Path(out_dir) / f"shard-{i:04d}-of-{len(bounds):04d}.arrow")
-            futures.append(
-                embed_shard_task.submit(
-                    model_dir, catalog.slice(a, b - a).to_pandas(), data_dir, out, device, batch_size, threads, progress
-                )
-            )
-    results = [f.result() for f in futures]
-    log = get_run_logger()
-    for i, r in enumerate(results):
-        log.info(
-            f"shard {i}: {r.rows} rows in {r.seconds:.1f} s (load {r.load_seconds:.1f} s) on {r.device}, worker {r.worker} pid {r.pid}"
-        )
-    return results
-
-
-def shared_api():
-    """Run under this process's Prefect API URL: with none set (ephemeral mode) each Dask worker would start
-    its own temporary Prefect server (~5 s per worker, all on one SQLite database)."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return nullcontext()
-    server = SubprocessASGIServer()  # the process-wide one that Prefect's own client starts and stops at exit
-    server.start()
-    return temporary_settings({PREFECT_API_URL: server.api_url})
-
-
-def local_runner(workers: int):
-    """A DaskTaskRunner that starts a LocalCluster of `workers` single-threaded worker processes."""
-    from prefect_dask import DaskTaskRunner
-
-    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
-
-
-def embed_sharded(
-    model_dir: str | Path,
-    catalog: pd.DataFrame,
-    data_dir: str | Path,
-    out_dir: str | Path,
-    shards: int,
-    address: str | None = None,
-    device: str = "auto",
-    batch_size: int = 128,
-    progress: bool = True,
-    workers: int | None = None,
-    threads: int | None = None,
-    resources: dict | None = None,
-) -> list[ShardResult]:
-    """Embed the catalog in `shards` slices on the Dask cluster at `address`, or on a local cluster of `workers`
-    processes (default: one per shard, at most one per core) with cores / workers torch threads each; results in shard order."""
-    from prefect_dask import DaskTaskRunner
-
-    if address:
-        runner = DaskTaskRunner(address=address)
-    else:
-        workers = max(1, min(workers or shards, shards, os.cpu_count() or 1))
-        runner = local_runner(workers)
-        threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    table = pa.Table.from_pandas(catalog[["product_id", "image_path"]].astype(str), preserve_index=False)
-    with shared_api():
-        return embed_shards_flow.with_options(task_runner=runner)(
-            str(model_dir), table, str(data_dir), str(out_dir), shards, device, batch_size, threads, resources, progress
-        )

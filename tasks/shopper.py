@@ -16,7 +16,6 @@ from models.augment import ShopperAugment
 from models.encoder import DualEncoder
 from models.preprocess import to_rgb
 from models.train import embed_inputs
-from tasks import stage
 from tasks.evaluate import ShopperQueries
 from tasks.features import suffix_inputs
 
@@ -80,6 +79,3 @@ def example_sheet(
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out
-
-
-shopper_queries_task = stage(shopper_queries, name="shopper-queries")

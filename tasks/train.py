@@ -114,16 +114,18 @@ def train_encoder(
     validate = None
     if len(va) >= 2:
         val_views = views[view_of[va]] if views is not None else None
+
         def validate():
             return validation_scores(
-                    encoder,
-                    split.suffix,
-                    clean_t[va],
-                    val_views,
-                    labels[va],  # noqa: E731
-                    [category_text(c) for c in cats],
-                    list(range(len(cats))),
-                )
+                encoder,
+                split.suffix,
+                clean_t[va],
+                val_views,
+                labels[va],  # noqa: E731
+                [category_text(c) for c in cats],
+                list(range(len(cats))),
+            )
+
     trainer = Trainer(encoder, split.suffix, cfg)
     t1 = time.perf_counter()
     history = trainer.fit(data, validate, progress=progress)

@@ -12,13 +12,34 @@ from pathlib import Path
 
 import pandas as pd
 from PIL import Image
+from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
+from lensflow.core.settings import Settings
 from tasks import stage
 from tasks.catalog import SPLITS, load_catalog
 
-MAX_BAD_FRACTION = 0.05  # a run stops when more of the catalog's rows than this fail validation
-MAX_IMAGE_PIXELS = 50_000_000  # above this an upload or catalog image is treated as a decompression bomb
+
+class CatalogPolicy(BaseModel):
+    """What a run accepts from a catalog: the one home of these defaults (the CLI, the flows and
+    `lensflow data import` defer to it when not given a value)."""
+
+    max_bad_fraction: float = Field(
+        0.05, ge=0, le=1, description="a run stops when more of the catalog's rows than this fail validation"
+    )
+    max_image_pixels: int = Field(
+        50_000_000,
+        ge=1,
+        description="a catalog image above this many pixels is quarantined (a decompression bomb); "
+        "photos sent to the search service have their own limit, LENSFLOW_MAX_IMAGE_PIXELS",
+    )
+
+    def bad_fraction(self, value: float | None) -> float:
+        """`value`, or the policy's when not given."""
+        return self.max_bad_fraction if value is None else value
+
+
+POLICY = CatalogPolicy()
 
 
 class ValidationFailed(RuntimeError):
@@ -65,8 +86,8 @@ def image_problem(data_dir: Path, image_path: str | None) -> str | None:
         # above 89M pixels; images over our own, lower limit are refused before they are decoded.
         with Image.open(full) as im:
             w, h = im.size
-            if w * h > MAX_IMAGE_PIXELS:
-                return f"image {image_path!r} is {w}x{h}: more than {MAX_IMAGE_PIXELS:,} pixels"
+            if w * h > POLICY.max_image_pixels:
+                return f"image {image_path!r} is {w}x{h}: more than {POLICY.max_image_pixels:,} pixels"
             im.load()
     except Exception as exc:  # noqa: BLE001 - every decoder failure is a quarantine reason
         why = str(exc).replace(str(full), image_path).replace(str(root) + os.sep, "")  # PIL names the absolute path
@@ -185,17 +206,18 @@ def validate_catalog(
     data_dir: Path,
     report_dir: Path,
     categories: list[str] | None = None,
-    max_bad_fraction: float = MAX_BAD_FRACTION,
+    max_bad_fraction: float | None = None,
     progress: bool = True,
     known_good_images: set[str] | None = None,
 ) -> ValidationResult:
     """Check every row; write report.json, quarantine.csv and Data Docs under report_dir.
 
     Categories default to data/categories.json when it exists. Raises ValidationFailed when
-    more than `max_bad_fraction` of the rows fail (the report is written first).
+    more than `max_bad_fraction` (default: the catalog policy's) of the rows fail (the report is written first).
     `known_good_images`: image paths whose bytes passed validation in an earlier data version
     (same DVC md5); they are not decoded again. Every other check still runs on every row.
     """
+    max_bad_fraction = POLICY.bad_fraction(max_bad_fraction)
     df = load_catalog(data_dir)
     if categories is None and (data_dir / "categories.json").exists():
         categories = json.loads((data_dir / "categories.json").read_text())
@@ -261,6 +283,11 @@ def validate_catalog(
     return ValidationResult(
         valid, len(df), len(bad), counts, report_path, quarantine_path, docs, success, categories or found
     )
+
+
+def report_dir(s: Settings, data_md5: str) -> Path:
+    """Where a catalog version's validation report goes (reports/validation/<md5>)."""
+    return s.path(s.reports_dir) / "validation" / data_md5.removesuffix(".dir")
 
 
 validate_catalog_task = stage(validate_catalog, name="validate-catalog")

@@ -1,62 +1,13 @@
-"""DVC versioning of the catalog (and fingerprints of index directories), plus the git commit."""
+"""DVC versioning of the catalog and of index folders (`dvc add` + push), plus the git commit."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from lensflow.storage import is_remote
+from lensflow.core.dvc import DvcError, dvc_pointer, ensure_dvc, read_dvc_md5, run_dvc
 from tasks import stage
-
-
-class DvcError(RuntimeError):
-    pass
-
-
-def run_dvc(root: Path, *args: str) -> str:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise DvcError(f"`dvc {' '.join(args)}` failed in {root}:\n{(proc.stderr or proc.stdout).strip()}")
-    return proc.stdout
-
-
-def ensure_dvc(root: Path, remote: str | Path) -> None:
-    """A DVC repo at root with a default remote (unless one is configured already): a local folder, or an
-    object-store URL (s3://bucket/prefix), whose endpoint and credentials DVC reads from the AWS_* environment
-    variables at run time, so none are written into .dvc/config."""
-    if not (root / ".dvc").exists():
-        run_dvc(root, "init", "-q", *([] if (root / ".git").exists() else ["--no-scm"]))
-    try:
-        has_default = bool(run_dvc(root, "remote", "default").strip())
-    except DvcError:
-        has_default = False
-    if not has_default:
-        url = str(remote)
-        if not is_remote(url):
-            remote = Path(remote)
-            remote.mkdir(parents=True, exist_ok=True)
-            # Relative (dvc rewrites it against .dvc/) when inside the project, so a committed .dvc/config works in every clone.
-            url = os.path.relpath(remote, root) if remote.resolve().is_relative_to(root.resolve()) else str(remote)
-        run_dvc(root, "remote", "add", "-d", "storage" if is_remote(url) else "local", url)
-
-
-def read_dvc_md5(dvc_file: Path) -> str:
-    if not dvc_file.exists():
-        raise DvcError(
-            f"{dvc_file} does not exist: the data is not tracked by DVC yet (bring a catalog with `lensflow data import`, or run `lensflow data sample`)"
-        )
-    outs = yaml.safe_load(dvc_file.read_text()).get("outs") or []
-    if not outs or "md5" not in outs[0]:
-        raise DvcError(f"{dvc_file} has no md5 in outs[0]")
-    return outs[0]["md5"]
 
 
 @dataclass
@@ -76,22 +27,6 @@ def version_data(root: Path, data_dir: Path, remote: str | Path, push: bool = Tr
     return DataVersion(read_dvc_md5(dvc_file), dvc_file, push)
 
 
-def dir_md5(path: Path) -> str:
-    """The md5 DVC gives a directory (`<md5>.dir`): md5 of the sorted JSON list of file md5s."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} is not a directory")
-    entries = []
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        h = hashlib.md5()
-        with open(file, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        entries.append({"md5": h.hexdigest(), "relpath": file.relative_to(path).as_posix()})
-    entries.sort(key=lambda e: e["relpath"])
-    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
-
-
 def git_commit(root: Path) -> str:
     """HEAD's commit ('+dirty' when the tree has changes), or 'unknown' outside git."""
     try:
@@ -109,10 +44,6 @@ def git_commit(root: Path) -> str:
 version_data_task = stage(version_data, name="version-data", retries=1)
 
 
-def dvc_pointer(path: Path) -> Path:
-    return path.parent / f"{path.name}.dvc"
-
-
 def track_dir(root: Path, remote: str | Path, path: Path, push: bool = True) -> str:
     """`dvc add` a directory (an index) and push it to the remote. Returns its DVC md5."""
     ensure_dvc(root, remote)
@@ -128,21 +59,3 @@ def track_dir(root: Path, remote: str | Path, path: Path, push: bool = True) -> 
     return read_dvc_md5(dvc_pointer(path))
 
 
-def restore_dir(root: Path, remote: str | Path, path: Path, md5: str) -> None:
-    """Bring back a tracked directory by its md5 from the DVC remote (the pointer is rewritten from the md5,
-    so a deleted or edited .dvc file does not matter)."""
-    ensure_dvc(root, remote)
-    path = Path(path).resolve()
-    if not md5 or not md5.endswith(".dir"):
-        raise DvcError(f"cannot restore {path}: {md5!r} is not the DVC md5 of a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dvc_pointer(path).write_text(
-        yaml.safe_dump({"outs": [{"md5": md5, "hash": "md5", "path": path.name}]}, sort_keys=False)
-    )
-    try:
-        run_dvc(root, "pull", "-q", str(dvc_pointer(path)))
-    except DvcError as exc:
-        raise DvcError(f"could not restore {path.name} (md5 {md5}) from the DVC remote: {exc}") from exc
-
-
-track_dir_task = stage(track_dir, name="track-index", retries=1)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lensflow.runtime import OFFLINE_ENV
+from lensflow.core.runtime import OFFLINE_ENV
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 COLOURS = {"Red shirt": (200, 30, 30), "Green bag": (30, 170, 60), "Blue shoe": (40, 60, 210)}
@@ -29,7 +29,7 @@ def pytest_configure(config):
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """Settings rooted in a fresh temporary project (own DVC repo, MLflow sqlite, LanceDB dir)."""
-    from lensflow.settings import get_settings
+    from lensflow.core.settings import get_settings
 
     monkeypatch.setenv("LENSFLOW_ROOT", str(tmp_path))
     monkeypatch.setenv(
@@ -121,7 +121,7 @@ def served_project(
     for each of `later_seeds`, a version deferred with approval=later; served by ServiceThread. Yields
     (service, settings, catalog). Needs the Prefect harness."""
     from flows.retrain import RetrainParams, retrain
-    from lensflow.settings import get_settings
+    from lensflow.core.settings import get_settings
     from tasks.promote import GateConfig
 
     mp = pytest.MonkeyPatch()

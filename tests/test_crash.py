@@ -62,7 +62,7 @@ def lensflow(
 
 def registry_state(settings) -> dict:
     """Every version's lensflow tags, the aliases, and the MLflow retrain runs' statuses."""
-    from tasks.registry import client, version_tags
+    from lensflow.core.registry import client, version_tags
 
     c = client(settings.tracking_uri)
     versions = {
@@ -141,11 +141,11 @@ def test_killed_retrains_resume_and_never_touch_what_is_served(project, tmp_path
 
 def test_promotion_killed_between_any_two_writes(project, tiny_catalog, prefect_harness, tmp_path):
     from flows.retrain import retrain
-    from lensflow.settings import Settings
-    from tasks.champion import status
+    from lensflow.core.champion import status
+    from lensflow.core.registry import CHAMPION, client, get_alias, version_tags
+    from lensflow.core.settings import Settings
     from tasks.promote import GateConfig, gate, promote
     from tasks.recover import recover
-    from tasks.registry import CHAMPION, client, get_alias, version_tags
     from tests.flows.test_retrain import tiny_params
 
     retrain(params=tiny_params())

@@ -41,7 +41,9 @@ def test_bf16_precision_keeps_the_features_and_is_part_of_the_identity():
 
 def test_real_towers_on_real_products(project, prefect_harness):
     from flows.retrain import RetrainParams, retrain
-    from tasks.champion import load_champion, search, status
+    from lensflow.core.champion import status
+    from serving.search import search
+    from serving.served import load_champion
     from tasks.sample import build_sample_catalog
 
     catalog = build_sample_catalog(project.data_path, limit=1400)

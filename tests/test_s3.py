@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from flows.retrain import retrain
-from lensflow.settings import get_settings
-from tasks.champion import IndexMismatch, load_champion, resolve_champion, status
-from tasks.versioning import dir_md5, run_dvc
+from lensflow.core.champion import IndexMismatch, resolve_champion, status
+from lensflow.core.dvc import dir_md5, run_dvc
+from lensflow.core.settings import get_settings
+from serving.served import load_champion
 from tests.conftest import ServiceThread, free_port
 from tests.flows.test_retrain import tiny_params
 
@@ -114,8 +115,8 @@ def test_recovery_drops_a_half_built_table_in_the_bucket(project, s3):
     """A version left `building` by a killed run: its table in the bucket is dropped, like a local one."""
     import pyarrow as pa
 
-    from tasks import registry
-    from tasks.index import connect
+    from lensflow.core import registry
+    from lensflow.core.index import connect
     from tasks.recover import recover
 
     c = registry.client(project.tracking_uri)

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from lensflow.redact import MASK, has_credentials, install_log_redaction, link, public_message, redact, redact_uri
+from lensflow.core.redact import MASK, has_credentials, install_log_redaction, link, public_message, redact, redact_uri
 from tests.conftest import free_port
 
 SECRET = "s3cret-Pa55word"
@@ -27,7 +27,7 @@ LOOPBACK = "127.0.0.1"
 
 
 def test_settings_bind_loopback_by_default(monkeypatch):
-    from lensflow.settings import Settings
+    from lensflow.core.settings import Settings
 
     for name in ("LENSFLOW_SERVE_HOST", "LENSFLOW_MLFLOW_UI_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -46,7 +46,7 @@ def uvicorn_calls(monkeypatch):
 
 def test_lensflow_serve_binds_loopback_unless_told_otherwise(project, monkeypatch, uvicorn_calls):
     from lensflow.cli import app
-    from lensflow.settings import get_settings
+    from lensflow.core.settings import get_settings
 
     monkeypatch.delenv("LENSFLOW_SERVE_HOST", raising=False)
     get_settings.cache_clear()
@@ -164,7 +164,7 @@ def test_public_message_drops_paths(tmp_path):
 
 
 def test_links_carry_no_credentials(monkeypatch):
-    from lensflow.settings import Settings
+    from lensflow.core.settings import Settings
 
     assert link(f"https://admin:{SECRET}@mlflow.example.com/") == "https://mlflow.example.com/"
     monkeypatch.setenv("LENSFLOW_MLFLOW_UI_URL", f"https://admin:{SECRET}@mlflow.example.com")
@@ -172,8 +172,8 @@ def test_links_carry_no_credentials(monkeypatch):
 
 
 def test_review_page_shows_no_credentials(monkeypatch):
-    from flows.promote import review_page
-    from lensflow.settings import Settings
+    from tasks.review import review_page
+    from lensflow.core.settings import Settings
 
     monkeypatch.setenv("LENSFLOW_MLFLOW_UI_URL", f"https://admin:{SECRET}@mlflow.example.com")
     client = SimpleNamespace(get_run=lambda run_id: SimpleNamespace(info=SimpleNamespace(experiment_id="3")))
@@ -192,7 +192,7 @@ def test_review_page_shows_no_credentials(monkeypatch):
 
 
 def test_offline_env_stops_mlflow_printing_the_tracking_uri():
-    from lensflow.runtime import OFFLINE_ENV
+    from lensflow.core.runtime import OFFLINE_ENV
 
     assert OFFLINE_ENV["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"
 
@@ -226,7 +226,7 @@ def test_log_records_are_redacted():
 
 def test_status_never_prints_index_credentials(project, monkeypatch):
     """A champion whose index lives in an object store addressed with keys: status shows the URI without them."""
-    import tasks.champion as C
+    import lensflow.core.champion as C
     from lensflow.cli import app
 
     uri = f"s3://AKIAEXAMPLE:{SECRET}@bucket/lancedb?aws_secret_access_key={SECRET}"

@@ -27,7 +27,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 @pytest.fixture(scope="module")
 def real_service(tmp_path_factory, prefect_harness):
     from flows.retrain import RetrainParams, retrain
-    from lensflow.settings import get_settings
+    from lensflow.core.settings import get_settings
     from tasks.sample import build_sample_catalog
 
     root = tmp_path_factory.mktemp("browser")

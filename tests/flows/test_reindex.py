@@ -8,12 +8,14 @@ from PIL import Image
 import lancedb
 from flows.reindex import ReindexParams, reindex
 from flows.retrain import RetrainParams, retrain
-from lensflow.settings import get_settings
-from tasks.champion import load_champion, resolve_champion, search, status
-from tasks.index import table_dir
+from lensflow.core.champion import resolve_champion, status
+from lensflow.core.dvc import dir_md5
+from lensflow.core.index import table_dir
+from lensflow.core.settings import get_settings
+from serving.search import search
+from serving.served import load_champion
 from tasks.promote import GateConfig
 from tasks.reindex import IndexPolicy
-from tasks.versioning import dir_md5
 from tests.conftest import write_synthetic_catalog
 
 pytestmark = pytest.mark.flow
@@ -130,12 +132,12 @@ def test_failed_reindex_leaves_the_served_index_untouched(project, prefect_harne
     before = status(project)
     tags_before = resolve_champion(project).tags
     change_catalog(project, catalog)
-    import flows.reindex as module
+    import tasks.reindex as module
 
     def broken(*a, **k):
         raise OSError("disk full while pushing to the DVC remote")
 
-    monkeypatch.setattr(module, "track_dir_task", broken)
+    monkeypatch.setattr(module, "track_dir", broken)
     with pytest.raises(OSError, match="disk full"):
         reindex(params=ReindexParams(progress=False))
     assert status(project) == before and resolve_champion(project).tags == tags_before
@@ -178,7 +180,7 @@ def test_reindex_on_dask_shards_embeds_the_changes_as_one_process_would(project,
     change_catalog(project, catalog)
     monkeypatch.setenv("LENSFLOW_EMBED_RUNNER", "dask")
     get_settings.cache_clear()
-    monkeypatch.setattr("flows.reindex.embed_catalog_task", lambda *a, **k: pytest.fail("embedded in-process"))
+    monkeypatch.setattr("flows.shard.embed_catalog_task", lambda *a, **k: pytest.fail("embedded in-process"))
     out = reindex(params=ReindexParams(progress=False))
     assert out["outcome"] == "reindexed" and out["embedded"] == 4 and out["rows"] == len(catalog) + 1
     served = load_champion(get_settings())

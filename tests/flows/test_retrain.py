@@ -5,10 +5,12 @@ import pytest
 import lancedb
 from flows.promote import PromoteParams, promote
 from flows.retrain import RetrainParams, retrain
-from lensflow.settings import get_settings
-from tasks.champion import IndexMismatch, load_champion, search, status
+from lensflow.core.champion import IndexMismatch, status
+from lensflow.core.registry import client, version_tags
+from lensflow.core.settings import get_settings
+from serving.search import search
+from serving.served import load_champion
 from tasks.promote import GateConfig
-from tasks.registry import client, version_tags
 
 pytestmark = pytest.mark.flow
 
@@ -201,7 +203,7 @@ def test_deferred_review_then_promote_flow(project, tiny_catalog, prefect_harnes
 def test_missing_index_is_pulled_from_dvc_by_md5(project, tiny_catalog, prefect_harness):
     import shutil
 
-    from tasks.index import table_dir
+    from lensflow.core.index import table_dir
 
     retrain(params=tiny_params())
     idx = status(project)["champion"]["index"]
@@ -218,7 +220,7 @@ def test_missing_index_is_pulled_from_dvc_by_md5(project, tiny_catalog, prefect_
 def test_another_versions_index_is_refused(project, tiny_catalog, prefect_harness):
     import shutil
 
-    from tasks.index import table_dir
+    from lensflow.core.index import table_dir
 
     retrain(params=tiny_params())
     retrain(params=tiny_params(seed=1))
@@ -256,14 +258,14 @@ def test_retrain_with_dask_shards_indexes_what_one_process_embeds(project, tiny_
     built once over all of them; its rows and vectors are the single-process embedding of the same model."""
     import numpy as np
 
+    from lensflow.core.champion import model_dir, resolve_champion
     from models.encoder import load_encoder
-    from tasks.champion import model_dir, resolve_champion
     from tasks.embed import embed_catalog
 
     monkeypatch.setenv("LENSFLOW_EMBED_RUNNER", "dask")
     monkeypatch.setenv("LENSFLOW_EMBED_SHARDS", "3")
     get_settings.cache_clear()
-    monkeypatch.setattr("flows.retrain.embed_catalog_task", lambda *a, **k: pytest.fail("embedded in-process"))
+    monkeypatch.setattr("flows.shard.embed_catalog_task", lambda *a, **k: pytest.fail("embedded in-process"))
     out = retrain(params=tiny_params())
     assert out["outcome"] == "promoted" and out["index"]["rows"] == len(tiny_catalog)
     champ = resolve_champion(get_settings())

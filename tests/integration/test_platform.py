@@ -12,8 +12,8 @@ import urllib.request
 
 import pytest
 
-from lensflow.settings import get_settings
-from tasks.registry import client, version_tags
+from lensflow.core.registry import client, version_tags
+from lensflow.core.settings import get_settings
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration

@@ -39,7 +39,7 @@ def test_health_version_and_page(svc):
     h = httpx.get(f"{service.url}/health").json()
     assert h["status"] == "ok" and h["model_version"] == 1
     v = httpx.get(f"{service.url}/version").json()
-    from tasks.champion import resolve_champion
+    from lensflow.core.champion import resolve_champion
 
     champ = resolve_champion(s)
     assert v["model_version"] == 1 and v["index"]["fingerprint"] == champ.index["fingerprint"]
@@ -94,9 +94,11 @@ def test_photo_search_and_text_modifier(svc):
         "results"
     ]
     assert [h["product_id"] for h in as_photo] == [h["product_id"] for h in hits]
+
     # in between, every product's score is the same blend of its photo and text scores (up to one norm)
     def score(hits):
         return {h["product_id"]: h["score"] for h in hits}
+
     p_all = score(post_image(service.url, data, ctype, limit=36).json()["results"])
     t_all = score(httpx.get(f"{service.url}/search/text", params={"q": "Green bag", "limit": 36}).json()["results"])
     m_all = score(

@@ -333,7 +333,7 @@ def test_version_and_health_show_no_paths(served):
 
 def test_index_deleted_underneath_gives_a_generic_error(served, server_log):
     """Last in this module (it breaks the served index): the champion's table vanishes under a running service."""
-    from tasks.index import table_dir
+    from lensflow.core.index import table_dir
 
     service, s, _ = served
     champ = service.app.state.watcher.live.served.champion

@@ -28,7 +28,7 @@ def test_model_threads_give_way_to_loader_workers_and_come_back(monkeypatch):
 
 
 def test_loader_workers_setting_accepts_auto(monkeypatch):
-    from lensflow.settings import Settings
+    from lensflow.core.settings import Settings
 
     monkeypatch.setenv("LENSFLOW_LOADER_WORKERS", "auto")
     assert Settings().loader_workers is None

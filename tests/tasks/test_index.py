@@ -2,8 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.index import ann_params, build_index, table_metadata, vector_search
-from tasks.versioning import dir_md5
+from lensflow.core.dvc import dir_md5
+from lensflow.core.index import IndexConfig, table_metadata, vector_search
+from tasks.index import build_index
+
+
+def config(min_rows):
+    return IndexConfig.preset(min_rows=min_rows)
 
 
 def _catalog(n, dim=16, seed=0):
@@ -25,7 +30,7 @@ def _catalog(n, dim=16, seed=0):
 
 def test_small_table_is_exact_with_fts_and_metadata(tmp_path):
     df, vecs = _catalog(200)
-    info = build_index(str(tmp_path), "m-v1", df, vecs, {"model_name": "m", "model_version": 1}, ann_min_rows=1000)
+    info = build_index(str(tmp_path), "m-v1", df, vecs, {"model_name": "m", "model_version": 1}, config(1000))
     import lancedb
 
     tbl = lancedb.connect(str(tmp_path)).open_table("m-v1")
@@ -42,8 +47,8 @@ def test_small_table_is_exact_with_fts_and_metadata(tmp_path):
 
 def test_large_table_gets_ann_index_with_good_recall(tmp_path):
     df, vecs = _catalog(3000, dim=32)
-    info = build_index(str(tmp_path), "m-v2", df, vecs, {}, ann_min_rows=2000)
-    assert info.ann == ann_params(3000, 32) and info.ann["num_partitions"] == 11
+    info = build_index(str(tmp_path), "m-v2", df, vecs, {}, config(2000))
+    assert info.ann == config(2000).ann(3000, 32) and info.ann["num_partitions"] == 11
     import lancedb
 
     tbl = lancedb.connect(str(tmp_path)).open_table("m-v2")
@@ -59,6 +64,7 @@ def test_existing_table_is_never_overwritten(tmp_path):
 
 
 def test_ann_params_divide_the_dimension():
+    ann_params = IndexConfig.preset(min_rows=1).ann
     p = ann_params(70_000, 256)
     assert p["num_sub_vectors"] == 16 and 256 % p["num_sub_vectors"] == 0
     assert p["num_partitions"] == 264
@@ -108,11 +114,11 @@ def test_batches_of_the_wrong_width_name_the_row(tmp_path):
 
 
 def test_best_of_ranks_each_product_by_its_best_view(tmp_path):
-    from tasks.index import best_of
+    from lensflow.core.index import best_of
     from tasks.robustness import best_ranking
 
     df, vecs = _catalog(300)
-    build_index(str(tmp_path), "m-v1", df, vecs, {}, ann_min_rows=1000)
+    build_index(str(tmp_path), "m-v1", df, vecs, {}, config(1000))
     import lancedb
 
     tbl = lancedb.connect(str(tmp_path)).open_table("m-v1")

@@ -1,5 +1,5 @@
+from lensflow.core.registry import CHAMPION, client, get_alias, register_version, set_tags, start_run, version_tags
 from tasks.promote import GateConfig, champion_metrics, gate, promote
-from tasks.registry import CHAMPION, client, get_alias, register_version, set_tags, start_run, version_tags
 
 
 def test_gate_floors_and_regressions():
@@ -43,7 +43,7 @@ def test_promotion_moves_champion_only_on_pass_and_approval(project):
 
 
 def test_champion_index_reads_the_record_and_older_per_field_tags():
-    from tasks.champion import Champion
+    from lensflow.core.champion import Champion
 
     legacy = Champion(
         "m",

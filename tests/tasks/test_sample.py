@@ -3,8 +3,8 @@ import json
 import pandas as pd
 import pytest
 
+from lensflow.core.dvc import dir_md5
 from tasks.sample import CATEGORIES, build_sample_catalog, split_counts
-from tasks.versioning import dir_md5
 from tests.conftest import needs_fashion_mnist
 
 

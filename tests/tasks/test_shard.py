@@ -4,7 +4,8 @@ import pytest
 
 from models.encoder import build_encoder
 from tasks.embed import embed_catalog
-from tasks.shard import embed_shard, embed_sharded, shard_bounds, shard_vectors
+from flows.shard import embed_sharded
+from tasks.shard import embed_shard, shard_bounds, shard_vectors
 
 
 @pytest.mark.parametrize(

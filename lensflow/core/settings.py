@@ -9,8 +9,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from lensflow.redact import link
-from lensflow.storage import is_remote
+from lensflow.core.redact import link
+from lensflow.core.storage import is_remote
 
 
 def find_root() -> Path:

@@ -19,6 +19,11 @@ def sql_quote(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def sql_list(values) -> str:
+    """A comma-separated list of string literals, for `IN (...)`."""
+    return ",".join(map(sql_quote, values))
+
+
 def is_remote(uri: str) -> bool:
     """Whether `uri` names an object store (scheme://...) rather than a local path."""
     return "://" in str(uri)

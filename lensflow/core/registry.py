@@ -7,8 +7,6 @@ import math
 import time
 from pathlib import Path
 
-from tasks import stage
-
 TAG = "lensflow."
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -77,6 +75,3 @@ def get_alias(c, name: str, alias: str):
         return c.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
-
-
-register_version_task = stage(register_version, name="register-model-version")

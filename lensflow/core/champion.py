@@ -1,4 +1,4 @@
-"""Resolve the champion (alias -> version -> index), verify it, and search with it."""
+"""Resolve the champion (alias -> version -> index), check its index against what it recorded, report status."""
 
 from __future__ import annotations
 
@@ -6,14 +6,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from lensflow.redact import redact_uri
-from lensflow.settings import Settings
-from lensflow.storage import is_remote, sql_quote
-from tasks.index import best_of, connect, table_dir, table_fingerprint, table_metadata
-from tasks.registry import CHAMPION, client, get_alias, version_tags
-from tasks.versioning import DvcError, restore_dir
+from lensflow.core.dvc import restore_dir
+from lensflow.core.index import connect, table_dir, table_fingerprint, table_metadata
+from lensflow.core.redact import redact_uri
+from lensflow.core.registry import CHAMPION, client, get_alias, version_tags
+from lensflow.core.settings import Settings
+from lensflow.core.storage import is_remote, sql_quote
 
 
 class NoChampion(LookupError):
@@ -207,65 +205,3 @@ def model_dir(source: str) -> Path:
     import mlflow.artifacts
 
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
-
-
-@dataclass
-class Served:
-    champion: Champion
-    encoder: object
-    table: object
-
-
-def load_champion(settings: Settings, device: str = "cpu") -> Served:
-    """The champion encoder and exactly its index (pulled from DVC when missing); IndexMismatch when they
-    do not match."""
-    from models.encoder import load_encoder
-
-    champ = resolve_champion(settings)
-    try:
-        restore_index(settings, champ)
-    except DvcError as exc:
-        raise IndexMismatch(
-            f"refusing to serve {champ.name} v{champ.version}: its index is not on disk and {exc}"
-        ) from exc
-    problems = index_problems(champ)
-    if problems:
-        raise IndexMismatch(f"refusing to serve {champ.name} v{champ.version}: " + "; ".join(problems))
-    import mlflow
-
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    encoder = load_encoder(model_dir(champ.source), device=device)
-    table = connect(champ.index["uri"]).open_table(champ.index["table"])
-    return Served(champ, encoder, table)
-
-
-def search(
-    served: Served,
-    text: str | None = None,
-    image: Path | None = None,
-    k: int = 10,
-    where: str | None = None,
-    box: tuple[float, float, float, float] | None = None,
-) -> list[dict]:
-    """One search: by text, or by a photo file (decoded upright, the product located and cropped, inside
-    `box` pixels when given: DualEncoder.encode_photos, as the service does)."""
-    import torch
-    from PIL import Image
-
-    from models.preprocess import to_rgb
-
-    if (text is None) == (image is None):
-        raise ValueError("give exactly one of text or image")
-    with torch.inference_mode():
-        if text is not None:
-            if not text.strip():
-                raise ValueError("the text query is empty")
-            vec = served.encoder.encode_texts([text])[0]
-        else:
-            with Image.open(image) as im:
-                vec = served.encoder.encode_photos([to_rgb(im)], [box])[0]  # [R views, D]
-    rows = best_of(served.table, np.asarray(vec.cpu()), k, where)
-    return [
-        {"product_id": r["product_id"], "title": r["title"], "category": r["category"], "score": round(r["score"], 6)}
-        for r in rows
-    ]

@@ -1,0 +1,37 @@
+"""What every flow starts with: the settings, secrets kept out of the logs, and, for the flows that write,
+the project's writer lock with the leftovers of a killed run repaired first."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect import get_run_logger
+
+from lensflow.core import registry
+from lensflow.core.redact import install_log_redaction
+from lensflow.core.settings import Settings, get_settings
+from tasks.lock import project_lock
+from tasks.recover import recover
+
+
+def begin(approval: str | None = None) -> Settings:
+    """The settings, with log redaction installed (worker-started runs do not pass through the CLI).
+    A run that will wait for a reviewer fails now when nobody could approve it."""
+    s = get_settings()
+    install_log_redaction()
+    if approval == "reviewer" and not s.reviewers:
+        raise ValueError(
+            "approval=reviewer but no reviewers are configured: set LENSFLOW_REVIEWERS (comma-separated names), "
+            "or choose approval=auto-approve or approval=later"
+        )
+    return s
+
+
+@contextmanager
+def writing(s: Settings, what: str, wait_s: float = 0) -> Iterator[None]:
+    """Hold the writer lock for `what` and repair what a killed run left behind (tasks/recover.py)."""
+    log = get_run_logger()
+    with project_lock(s.lock_dir, what, wait_s=wait_s, log=log.info):
+        recover(registry.client(s.tracking_uri), s.registered_model, s.mlflow_experiment, s.lancedb_path, log.warning)
+        yield

@@ -1,0 +1,103 @@
+"""Measure a freshly trained version (the challenger) and the champion on the same evaluation set, record
+the result on the run and the version, and name it `challenger`: what the gate and the reviewer compare."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from lensflow.core import registry
+from lensflow.core.index import connect
+from lensflow.core.settings import Settings
+from models.encoder import DualEncoder
+from tasks import stage
+from tasks.baseline import Baseline, champion_on_eval_set
+from tasks.evaluate import EvalResult, Gallery, evaluate
+from tasks.index import IndexInfo, index_record
+from tasks.report import write_report
+from tasks.robustness import add_robustness
+from tasks.shopper import shopper_queries
+from tasks.tracking import TrackedRun
+
+
+@dataclass
+class EvalPlan:
+    """How many queries of each kind an evaluation runs (the retrain and evaluate flows' parameters)."""
+
+    shopper_queries: int | None
+    heldout_photos: int
+    heldout_combined: int
+    progress: bool = True
+
+
+@dataclass
+class Comparison:
+    result: EvalResult
+    baseline: Baseline | None
+
+    @property
+    def champion_version(self) -> int | None:
+        return self.baseline.version if self.baseline else None
+
+    @property
+    def champion_metrics(self) -> dict | None:
+        return self.baseline.result.metrics if self.baseline else None
+
+
+def evaluate_challenger(
+    s: Settings,
+    run: TrackedRun,
+    encoder: DualEncoder,
+    catalog: pd.DataFrame,
+    data_md5: str,
+    index: IndexInfo,
+    plan: EvalPlan,
+) -> Comparison:
+    """Shopper photos (training recipe and held-out), text and image queries against the challenger's own
+    index; the champion on the same set; metrics and the report on the run; the version tagged `ready`."""
+    cache, device = s.path(s.cache_dir), s.torch_device()
+    table = connect(index.uri).open_table(index.table)
+    shopper = shopper_queries(
+        encoder, catalog, s.data_path, cache, data_md5,
+        limit=plan.shopper_queries, workers=s.loader_workers, progress=plan.progress,
+    )  # fmt: skip
+    gallery = Gallery.from_table(table)  # read once for both evaluations
+    result = evaluate(encoder, table, shopper, gallery=gallery)
+    held = (plan.heldout_photos, plan.heldout_combined)
+    result = add_robustness(result, encoder, gallery, catalog, s.data_path, *held, cache, data_md5, plan.progress)
+    baseline = champion_on_eval_set(
+        run.c, s.registered_model, catalog, s.data_path, cache, data_md5, plan.shopper_queries, device,
+        s.loader_workers, plan.progress, heldout=held,
+    )  # fmt: skip
+    compared = Comparison(result, baseline)
+    run.log_metrics(result.metrics)
+    run.log_metrics({f"{m}.{_slug(cat)}": v for cat, ms in result.per_category.items() for m, v in ms.items()})
+    if baseline:
+        run.log_metrics(baseline.result.metrics, prefix="champion.")
+    report = run.work / "eval"
+    write_report(
+        report, result, baseline.result if baseline else None, compared.champion_version, catalog, s.data_path,
+        {"index": index.as_dict()},
+    )  # fmt: skip
+    run.log_artifacts(report, "evaluation")
+    compared_with = {"champion_version": compared.champion_version, "metrics": compared.champion_metrics}
+    run.tag_version(
+        {
+            "index": index_record(index, data_md5),
+            "metrics": result.metrics,
+            "eval_set_md5": result.eval_set_md5,
+            "eval_bounds": result.bounds,
+            "status": "ready",
+            "compared_with": compared_with if baseline else {},
+        }
+    )
+    run.c.set_registered_model_alias(s.registered_model, registry.CHALLENGER, str(run.version))
+    return compared
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text.lower()).strip("_")
+
+
+evaluate_challenger_task = stage(evaluate_challenger, name="evaluate")
