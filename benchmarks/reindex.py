@@ -72,6 +72,7 @@ def main() -> None:
     offline_env(s.root)
     tune_malloc()
     import lancedb
+
     from flows.reindex import ReindexParams, reindex
     from models.encoder import load_encoder
     from tasks.champion import load_champion, model_dir, resolve_champion
@@ -140,7 +141,8 @@ def main() -> None:
     for name, sec in rows:
         print(f"| {name} | {sec:.1f} | {100 * sec / full:.1f}% |")
     print(
-        f"\nrecall@10 vs exact: incremental {inc_recall:.4f}, fresh build {fresh_recall:.4f} (delta {inc_recall - fresh_recall:+.4f})"
+        f"\nrecall@10 vs exact: incremental {inc_recall:.4f}, fresh build {fresh_recall:.4f} "
+        f"(delta {inc_recall - fresh_recall:+.4f})"
     )
     print(
         f"added products found as their own top-1: {found}/{len(vecs)}; queries returning a removed product: {leaked}"

@@ -111,9 +111,8 @@ def apply_changes(
 ) -> Applied:
     """Copy `base_table` to `new_table` and bring it to `catalog`: `vectors` are the new embeddings of
     `diff.to_embed` (in that order); text-only changes keep their vectors. Returns the new index."""
-    from lancedb.index import IvfPq
-
     import lancedb
+    from lancedb.index import IvfPq
 
     if len(vectors) != len(diff.to_embed):
         raise ValueError(f"{len(vectors)} vectors for {len(diff.to_embed)} products to embed")
