@@ -112,10 +112,12 @@ def main() -> None:
                 "recall_at_10": round(float((r <= 10).mean()), 4),
             }
     print(
-        f"catalog {s.data_path}: {len(images)} products, {len(alpha)} with transparency; champion v{served.champion.version}"
+        f"catalog {s.data_path}: {len(images)} products, {len(alpha)} with transparency; "
+        f"champion v{served.champion.version}"
     )
     print(
-        f"{'queries':<34} {'n':>5}  {'baseline R@1':>12} {'lensflow R@1':>12}  {'baseline R@10':>13} {'lensflow R@10':>13}"
+        f"{'queries':<34} {'n':>5}  {'baseline R@1':>12} {'lensflow R@1':>12}  "
+        f"{'baseline R@10':>13} {'lensflow R@10':>13}"
     )
     for name, row in table.items():
         b, ours = row["baseline convert('RGB')"], row["lensflow to_rgb"]

@@ -93,8 +93,8 @@ def model_only(encoder, catalog, data_dir: Path, batch: int) -> tuple[float, flo
 
 
 def end_to_end(encoder, catalog, data_dir: Path, batch: int, workers: int, uri: str) -> tuple[float, float | None]:
-    from tasks.embed import embedding_batches
     from lensflow.core.index import IndexConfig
+    from tasks.embed import embedding_batches
     from tasks.index import build_index
 
     def run():

@@ -97,12 +97,11 @@ def latencies(search, queries: np.ndarray) -> tuple[dict, list[np.ndarray]]:
 
 def bench_set(name: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path) -> list[dict]:
     import faiss
+    import lancedb
     import pyarrow as pa
     from lancedb.index import IvfPq
 
-    import lancedb
-    from lensflow.core.index import META_KEY, vector_search
-    from lensflow.core.index import IndexConfig
+    from lensflow.core.index import META_KEY, IndexConfig, vector_search
 
     n, dim = base.shape
     rows = []
@@ -265,7 +264,8 @@ def main() -> None:
     for r in rows:
         mark = " **(lensflow default)**" if r["lensflow_default"] else ""
         print(
-            f"| {r['set']} | {r['method']} | {r['settings']}{mark} | {r['build_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['recall_at_10']:.3f} |"
+            f"| {r['set']} | {r['method']} | {r['settings']}{mark} | {r['build_s']} "
+            f"| {r['p50_ms']} | {r['p99_ms']} | {r['recall_at_10']:.3f} |"
         )
     save_results("index", {"k": K, "queries": args.queries, "rows": rows})
 

@@ -39,7 +39,8 @@ def main(folder: Path) -> None:
             {"query": r["query_file"], "product_id": r["product_id"], "rank": rank, "top1": hits[0]["title"]}
         )
         print(
-            f"{r['query_file']:<14} {r['product_id']:<12} rank {rank or '>10':<4} top-1 {hits[0]['product_id']} {hits[0]['title']}"
+            f"{r['query_file']:<14} {r['product_id']:<12} rank {rank or '>10':<4} "
+            f"top-1 {hits[0]['product_id']} {hits[0]['title']}"
         )
     n = len(rows)
     metrics = {

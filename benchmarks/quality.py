@@ -109,7 +109,8 @@ def main() -> None:
     for strategy in [x.strip() for x in args.strategies.split(",") if x.strip()]:
         rows.append(strategy_row(strategy, args.preset, catalog, s.data_path, cache, md5, device, out, args.epochs))
     print(
-        f"\ncatalog {len(catalog)} products ({(catalog['split'] == 'test').sum()} test queries), data md5 {md5}, {describe()['summary']}"
+        f"\ncatalog {len(catalog)} products ({(catalog['split'] == 'test').sum()} test queries), "
+        f"data md5 {md5}, {describe()['summary']}"
     )
     header = (
         f"| {'model':34s} | "

@@ -72,6 +72,7 @@ def main() -> None:
     offline_env(s.root)
     tune_malloc()
     import lancedb
+
     from flows.reindex import ReindexParams, reindex
     from lensflow.core.champion import model_dir, resolve_champion
     from lensflow.core.index import table_metadata, vector_search
@@ -142,7 +143,8 @@ def main() -> None:
     for name, sec in rows:
         print(f"| {name} | {sec:.1f} | {100 * sec / full:.1f}% |")
     print(
-        f"\nrecall@10 vs exact: incremental {inc_recall:.4f}, fresh build {fresh_recall:.4f} (delta {inc_recall - fresh_recall:+.4f})"
+        f"\nrecall@10 vs exact: incremental {inc_recall:.4f}, fresh build {fresh_recall:.4f} "
+        f"(delta {inc_recall - fresh_recall:+.4f})"
     )
     print(
         f"added products found as their own top-1: {found}/{len(vecs)}; queries returning a removed product: {leaked}"

@@ -69,7 +69,8 @@ def main() -> None:
     for k, v in rows:
         print(f"| {k} | {v:.1f} | {v / flow_s:.1%} |")
     print(
-        f"| (fine_tune: tower features / head training) | {summary['feature_seconds']:.1f} / {summary['train_seconds']:.1f} | |"
+        f"| (fine_tune: tower features / head training) "
+        f"| {summary['feature_seconds']:.1f} / {summary['train_seconds']:.1f} | |"
     )
     print(f"| sum of stages | {staged:.1f} | {staged / flow_s:.1%} |")
     print(f"| orchestration + glue (flow wall - stages) | {flow_s - staged:.1f} | {(flow_s - staged) / flow_s:.1%} |")

@@ -81,7 +81,8 @@ def main() -> None:
     print("| search | clients | requests | errors | QPS | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['kind']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['qps']} | {r['p50_ms']} | {r['p99_ms']} |"
+            f"| {r['kind']} | {r['clients']} | {r['requests']} | {r['errors']} "
+            f"| {r['qps']} | {r['p50_ms']} | {r['p99_ms']} |"
         )
     save_results("serve-load", {"model_version": champ.version, "rows_in_index": champ.index["rows"], "rows": rows})
 

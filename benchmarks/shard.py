@@ -115,9 +115,9 @@ def main() -> None:
     tune_malloc()
     import torch
 
+    from flows.shard import shared_api
     from models.encoder import build_encoder, load_encoder
     from tasks.embed import embedding_batches
-    from flows.shard import shared_api
 
     work = Path(tempfile.mkdtemp(prefix="shard-bench-"))
     try:
@@ -163,7 +163,8 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     print(
-        f"| single process (load {single['load_s']} s apart) | {single['threads']} | - | {single['wall_s']} | {single['img_per_s']:,.0f} "
+        f"| single process (load {single['load_s']} s apart) | {single['threads']} | - "
+        f"| {single['wall_s']} | {single['img_per_s']:,.0f} "
         f"| - | - | - | - | reference |"
     )
     for r in runs:
@@ -173,8 +174,9 @@ def main() -> None:
             else f"max diff {r['warm']['max_abs_diff']:.1e}"
         )
         print(
-            f"| sharded, {r['workers']} Dask worker{'s' if r['workers'] > 1 else ''} | {r['threads']} each | {r['cluster_start_s']} "
-            f"| {r['cold']['wall_s']} | {r['cold']['img_per_s']:,.0f} | {r['warm']['wall_s']} | {r['warm']['img_per_s']:,.0f} "
+            f"| sharded, {r['workers']} Dask worker{'s' if r['workers'] > 1 else ''} | {r['threads']} each "
+            f"| {r['cluster_start_s']} | {r['cold']['wall_s']} | {r['cold']['img_per_s']:,.0f} "
+            f"| {r['warm']['wall_s']} | {r['warm']['img_per_s']:,.0f} "
             f"| {r['warm']['slowest_shard_s']} | {', '.join(f'{m:,.0f}' for m in r['worker_peak_rss_mb'])} | {same} |"
         )
     save_results(

@@ -529,7 +529,8 @@ def main() -> int:
         f"(ready, before warm-up: {rss_ready} MB; peak VmHWM {end['hwm_mb']} MB) |"
     )
     print(
-        f"| RSS growth per 10k requests | {summary['rss_growth_mb_per_10k_fit']} MB (fit over {len(run_samples)} samples); "
+        f"| RSS growth per 10k requests | {summary['rss_growth_mb_per_10k_fit']} MB "
+        f"(fit over {len(run_samples)} samples); "
         f"{summary['rss_growth_mb_per_10k_end_minus_start']} MB (end - start) |"
     )
     print(f"| p50 / p99 first window | {windows[0]['p50_ms']} / {windows[0]['p99_ms']} ms |")
@@ -541,16 +542,19 @@ def main() -> int:
     for k, v in by_kind.items():
         st = ", ".join(f"{c}: {n}" for c, n in sorted(v["statuses"].items()))
         print(
-            f"| {k} | {v['requests']} | {v['errors']} | {st} | {v['p50_ms'] if k != 'bad' else '-'} | {v['p99_ms'] if k != 'bad' else '-'} |"
+            f"| {k} | {v['requests']} | {v['errors']} | {st} "
+            f"| {v['p50_ms'] if k != 'bad' else '-'} | {v['p99_ms'] if k != 'bad' else '-'} |"
         )
     print(
-        f"\n| {args.window_s:g} s window | requests | errors | p50 ms | p99 ms | RSS MB at end |\n|---|---|---|---|---|---|"
+        f"\n| {args.window_s:g} s window | requests | errors | p50 ms | p99 ms | RSS MB at end |"
+        "\n|---|---|---|---|---|---|"
     )
     for w in windows:
         print(f"| {w['window']} | {w['requests']} | {w['errors']} | {w['p50_ms']} | {w['p99_ms']} | {w['rss_mb']} |")
     if exited is not None or summary["service_log_tracebacks"]:
         print(
-            f"service exit {exited}, {summary['service_log_tracebacks']} tracebacks in its log; it ends:\n{log_text[-3000:]}"
+            f"service exit {exited}, {summary['service_log_tracebacks']} tracebacks in its log; "
+            f"it ends:\n{log_text[-3000:]}"
         )
     save_results(
         "soak",

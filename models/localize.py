@@ -42,7 +42,7 @@ class LocalizeConfig:
     threshold: float = 0.5  # a pixel is salient above this share of the map's peak
     min_area: float = 0.01  # regions smaller than this share of the photo are ignored
     margin: float = 0.03  # crop margin around the region, share of its longer side, each way: catalog photos are
-    # framed tightly, and on the demo champion a 0.10 margin cost jpeg-only photos R@1 0.82 -> 0.60 (benchmarks/robustness)
+    # framed tightly; on the demo champion a 0.10 margin cost jpeg-only photos R@1 0.82 -> 0.60 (benchmarks/robustness)
     deskew: bool = (
         False  # turn a tilted, elongated region upright; measured worse (combined R@1 0.033 vs 0.053), so off:
     )

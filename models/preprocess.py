@@ -57,7 +57,8 @@ def draft(image: Image.Image, side: int) -> Image.Image:
     return image
 
 
-DECODE = f"exif-upright+alpha-over-{'#{:02x}{:02x}{:02x}'.format(*BACKGROUND)}"  # part of the tower fingerprint (feature cache key)
+# part of the tower fingerprint (feature cache key)
+DECODE = f"exif-upright+alpha-over-{'#{:02x}{:02x}{:02x}'.format(*BACKGROUND)}"
 
 
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:

@@ -57,5 +57,3 @@ def track_dir(root: Path, remote: str | Path, path: Path, push: bool = True) -> 
     if push:
         run_dvc(root, "push", "-q", str(dvc_pointer(path)))
     return read_dvc_md5(dvc_pointer(path))
-
-

@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.real, needs_fashion_mnist]
 
 
 def test_batchnorm_folding_keeps_the_features():
-    from models.towers import EfficientNetLiteTower
+    from models.towers.efficientnet import EfficientNetLiteTower
 
     x = torch.randn(4, 3, 96, 96)
     plain, folded = EfficientNetLiteTower(fold_bn=False).eval(), EfficientNetLiteTower(fold_bn=True).eval()
@@ -21,7 +21,9 @@ def test_batchnorm_folding_keeps_the_features():
 
 
 def test_bf16_precision_keeps_the_features_and_is_part_of_the_identity():
-    from models.towers import EfficientNetLiteTower, bf16_native_cpu, build_tower
+    from models.towers import build_tower
+    from models.towers.efficientnet import EfficientNetLiteTower
+    from models.towers.precision import bf16_native_cpu
 
     x = torch.randn(8, 3, 96, 96)
     fp32, bf16 = EfficientNetLiteTower().eval(), EfficientNetLiteTower(precision="bf16").eval()

@@ -1,11 +1,11 @@
 """The reindex flow on the tiny model: only the changes are embedded and applied; a failure changes nothing."""
 
+import lancedb
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-import lancedb
 from flows.reindex import ReindexParams, reindex
 from flows.retrain import RetrainParams, retrain
 from lensflow.core.champion import resolve_champion, status

@@ -1,8 +1,8 @@
 """The whole retrain flow on the tiny random model and a tiny synthetic catalog, under the Prefect harness."""
 
+import lancedb
 import pytest
 
-import lancedb
 from flows.promote import PromoteParams, promote
 from flows.retrain import RetrainParams, retrain
 from lensflow.core.champion import IndexMismatch, status

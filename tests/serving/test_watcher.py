@@ -1,8 +1,8 @@
 """The champion watcher behind hot swap: it swaps only to a verified pair, and keeps serving otherwise."""
 
+import lancedb
 import pytest
 
-import lancedb
 from flows.retrain import RetrainParams, retrain
 from serving.app import ChampionWatcher
 from tasks.promote import GateConfig

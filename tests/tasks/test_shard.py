@@ -48,6 +48,7 @@ def test_local_cluster_shards_give_the_single_process_vectors_and_index(
     project, tiny_catalog, model, tmp_path, prefect_harness
 ):
     import lancedb
+
     from tasks.index import build_index
 
     enc, model_dir = model
