@@ -32,10 +32,20 @@ def promote(params: PromoteParams = PromoteParams()) -> dict:
     c = registry.client(s.tracking_uri)
     cand = review_candidate_task(s, c, params.version)
     v = cand.version
-    page = review_page(s, c, v.version, v.tags.get("run_id"), v.metrics, cand.champion_version,
-                       cand.champion_metrics, cand.champion_run_id, cand.facts())  # fmt: skip
-    outcome, record = review_and_promote(s, c, v.version, page, v.metrics, cand.champion_version,
-                                         cand.champion_metrics, params)  # fmt: skip
+    page = review_page(
+        s,
+        c,
+        v.version,
+        v.tags.get("run_id"),
+        v.metrics,
+        cand.champion_version,
+        cand.champion_metrics,
+        cand.champion_run_id,
+        cand.facts(),
+    )
+    outcome, record = review_and_promote(
+        s, c, v.version, page, v.metrics, cand.champion_version, cand.champion_metrics, params
+    )
     return finish(outcome, v.version, {"outcome": outcome, "version": v.version, "gate": record})
 
 

@@ -24,7 +24,7 @@ from tasks.reindex import (
     reindex_summary,
     served_base,
     unchanged_images,
-)  # fmt: skip
+)
 from tasks.validate import report_dir, validate_catalog_task
 from tasks.versioning import version_data_task
 
@@ -47,26 +47,53 @@ def reindex(params: ReindexParams = ReindexParams()) -> dict:
         champ = served_base(s)
         base = champ.index
         data = version_data_task(s.root, s.data_path, s.dvc_remote_url, push=params.push_data)
-        summary = {"model_version": champ.version, "base_table": base["table"], "base_data_md5": base["data_md5"],
-                   "data_md5": data.md5}  # fmt: skip
+        summary = {
+            "model_version": champ.version,
+            "base_table": base["table"],
+            "base_data_md5": base["data_md5"],
+            "data_md5": data.md5,
+        }
         if data.md5 == base["data_md5"]:
             log.info("the index of v%d already reflects data %s: nothing to do", champ.version, data.md5)
             return summary | {"outcome": "unchanged"}
-        checked = validate_catalog_task(s.data_path, report_dir(s, data.md5), max_bad_fraction=params.max_bad_fraction,
-                                        progress=params.progress,
-                                        known_good_images=unchanged_images(s.root, base["data_md5"], data.md5))  # fmt: skip
+        checked = validate_catalog_task(
+            s.data_path,
+            report_dir(s, data.md5),
+            max_bad_fraction=params.max_bad_fraction,
+            progress=params.progress,
+            known_good_images=unchanged_images(s.root, base["data_md5"], data.md5),
+        )
         plan = plan_reindex_task(s, champ, data.md5, checked.valid)
         log.info("catalog %s -> %s: %s", base["data_md5"], data.md5, plan.diff.as_dict())
         vectors = embed_catalog(s, model_dir(champ.source), plan.todo, progress=params.progress)
-        applied = apply_changes_task(base["uri"], base["table"], plan.new_table, checked.valid, plan.diff, vectors,
-                                     params.policy, int(base.get("changes_since_build") or 0), plan.fresh_recall)  # fmt: skip
+        applied = apply_changes_task(
+            base["uri"],
+            base["table"],
+            plan.new_table,
+            checked.valid,
+            plan.diff,
+            vectors,
+            params.policy,
+            int(base.get("changes_since_build") or 0),
+            plan.fresh_recall,
+        )
         record = publish_reindex_task(s, plan, applied, params.push_data)
-    create_markdown_artifact(key="reindex", markdown=reindex_summary(plan, applied, record),
-                             description=f"{champ.name} v{champ.version}: index updated for the new catalog")  # fmt: skip
+    create_markdown_artifact(
+        key="reindex",
+        markdown=reindex_summary(plan, applied, record),
+        description=f"{champ.name} v{champ.version}: index updated for the new catalog",
+    )
     log.info("v%d now serves %s (%s)", champ.version, plan.new_table, applied.reason)
     return summary | {
-        "outcome": "reindexed", "table": plan.new_table, "diff": plan.diff.as_dict(), "embedded": len(plan.todo),
-        "rows": applied.info.rows, "rebuilt": applied.rebuilt, "reason": applied.reason,
-        "recall_at_10": applied.recall_at_10, "fresh_recall_at_10": plan.fresh_recall, "index": record,
+        "outcome": "reindexed",
+        "table": plan.new_table,
+        "diff": plan.diff.as_dict(),
+        "embedded": len(plan.todo),
+        "rows": applied.info.rows,
+        "rebuilt": applied.rebuilt,
+        "reason": applied.reason,
+        "recall_at_10": applied.recall_at_10,
+        "fresh_recall_at_10": plan.fresh_recall,
+        "index": record,
         "index_seconds": applied.seconds,
-    }  # fmt: skip
+    }

@@ -82,42 +82,87 @@ STRATEGY_OVERRIDES = ("epochs", "batch_size", "lr", "instance_weight", "seed")
 def retrain(params: RetrainParams = RetrainParams()) -> dict:
     s = begin(params.approval)
     cfg = load_strategy(params.strategy, **params.model_dump(include=set(STRATEGY_OVERRIDES)))
-    index_config = IndexConfig.preset(min_rows=params.ann_min_rows, nprobes=params.nprobes,
-                                      refine_factor=params.refine_factor)  # fmt: skip
+    index_config = IndexConfig.preset(
+        min_rows=params.ann_min_rows, nprobes=params.nprobes, refine_factor=params.refine_factor
+    )
     with writing(s, "retrain"):  # released before the review: a paused run must not block others
         data = version_data_task(s.root, s.data_path, s.dvc_remote_url, push=params.push_data)
-        checked = validate_catalog_task(s.data_path, report_dir(s, data.md5), max_bad_fraction=params.max_bad_fraction,
-                                        progress=params.progress)  # fmt: skip
+        checked = validate_catalog_task(
+            s.data_path, report_dir(s, data.md5), max_bad_fraction=params.max_bad_fraction, progress=params.progress
+        )
         commit, c = git_commit(s.root), registry.client(s.tracking_uri)
         run_params = params.model_dump(exclude={"gate", "progress"}) | {
-            "data_md5": data.md5, "git_commit": commit, "gate": params.gate.model_dump_json()}  # fmt: skip
+            "data_md5": data.md5,
+            "git_commit": commit,
+            "gate": params.gate.model_dump_json(),
+        }
         with mlflow_run(s, c, f"retrain-{data.md5[:8]}", run_params) as run:
             run.log_validation(checked)
-            trained = train_encoder_task(params.preset, checked.valid, s.data_path, data.md5, s.path(s.cache_dir),
-                                         run.work / "model", cfg, device=s.torch_device(),
-                                         loader_workers=s.loader_workers, progress=params.progress)  # fmt: skip
+            trained = train_encoder_task(
+                params.preset,
+                checked.valid,
+                s.data_path,
+                data.md5,
+                s.path(s.cache_dir),
+                run.work / "model",
+                cfg,
+                device=s.torch_device(),
+                loader_workers=s.loader_workers,
+                progress=params.progress,
+            )
             run.log_training(trained)
-            version = register_task(run, trained.model_dir, {"data_md5": data.md5, "git_commit": commit,
-                                                              "run_id": run.run_id})  # fmt: skip
-            vectors = embed_catalog(s, trained.model_dir, checked.valid, run.work, params.progress, trained.encoder,
-                                    trained.tower_features)  # fmt: skip
-            index = build_index_task(s, version, run.run_id, data.md5, checked.valid, vectors,
-                                     trained.encoder.embed_dim, index_config, params.push_data)  # fmt: skip
+            version = register_task(
+                run, trained.model_dir, {"data_md5": data.md5, "git_commit": commit, "run_id": run.run_id}
+            )
+            vectors = embed_catalog(
+                s, trained.model_dir, checked.valid, run.work, params.progress, trained.encoder, trained.tower_features
+            )
+            index = build_index_task(
+                s,
+                version,
+                run.run_id,
+                data.md5,
+                checked.valid,
+                vectors,
+                trained.encoder.embed_dim,
+                index_config,
+                params.push_data,
+            )
             plan = EvalPlan(params.shopper_queries, params.heldout_photos, params.heldout_combined, params.progress)
             compared = evaluate_challenger_task(s, run, trained.encoder, checked.valid, data.md5, index, plan)
-    page = challenger_page(s, c, version, run.run_id, compared, {
-        "data md5": data.md5, "eval set md5": compared.result.eval_set_md5, "strategy": cfg.strategy,
-        "index": f"{index.table} v{index.version} ({index.fingerprint})"})  # fmt: skip
-    outcome, decision = review_and_promote(s, c, version, page, compared.result.metrics,
-                                           compared.champion_version, compared.champion_metrics, params)  # fmt: skip
+    page = challenger_page(
+        s,
+        c,
+        version,
+        run.run_id,
+        compared,
+        {
+            "data md5": data.md5,
+            "eval set md5": compared.result.eval_set_md5,
+            "strategy": cfg.strategy,
+            "index": f"{index.table} v{index.version} ({index.fingerprint})",
+        },
+    )
+    outcome, decision = review_and_promote(
+        s, c, version, page, compared.result.metrics, compared.champion_version, compared.champion_metrics, params
+    )
     summary = {
-        "outcome": outcome, "version": version, "run_id": run.run_id, "data_md5": data.md5,
-        "catalog_rows": checked.n_rows, "quarantined_rows": checked.n_quarantined, "index": index.as_dict(),
-        "metrics": compared.result.metrics, "champion_metrics": compared.champion_metrics,
-        "eval_set_md5": compared.result.eval_set_md5, "strategy": cfg.strategy, "epochs_run": len(trained.history),
-        "gate": decision, "train_seconds": round(trained.seconds, 1),
+        "outcome": outcome,
+        "version": version,
+        "run_id": run.run_id,
+        "data_md5": data.md5,
+        "catalog_rows": checked.n_rows,
+        "quarantined_rows": checked.n_quarantined,
+        "index": index.as_dict(),
+        "metrics": compared.result.metrics,
+        "champion_metrics": compared.champion_metrics,
+        "eval_set_md5": compared.result.eval_set_md5,
+        "strategy": cfg.strategy,
+        "epochs_run": len(trained.history),
+        "gate": decision,
+        "train_seconds": round(trained.seconds, 1),
         "feature_seconds": round(trained.feature_seconds, 1),
-    }  # fmt: skip
+    }
     get_run_logger().info(
         "retrain finished: %s", json.dumps({k: summary[k] for k in ("outcome", "version", "data_md5")})
     )

@@ -39,17 +39,27 @@ def embed_catalog(
             with tempfile.TemporaryDirectory(prefix="shards-", dir=s.path(s.cache_dir)) as tmp:
                 return np.concatenate(list(embed_catalog(s, model_dir, catalog, Path(tmp), progress)))
         shards = embed_sharded(
-            model_dir, catalog, s.data_path, work / "shards", s.embed_shards, s.dask_address, s.device,
+            model_dir,
+            catalog,
+            s.data_path,
+            work / "shards",
+            s.embed_shards,
+            s.dask_address,
+            s.device,
             progress=progress,
-        )  # fmt: skip
+        )
         return shard_vectors(shards, catalog)
     encoder = encoder or load_encoder(model_dir, device=s.torch_device())
     if not len(catalog):
         return np.zeros((0, encoder.embed_dim), dtype=np.float32)
     return embed_catalog_task(
-        encoder, catalog, s.data_path, tower_features=tower_features, loader_workers=s.loader_workers,
+        encoder,
+        catalog,
+        s.data_path,
+        tower_features=tower_features,
+        loader_workers=s.loader_workers,
         progress=progress,
-    )  # fmt: skip
+    )
 
 
 @flow(name="embed-shards", persist_result=False)
@@ -85,7 +95,8 @@ def embed_shards_flow(
     log = get_run_logger()
     for i, r in enumerate(results):
         log.info(
-            f"shard {i}: {r.rows} rows in {r.seconds:.1f} s (load {r.load_seconds:.1f} s) on {r.device}, worker {r.worker} pid {r.pid}"
+            f"shard {i}: {r.rows} rows in {r.seconds:.1f} s (load {r.load_seconds:.1f} s) on {r.device}, worker "
+            f"{r.worker} pid {r.pid}"
         )
     return results
 
@@ -125,7 +136,8 @@ def embed_sharded(
     resources: dict | None = None,
 ) -> list[ShardResult]:
     """Embed the catalog in `shards` slices on the Dask cluster at `address`, or on a local cluster of `workers`
-    processes (default: one per shard, at most one per core) with cores / workers torch threads each; results in shard order."""
+    processes (default: one per shard, at most one per core) with cores / workers torch threads each; results in
+    shard order."""
     from prefect_dask import DaskTaskRunner
 
     if address:

@@ -75,7 +75,7 @@ def data_sample(
         "file, categories.json, photos: the refusal without --force lists them) and write the sample",
     ),
 ) -> None:
-    """Build the sample catalog from Fashion-MNIST and track data/ with DVC (refuses when data/ holds your own files)."""
+    """Build the sample catalog from Fashion-MNIST and track data/ with DVC (refused when data/ holds your files)."""
     try:
         build_sample(limit, force)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
@@ -161,7 +161,8 @@ def data_import(
     lines = summary_lines(imp, s.data_path, checked)
     lines += [
         f"tracked   data/ with DVC (md5 {md5}); commit data.dvc (and .dvc/config) to record this catalog version",
-        "next      lensflow retrain --auto-approve    (trains, indexes, evaluates and promotes; `lensflow status` after)",
+        "next      lensflow retrain --auto-approve    (trains, indexes, evaluates and promotes; `lensflow status` "
+        "after)",
     ]
     typer.echo("\n".join(lines))
 
@@ -324,14 +325,19 @@ def retrain(
     m = summary["metrics"]
     lines = [
         f"outcome          {summary['outcome']} (model {s.registered_model} v{summary['version']})",
-        f"catalog          {summary['catalog_rows']} rows, {summary['quarantined_rows']} quarantined, DVC md5 {summary['data_md5']}",
-        f"index            {summary['index']['table']} v{summary['index']['version']}, {summary['index']['rows']} rows, "
+        f"catalog          {summary['catalog_rows']} rows, {summary['quarantined_rows']} quarantined, DVC md5 "
+        f"{summary['data_md5']}",
+        f"index            {summary['index']['table']} v{summary['index']['version']}, {summary['index']['rows']} "
+        "rows, "
         f"ANN {'IVF_PQ' if summary['index']['ann'] else 'none (exact)'}",
-        f"image->product   P@10 {m['image_precision_at_10']:.3f}  R@1 {m['image_recall_at_1']:.3f}  MRR@10 {m['image_mrr_at_10']:.3f}  nDCG@10 {m['image_ndcg_at_10']:.3f}",
-        f"text->product    P@10 {m['text_precision_at_10']:.3f}  R@1 {m['text_recall_at_1']:.3f}  MRR@10 {m['text_mrr_at_10']:.3f}  nDCG@10 {m['text_ndcg_at_10']:.3f}",
+        f"image->product   P@10 {m['image_precision_at_10']:.3f}  R@1 {m['image_recall_at_1']:.3f}  MRR@10 "
+        f"{m['image_mrr_at_10']:.3f}  nDCG@10 {m['image_ndcg_at_10']:.3f}",
+        f"text->product    P@10 {m['text_precision_at_10']:.3f}  R@1 {m['text_recall_at_1']:.3f}  MRR@10 "
+        f"{m['text_mrr_at_10']:.3f}  nDCG@10 {m['text_ndcg_at_10']:.3f}",
         *(
             [
-                f"shopper photo    R@1 {m['shopper_recall_at_1']:.3f}  R@10 {m['shopper_recall_at_10']:.3f}  MRR@10 {m['shopper_mrr_at_10']:.3f}"
+                f"shopper photo    R@1 {m['shopper_recall_at_1']:.3f}  R@10 {m['shopper_recall_at_10']:.3f}  MRR@10 "
+                f"{m['shopper_mrr_at_10']:.3f}"
                 f"  (same product among {summary['catalog_rows']})"
             ]
             if "shopper_recall_at_1" in m
@@ -339,13 +345,15 @@ def retrain(
         ),
         f"zero-shot acc    {m['zero_shot_accuracy']:.3f}"
         + (f"   ANN recall@10 vs exact {m['index_recall_at_10']:.3f}" if "index_recall_at_10" in m else ""),
-        f"gate             {'passed' if summary['gate']['passed'] else 'failed: ' + '; '.join(summary['gate']['reasons'])}",
+        "gate             "
+        f"{'passed' if summary['gate']['passed'] else 'failed: ' + '; '.join(summary['gate']['reasons'])}",
         *(
             [f"review           {r['outcome']} by {r['reviewer']}: {r['comment']}"]
             if (r := summary["gate"].get("review"))
             else []
         ),
-        f"time             {summary['wall_seconds']} s (tower features {summary['feature_seconds']} s, {summary['strategy']} training {summary['train_seconds']} s, {summary['epochs_run']} epochs)",
+        f"time             {summary['wall_seconds']} s (tower features {summary['feature_seconds']} s, "
+        f"{summary['strategy']} training {summary['train_seconds']} s, {summary['epochs_run']} epochs)",
         "stages           " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["stage_seconds"].items()),
     ]
     typer.echo("\n".join(lines))
@@ -429,7 +437,8 @@ def status(json_out: bool = typer.Option(False, "--json", help="print JSON")) ->
         ch = st["champion"]
         typer.echo(f"champion  {ch['name']} v{ch['version']} (data {ch['data_md5']})")
         typer.echo(
-            f"index     {ch['index']['table']} v{ch['index']['version']}, {ch['index']['rows']} rows at {ch['index']['uri']}"
+            f"index     {ch['index']['table']} v{ch['index']['version']}, {ch['index']['rows']} rows at "
+            f"{ch['index']['uri']}"
         )
         typer.echo(
             "metrics   "

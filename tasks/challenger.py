@@ -59,17 +59,32 @@ def evaluate_challenger(
     cache, device = s.path(s.cache_dir), s.torch_device()
     table = connect(index.uri).open_table(index.table)
     shopper = shopper_queries(
-        encoder, catalog, s.data_path, cache, data_md5,
-        limit=plan.shopper_queries, workers=s.loader_workers, progress=plan.progress,
-    )  # fmt: skip
+        encoder,
+        catalog,
+        s.data_path,
+        cache,
+        data_md5,
+        limit=plan.shopper_queries,
+        workers=s.loader_workers,
+        progress=plan.progress,
+    )
     gallery = Gallery.from_table(table)  # read once for both evaluations
     result = evaluate(encoder, table, shopper, gallery=gallery)
     held = (plan.heldout_photos, plan.heldout_combined)
     result = add_robustness(result, encoder, gallery, catalog, s.data_path, *held, cache, data_md5, plan.progress)
     baseline = champion_on_eval_set(
-        run.c, s.registered_model, catalog, s.data_path, cache, data_md5, plan.shopper_queries, device,
-        s.loader_workers, plan.progress, heldout=held,
-    )  # fmt: skip
+        run.c,
+        s.registered_model,
+        catalog,
+        s.data_path,
+        cache,
+        data_md5,
+        plan.shopper_queries,
+        device,
+        s.loader_workers,
+        plan.progress,
+        heldout=held,
+    )
     compared = Comparison(result, baseline)
     run.log_metrics(result.metrics)
     run.log_metrics({f"{m}.{_slug(cat)}": v for cat, ms in result.per_category.items() for m, v in ms.items()})
@@ -77,9 +92,14 @@ def evaluate_challenger(
         run.log_metrics(baseline.result.metrics, prefix="champion.")
     report = run.work / "eval"
     write_report(
-        report, result, baseline.result if baseline else None, compared.champion_version, catalog, s.data_path,
+        report,
+        result,
+        baseline.result if baseline else None,
+        compared.champion_version,
+        catalog,
+        s.data_path,
         {"index": index.as_dict()},
-    )  # fmt: skip
+    )
     run.log_artifacts(report, "evaluation")
     compared_with = {"champion_version": compared.champion_version, "metrics": compared.champion_metrics}
     run.tag_version(

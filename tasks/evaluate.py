@@ -115,7 +115,8 @@ def evaluate_vectors(
     test, rest = gallery.split == "test", gallery.split != "test"
     if not test.any() or not rest.any():
         raise ValueError(
-            f"evaluation needs test and non-test rows; the gallery has {int(test.sum())} test and {int(rest.sum())} other rows"
+            f"evaluation needs test and non-test rows; the gallery has {int(test.sum())} test and {int(rest.sum())} "
+            "other rows"
         )
     vecs, cats = gallery.vectors, gallery.categories
     categories = sorted(set(cats))

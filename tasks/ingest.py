@@ -171,8 +171,8 @@ def summary_lines(imp: Imported, data_dir: Path, checked, max_bad_fraction: floa
     lines = [
         f"read      {imp.rows} products; {imp.images} photos {'linked' if imp.linked else 'copied'} "
         f"({imp.image_bytes / 1e6:.1f} MB) into {data_dir}, catalog {imp.catalog}",
-        f"categories {len(imp.categories)} (from {imp.categories_from}; edit {data_dir / 'categories.json'} to change them): "
-        + ", ".join(f"{c} {counts.get(c, 0)}" for c in imp.categories),
+        f"categories {len(imp.categories)} (from {imp.categories_from}; edit {data_dir / 'categories.json'} to "
+        "change them): " + ", ".join(f"{c} {counts.get(c, 0)}" for c in imp.categories),
     ]
     if imp.missing:
         lines.append(f"not found {len(imp.missing)} photos named in the catalog (their rows are quarantined):")
@@ -192,7 +192,8 @@ def summary_lines(imp: Imported, data_dir: Path, checked, max_bad_fraction: floa
             lines.append(f"  ... and {checked.n_quarantined - 10} more")
         if checked.n_quarantined > max_bad_fraction * checked.n_rows:
             lines.append(
-                f"warning   that is more than {max_bad_fraction:.0%} of the rows: `lensflow retrain` will stop until they "
+                f"warning   that is more than {max_bad_fraction:.0%} of the rows: `lensflow retrain` will stop "
+                "until they "
                 "are fixed (import again with --force), or pass it --max-bad-fraction"
             )
     else:

@@ -96,7 +96,8 @@ def accept_hint(version: int, decision: GateDecision, bounds: dict[str, dict[str
     for name, value in decision.floors_missed.items():
         b = bounds.get(name)
         reach = (
-            f" (on this catalog it can reach {b['ceiling']:.2f} with a perfect ranking; a random ranking scores {b['chance']:.2f})"
+            f" (on this catalog it can reach {b['ceiling']:.2f} with a perfect ranking; a random ranking scores "
+            f"{b['chance']:.2f})"
             if b
             else ""
         )
@@ -198,7 +199,8 @@ def promote(
             version,
             {
                 "status": "superseded",
-                "superseded_reason": f"approved by {review.reviewer}, but the champion moved from v{decision.champion_version} "
+                "superseded_reason": f"approved by {review.reviewer}, but the champion moved from "
+                "v{decision.champion_version} "
                 f"to v{current} after the comparison: run the promote flow again",
             },
         )

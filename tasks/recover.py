@@ -81,7 +81,8 @@ def recover(c, name: str, experiment: str, lancedb_uri: str | None = None, log=N
             if (run.info.run_name or "").startswith(RUN_PREFIXES):
                 c.set_terminated(run.info.run_id, "KILLED")
                 fixed.append(
-                    f"MLflow run {run.info.run_name} ({run.info.run_id}): KILLED (it was still RUNNING with no live run)"
+                    f"MLflow run {run.info.run_name} ({run.info.run_id}): KILLED (it was still RUNNING with no live "
+                    "run)"
                 )
     for line in fixed if log else ():
         log(f"recovered from an interrupted run: {line}")

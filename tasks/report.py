@@ -157,7 +157,8 @@ def gap_line(metrics: dict[str, float]) -> str:
     train, held = metrics.get("shopper_recall_at_1"), metrics.get("heldout_combined_recall_at_1")
     if train is None or held is None:
         return ""
-    return f"train-recipe vs held-out-recipe shopper R@1: {train:.3f} vs {held:.3f} (generalisation gap {train - held:+.3f})"
+    gap = f"generalisation gap {train - held:+.3f}"
+    return f"train-recipe vs held-out-recipe shopper R@1: {train:.3f} vs {held:.3f} ({gap})"
 
 
 def write_report(

@@ -50,7 +50,7 @@ class ShardResult:
 
 
 def shard_bounds(n_rows: int, shards: int) -> list[tuple[int, int]]:
-    """Contiguous [start, end) slices of balanced size (the first n_rows % shards one row longer), empty ones dropped."""
+    """Contiguous [start, end) slices of balanced size (the first n_rows % shards one row longer), no empty ones."""
     if shards < 1:
         raise ValueError(f"shards must be >= 1, not {shards}")
     size, extra = divmod(n_rows, shards)
@@ -167,7 +167,8 @@ def shard_vectors(results: list[ShardResult], catalog: pd.DataFrame) -> Iterator
                 j = next(k for k in range(len(ids)) if k >= len(want) or ids[k] != want[k])
                 have = repr(want[j]) if j < len(want) else "no row (the catalog ends)"
                 raise ValueError(
-                    f"shard file {path}, row {got + j}: product_id {ids[j]!r}, but catalog row {offset + got + j} has {have}"
+                    f"shard file {path}, row {got + j}: product_id {ids[j]!r}, but catalog row {offset + got + j} "
+                    f"has {have}"
                 )
             column = batch.column("vector")
             dim = dim or column.type.list_size

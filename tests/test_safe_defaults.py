@@ -172,8 +172,8 @@ def test_links_carry_no_credentials(monkeypatch):
 
 
 def test_review_page_shows_no_credentials(monkeypatch):
-    from tasks.review import review_page
     from lensflow.core.settings import Settings
+    from tasks.review import review_page
 
     monkeypatch.setenv("LENSFLOW_MLFLOW_UI_URL", f"https://admin:{SECRET}@mlflow.example.com")
     client = SimpleNamespace(get_run=lambda run_id: SimpleNamespace(info=SimpleNamespace(experiment_id="3")))
@@ -255,7 +255,7 @@ def test_status_never_prints_index_credentials(project, monkeypatch):
 @pytest.mark.cli
 @pytest.mark.parametrize("scheme", ["http", "postgresql"])
 def test_lensflow_status_with_a_password_in_the_tracking_uri(tmp_path, scheme):
-    """As a user runs it: no champion reachable; whatever `lensflow status` prints (message or traceback), no password."""
+    """As a user runs it, with no champion reachable: what `lensflow status` prints holds no password."""
     (tmp_path / "data.dvc").touch()
     uri = f"{scheme}://lensflow:{SECRET}@127.0.0.1:{free_port()}/" + ("" if scheme == "http" else "mlflow")
     env = {

@@ -283,7 +283,8 @@ def test_hot_swap_under_load(svc):
     assert failures == [] and total > 50
     assert all(v and v[-1] == 2 for v in seen)
     print(
-        f"hot swap: {total} requests, {sum(v.count(1) for v in seen)} answered by v1, {sum(v.count(2) for v in seen)} by v2"
+        f"hot swap: {total} requests, {sum(v.count(1) for v in seen)} answered by v1, "
+        f"{sum(v.count(2) for v in seen)} by v2"
     )
     for versions in seen:  # monotonic: once a client got v2 it never got v1 again
         assert versions == sorted(versions), versions

@@ -2,9 +2,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from flows.shard import embed_sharded
 from models.encoder import build_encoder
 from tasks.embed import embed_catalog
-from flows.shard import embed_sharded
 from tasks.shard import embed_shard, shard_bounds, shard_vectors
 
 
