@@ -13,11 +13,12 @@ export MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_
 export PREFECT_HOME := $(CURDIR)/.prefect
 export TQDM_MININTERVAL ?= 2
 
-.PHONY: help install system-deps browser-deps demo test test-fast bench bench-embed bench-index bench-retrain bench-serve bench-soak bench-quality up down clean
+.PHONY: help install system-deps browser-deps lint demo test test-fast bench bench-embed bench-index bench-retrain bench-serve bench-soak bench-quality up down clean
 
 help:
 	@echo "make demo       install, build the sample catalog, run the retrain flow, print a summary"
 	@echo "make test       install, then run every test tier CI checks"
+	@echo "make lint       ruff: lint and format check (make test runs it first)"
 	@echo "make test-fast  the fast inner loop (no real weights, CLI or crash subprocesses, browser or platform)"
 	@echo "make up         start Prefect server + worker + deployments and the MLflow UI on 127.0.0.1"
 	@echo "make down       stop what make up started"
@@ -59,10 +60,14 @@ demo: install system-deps
 	$(BIN)/lensflow retrain --auto-approve $(if $(DEMO_LIMIT),--limit $(DEMO_LIMIT))
 	$(BIN)/lensflow status
 
-test: install system-deps browser-deps
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install system-deps browser-deps lint
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: install lint
 	$(BIN)/python -m pytest -q -m "not real and not cli and not crash and not integration and not browser"
 
 $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt

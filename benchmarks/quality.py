@@ -21,6 +21,7 @@ from lensflow.core.dvc import dir_md5
 from lensflow.core.runtime import offline_env
 from lensflow.core.settings import get_settings
 from models.augment import ShopperAugment
+from models.device import resolve_device
 from models.encoder import build_encoder
 from models.train import embed_inputs, load_strategy
 from tasks.catalog import load_catalog
@@ -103,7 +104,7 @@ def main() -> None:
     offline_env(s.root)
     catalog = load_catalog(s.data_path)
     md5 = dir_md5(s.data_path)
-    cache, device = s.path(s.cache_dir), s.torch_device()
+    cache, device = s.path(s.cache_dir), resolve_device(s.device)
     out = cache / "benchmark-models"
     rows = [frozen_row(args.preset, catalog, s.data_path, cache, md5, device)]
     for strategy in [x.strip() for x in args.strategies.split(",") if x.strip()]:

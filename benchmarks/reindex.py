@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 from benchmarks.machine import describe, save_results
 from lensflow.core.runtime import offline_env, tune_malloc
 from lensflow.core.settings import get_settings
+from models.device import resolve_device
 
 
 def mutate(data_dir: Path, added: float, changed: float, removed: float, seed: int = 0) -> dict:
@@ -107,7 +108,7 @@ def main() -> None:
 
     # baseline, same run: embed the whole new catalog from its images and build a fresh index
     catalog = validate_catalog(s.data_path, Path("/tmp") / "reindex-bench-validation", progress=False).valid
-    encoder = load_encoder(model_dir(champ.source), device=s.torch_device())
+    encoder = load_encoder(model_dir(champ.source), device=resolve_device(s.device))
     t0 = time.perf_counter()
     vectors = embed_catalog(encoder, catalog, s.data_path, loader_workers=s.loader_workers, progress=False)
     embed_s = time.perf_counter() - t0

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from flows.common import begin
 from lensflow.core import registry
 from lensflow.core.champion import resolve_version
+from models.device import resolve_device
 from tasks.baseline import record_evaluation_task, version_on_eval_set_task
 from tasks.robustness import DEFAULT_COMBINED, DEFAULT_PER_CONDITION
 from tasks.validate import report_dir, validate_catalog_task
@@ -53,7 +54,7 @@ def evaluate(params: EvaluateParams = EvaluateParams()) -> dict:
         s.path(s.cache_dir),
         data.md5,
         params.shopper_queries,
-        s.torch_device(),
+        resolve_device(s.device),
         s.loader_workers,
         params.progress,
         (params.heldout_photos, params.heldout_combined),

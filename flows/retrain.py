@@ -14,6 +14,7 @@ from flows.promote import finish
 from flows.shard import embed_catalog
 from lensflow.core import registry
 from lensflow.core.index import IndexConfig
+from models.device import resolve_device
 from models.train import load_strategy
 from tasks.challenger import EvalPlan, evaluate_challenger_task
 from tasks.index import build_index_task
@@ -106,7 +107,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
                 s.path(s.cache_dir),
                 run.work / "model",
                 cfg,
-                device=s.torch_device(),
+                device=resolve_device(s.device),
                 loader_workers=s.loader_workers,
                 progress=params.progress,
             )

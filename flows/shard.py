@@ -16,6 +16,7 @@ import pyarrow as pa
 from prefect import flow, get_run_logger
 
 from lensflow.core.settings import Settings
+from models.device import resolve_device
 from models.encoder import DualEncoder, load_encoder
 from tasks.embed import embed_catalog_task
 from tasks.shard import ShardResult, embed_shard_task, shard_bounds, shard_vectors
@@ -49,7 +50,7 @@ def embed_catalog(
             progress=progress,
         )
         return shard_vectors(shards, catalog)
-    encoder = encoder or load_encoder(model_dir, device=s.torch_device())
+    encoder = encoder or load_encoder(model_dir, device=resolve_device(s.device))
     if not len(catalog):
         return np.zeros((0, encoder.embed_dim), dtype=np.float32)
     return embed_catalog_task(

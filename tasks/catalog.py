@@ -84,9 +84,9 @@ def load_catalog_file(path: Path, name: str) -> pd.DataFrame:
     """`load_catalog` for one file; `name` (catalog.parquet / catalog.csv) says its format."""
     df = read_catalog_table(path, name)
     for col in ("product_id", "title", "category", "image_path"):
-        df[col] = pd.Series([_text(v) for v in df[col]], index=df.index, dtype=object)
+        df[col] = pd.Series([cell_text(v) for v in df[col]], index=df.index, dtype=object)
     # a row without a split (no column, or an empty cell) gets the deterministic hash split
-    given = [_text(v) for v in df["split"]] if "split" in df.columns else [None] * len(df)
+    given = [cell_text(v) for v in df["split"]] if "split" in df.columns else [None] * len(df)
     df["split"] = pd.Series(
         [s if s is not None else hash_split(p or "") for s, p in zip(given, df["product_id"])],
         index=df.index,
@@ -96,7 +96,7 @@ def load_catalog_file(path: Path, name: str) -> pd.DataFrame:
     return df
 
 
-def _text(value) -> str | None:
+def cell_text(value) -> str | None:
     """A cell as text; None for every kind of missing value (None, NaN, NaT, pd.NA)."""
     if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
         return None

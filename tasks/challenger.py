@@ -10,6 +10,7 @@ import pandas as pd
 from lensflow.core import registry
 from lensflow.core.index import connect
 from lensflow.core.settings import Settings
+from models.device import resolve_device
 from models.encoder import DualEncoder
 from tasks import stage
 from tasks.baseline import Baseline, champion_on_eval_set
@@ -56,7 +57,7 @@ def evaluate_challenger(
 ) -> Comparison:
     """Shopper photos (training recipe and held-out), text and image queries against the challenger's own
     index; the champion on the same set; metrics and the report on the run; the version tagged `ready`."""
-    cache, device = s.path(s.cache_dir), s.torch_device()
+    cache, device = s.path(s.cache_dir), resolve_device(s.device)
     table = connect(index.uri).open_table(index.table)
     shopper = shopper_queries(
         encoder,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from lensflow.core.dvc import DvcError, run_dvc
-from tasks.catalog import CATALOG_FILES, load_catalog_file
+from tasks.catalog import CATALOG_FILES, cell_text, load_catalog_file
 
 TEXT_COLUMNS = ("title", "category", "description", "color", "brand", "price", "split")
 
@@ -42,12 +42,6 @@ class CatalogDiff:
         }
 
 
-def _norm(v):
-    if v is None or (isinstance(v, float) and v != v):
-        return None
-    return str(v)
-
-
 def diff_catalogs(
     old: pd.DataFrame, new: pd.DataFrame, old_files: dict[str, str], new_files: dict[str, str]
 ) -> CatalogDiff:
@@ -58,7 +52,7 @@ def diff_catalogs(
         out = pd.DataFrame({"product_id": df["product_id"].astype(str), "image_path": df["image_path"].astype(str)})
         out["image_md5"] = out["image_path"].map(files)
         for c in cols:
-            out[c] = df[c].map(_norm) if c in df.columns else None
+            out[c] = df[c].map(cell_text) if c in df.columns else None
         return out.set_index("product_id")
 
     a, b = keyed(old, old_files), keyed(new, new_files)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
@@ -15,6 +14,7 @@ from lensflow.core.index import META_KEY, IndexConfig, connect, table_dir, table
 from lensflow.core.settings import Settings
 from lensflow.core.storage import is_remote
 from tasks import stage
+from tasks.catalog import cell_text
 from tasks.versioning import track_dir
 
 TABLE_COLUMNS = ("product_id", "title", "category", "image_path", "split", "description", "color", "price", "brand")
@@ -55,9 +55,7 @@ def index_record(index: IndexInfo, data_md5: str, built: str = "full", **extra) 
 def arrow_column(values: pd.Series, name: str) -> pa.Array:
     if name == "price":
         return pa.array(pd.to_numeric(values), type=pa.float64(), from_pandas=True)
-    return pa.array(
-        [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in values], type=pa.string()
-    )
+    return pa.array([cell_text(v) for v in values], type=pa.string())
 
 
 def _record_batches(

@@ -12,7 +12,7 @@ import shutil
 
 from lensflow.core.index import connect, table_dir, table_name
 from lensflow.core.registry import CHAMPION, get_alias, set_tags, version_tags
-from lensflow.core.storage import is_remote
+from lensflow.core.storage import is_remote, sql_quote
 from tasks.approval import now
 
 RUN_PREFIXES = ("retrain-",)  # MLflow runs written under the lock (evaluate runs are not: they may be live)
@@ -28,7 +28,7 @@ def recover(c, name: str, experiment: str, lancedb_uri: str | None = None, log=N
     champ = get_alias(c, name, CHAMPION)
     champ_v = int(champ.version) if champ else None
     try:
-        versions = c.search_model_versions(f"name='{name}'")
+        versions = c.search_model_versions(f"name = {sql_quote(name)}")
     except MlflowException:
         versions = []
     for mv in versions:

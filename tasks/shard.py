@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from models.device import resolve_device
 from models.encoder import DualEncoder, load_encoder
 from tasks import stage
 from tasks.embed import embedding_batches
@@ -73,15 +74,6 @@ def _worker() -> tuple[str, int]:
     except (ImportError, ValueError):
         return "", 0
     return str(name), int(name) if str(name).isdigit() else zlib.crc32(str(name).encode())
-
-
-def resolve_device(device: str, index: int = 0) -> str:
-    """ "auto": this worker's GPU (worker index modulo the GPUs it sees) when it has any, else the CPU."""
-    import torch
-
-    if device != "auto":
-        return device
-    return f"cuda:{index % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
 
 
 def cached_encoder(model_dir: str, device: str) -> tuple[DualEncoder, float]:

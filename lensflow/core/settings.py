@@ -128,13 +128,6 @@ class Settings(BaseSettings):
     def dvc_remote_url(self) -> str:
         return self.dvc_remote if is_remote(self.dvc_remote) else str(self.path(self.dvc_remote))
 
-    def torch_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
