@@ -77,7 +77,7 @@ def timed(fn) -> tuple[float, float | None, object]:
 def model_only(encoder, catalog, data_dir: Path, batch: int) -> tuple[float, float | None]:
     import torch
 
-    from tasks.images import CatalogImages
+    from tasks.helpers.images import CatalogImages
 
     images = CatalogImages(data_dir, catalog["image_path"].tolist(), encoder.preprocess)
     arrays = np.stack([images[i] for i in range(len(images))])

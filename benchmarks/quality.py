@@ -24,9 +24,9 @@ from models.augment import ShopperAugment
 from models.device import resolve_device
 from models.encoder import build_encoder
 from models.train import embed_inputs, load_strategy
-from tasks.catalog import load_catalog
 from tasks.evaluate import Gallery, ShopperQueries, evaluate_vectors
-from tasks.features import suffix_inputs
+from tasks.helpers.catalog import load_catalog
+from tasks.helpers.features import suffix_inputs
 from tasks.shopper import SHOPPER_SEED, shopper_queries, shopper_rows
 from tasks.train import train_encoder
 

@@ -3,7 +3,7 @@
     python -m benchmarks.robustness [--per-condition 50] [--combined 300] [--model DIR]
                                     [--localizer '{"deskew": true}' ...]
 
-The photos come from tasks/heldout_photos.py (no code, parameters or seeds shared with training).
+The photos come from tasks/helpers/heldout_photos.py (no code, parameters or seeds shared with training).
 Columns: the champion's encoder as served, the same encoder with the localizer switched off (or on,
 for a champion trained before it existed), one column per `--localizer` setting (models.localize.
 LocalizeConfig fields: the ablation of side, margin, deskew), and the time per query of each (photo
@@ -34,8 +34,8 @@ def main() -> None:
     from models.encoder import load_encoder
     from models.localize import LocalizeConfig, Localizer
     from serving.served import load_champion
-    from tasks.catalog import load_catalog
     from tasks.evaluate import Gallery
+    from tasks.helpers.catalog import load_catalog
     from tasks.robustness import robustness
 
     s = get_settings()

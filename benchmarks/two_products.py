@@ -3,7 +3,7 @@
     python -m benchmarks.two_products [--photos 100]
 
 Each photo holds two test products side by side on a background from the held-out generator
-(tasks/heldout_photos.py). The champion's localizer offers regions (`/detect`: one saliency pass per
+(tasks/helpers/heldout_photos.py). The champion's localizer offers regions (`/detect`: one saliency pass per
 product); each region is searched alone (`box=`), as the page does when a shopper picks it. Counted per
 product: offered (a region's centre lies in its box), found at rank 1 and in the top 10 by its region's
 search. Baseline in the same run: searching the whole photo once (at most one of the two can be first).
@@ -23,7 +23,7 @@ from lensflow.core.settings import get_settings
 
 
 def composite(left: Image.Image, right: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, list[tuple]]:
-    from tasks.heldout_photos import BACKGROUND_MAKERS, cutout
+    from tasks.helpers.heldout_photos import BACKGROUND_MAKERS, cutout
 
     w, h = 480, 320
     bg = BACKGROUND_MAKERS[str(rng.choice(["dark", "bright", "textured", "photographic"]))](w, h, rng)
@@ -52,7 +52,7 @@ def main() -> None:
     from models.preprocess import to_rgb
     from serving.search import image_vector
     from serving.served import load_champion
-    from tasks.catalog import load_catalog
+    from tasks.helpers.catalog import load_catalog
     from tasks.robustness import heldout_rows
 
     s = get_settings()

@@ -54,7 +54,7 @@ class RetrainParams(ReviewPolicy):
         DEFAULT_PER_CONDITION,
         ge=0,
         description="held-out shopper photos per single condition "
-        "(tasks/heldout_photos.py; 0: only the combined condition)",
+        "(tasks/helpers/heldout_photos.py; 0: only the combined condition)",
     )
     heldout_combined: int = Field(
         DEFAULT_COMBINED, ge=1, description="held-out shopper photos with every condition at once (gated)"

@@ -113,7 +113,7 @@ def data_import(
 
     Prints what was read and which rows validation will quarantine (and why); then `lensflow retrain`."""
     from lensflow.core.dvc import ensure_dvc, read_dvc_md5, run_dvc
-    from tasks.catalog import CatalogError
+    from tasks.helpers.catalog import CatalogError
     from tasks.ingest import import_catalog, summary_lines
     from tasks.validate import validate_catalog
 
@@ -297,7 +297,7 @@ def retrain(
             build_sample(limit, err=json_out)
     from flows.retrain import RetrainParams
     from flows.retrain import retrain as retrain_flow
-    from tasks.catalog import CatalogError
+    from tasks.helpers.catalog import CatalogError
     from tasks.lock import RunInProgress
     from tasks.validate import ValidationFailed
 
@@ -402,7 +402,7 @@ def reindex(json_out: bool = typer.Option(False, "--json", help="print the run s
     from flows.reindex import ReindexParams
     from flows.reindex import reindex as reindex_flow
     from lensflow.core.champion import IndexMismatch, NoChampion
-    from tasks.catalog import CatalogError
+    from tasks.helpers.catalog import CatalogError
     from tasks.lock import RunInProgress
     from tasks.validate import ValidationFailed
 
@@ -465,7 +465,7 @@ def status(json_out: bool = typer.Option(False, "--json", help="print JSON")) ->
 
 def heldout_lines(metrics: dict) -> list[str]:
     """The held-out shopper-photo figures for `status`: combined, each condition's R@1, and the gap."""
-    from tasks.report import gap_line
+    from tasks.helpers.report import gap_line
     from tasks.robustness import table_of
 
     table = table_of(metrics)
@@ -546,7 +546,7 @@ def _review_api():
 @review_app.command("list")
 def review_list(json_out: bool = typer.Option(False, "--json", help="print JSON (with the full review pages)")) -> None:
     """Paused runs waiting for a decision, with what they compare."""
-    from tasks.approval import pending_reviews
+    from tasks.helpers.approval import pending_reviews
 
     _review_api()
     try:
@@ -564,7 +564,7 @@ def review_list(json_out: bool = typer.Option(False, "--json", help="print JSON 
 def _answer(flow_run_id: str, decision: str, reviewer: str, comment: str) -> None:
     from prefect.exceptions import FlowPauseTimeout, NotPausedError, PrefectHTTPStatusError
 
-    from tasks.approval import answer_review
+    from tasks.helpers.approval import answer_review
 
     s = _review_api()
     if s.reviewers and reviewer not in s.reviewers:

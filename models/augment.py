@@ -7,7 +7,7 @@ coloured, uneven light, with blur, sensor noise and JPEG artefacts. Then the vie
 square around the product's true box with a random margin and a random offset, as a localizer with
 some error would crop it. Training on these views teaches invariance to what localization leaves
 (background at the margins, residual tilt, light, optics), not to one recipe. The held-out
-evaluation (tasks/heldout_photos.py) uses none of this code.
+evaluation (tasks/helpers/heldout_photos.py) uses none of this code.
 """
 
 from __future__ import annotations

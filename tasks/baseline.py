@@ -14,10 +14,10 @@ from lensflow.core.settings import Settings
 from models.encoder import load_encoder
 from models.train import embed_inputs
 from tasks import stage
-from tasks.approval import now
 from tasks.evaluate import EvalResult, Gallery, evaluate_vectors
-from tasks.features import suffix_inputs
-from tasks.report import HEADLINE, comparison_table
+from tasks.helpers.approval import now
+from tasks.helpers.features import suffix_inputs
+from tasks.helpers.report import HEADLINE, comparison_table
 from tasks.robustness import DEFAULT_COMBINED, DEFAULT_PER_CONDITION, add_robustness
 from tasks.shopper import shopper_queries
 

@@ -15,8 +15,8 @@ from models.encoder import DualEncoder
 from tasks import stage
 from tasks.baseline import Baseline, champion_on_eval_set
 from tasks.evaluate import EvalResult, Gallery, evaluate
+from tasks.helpers.report import write_report
 from tasks.index import IndexInfo, index_record
-from tasks.report import write_report
 from tasks.robustness import add_robustness
 from tasks.shopper import shopper_queries
 from tasks.tracking import TrackedRun

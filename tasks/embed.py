@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from models.encoder import DualEncoder
 from tasks import stage
-from tasks.images import iter_encoded
+from tasks.helpers.images import iter_encoded
 
 
 def embedding_batches(

@@ -1,6 +1,6 @@
 """Offline retrieval evaluation on the test split, against the gallery that is served.
 
-Three query sets (metric definitions in tasks/metrics.py):
+Three query sets (metric definitions in tasks/helpers/metrics.py):
 - text:    one query per category (a prompt ensemble of its name), relevant = products of that
            category among the non-test products;
 - image:   each test product's catalog photo, relevant = same category among non-test products;
@@ -22,9 +22,9 @@ import torch
 
 from lensflow.core.index import table_metadata, vector_search
 from models.encoder import DualEncoder
-from tasks.catalog import category_text
 from tasks.embed import embed_texts
-from tasks.metrics import grouped_metrics, label_relevance, ranking_metrics, recall_curve, topk
+from tasks.helpers.catalog import category_text
+from tasks.helpers.metrics import grouped_metrics, label_relevance, ranking_metrics, recall_curve, topk
 
 PROMPTS = ("{}", "a photo of a {}", "a product photo of a {}", "a {} for sale", "a close-up photo of a {}")
 

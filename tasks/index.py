@@ -14,7 +14,7 @@ from lensflow.core.index import META_KEY, IndexConfig, connect, table_dir, table
 from lensflow.core.settings import Settings
 from lensflow.core.storage import is_remote
 from tasks import stage
-from tasks.catalog import cell_text
+from tasks.helpers.catalog import cell_text
 from tasks.versioning import track_dir
 
 TABLE_COLUMNS = ("product_id", "title", "category", "image_path", "split", "description", "color", "price", "brand")

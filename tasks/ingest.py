@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from tasks.catalog import CATALOG_FILES, CatalogError, read_catalog_table
+from tasks.helpers.catalog import CATALOG_FILES, CatalogError, read_catalog_table
 from tasks.sample import describe_files, foreign_files, remove_files, sample_files
 from tasks.validate import POLICY, case_variant
 

@@ -12,7 +12,7 @@ from lensflow.core.champion import Champion, IndexMismatch, index_problems, reso
 from lensflow.core.registry import CHALLENGER, CHAMPION, get_alias, json_tag, set_tags, version_tags
 from lensflow.core.settings import Settings
 from tasks import stage
-from tasks.approval import ApprovalPolicy, Review, now
+from tasks.helpers.approval import ApprovalPolicy, Review, now
 
 
 class GateConfig(BaseModel):

@@ -22,9 +22,9 @@ from lensflow.core.index import IndexConfig, connect, table_dir, table_fingerpri
 from lensflow.core.settings import Settings
 from lensflow.core.storage import is_remote, sql_list
 from tasks import stage
-from tasks.approval import now
-from tasks.diff import CatalogDiff, catalog_at, diff_catalogs, manifest
 from tasks.evaluate import Gallery, ann_recall
+from tasks.helpers.approval import now
+from tasks.helpers.diff import CatalogDiff, catalog_at, diff_catalogs, manifest
 from tasks.index import TABLE_COLUMNS, IndexInfo, arrow_column, create_ann, index_record
 from tasks.versioning import track_dir
 

@@ -8,11 +8,11 @@ from prefect.artifacts import create_markdown_artifact
 
 from lensflow.core import registry
 from lensflow.core.settings import Settings
-from tasks.approval import await_review
+from tasks.helpers.approval import await_review
+from tasks.helpers.report import comparison_table, robustness_table
 from tasks.lock import project_lock
 from tasks.promote import ReviewPolicy, accept_hint, gate, promote_task
 from tasks.recover import recover
-from tasks.report import comparison_table, robustness_table
 
 REVIEW_ARTIFACT = "promotion-review"
 
@@ -55,7 +55,7 @@ def review_page(
     if held:
         lines += [
             "",
-            "### Held-out shopper photos (tasks/heldout_photos.py: no code or seeds shared with training)",
+            "### Held-out shopper photos (tasks/helpers/heldout_photos.py: no code or seeds shared with training)",
             "",
             held,
         ]

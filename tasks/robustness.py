@@ -1,4 +1,4 @@
-"""The held-out robustness evaluation: shopper photos from tasks/heldout_photos.py, condition by condition.
+"""The held-out robustness evaluation: shopper photos from tasks/helpers/heldout_photos.py, condition by condition.
 
 Every condition's photos are decoded like an upload (EXIF applied) and embedded through the path a
 query takes (`DualEncoder.encode_photos`: localize, crop, encode), then searched against every served
@@ -23,8 +23,16 @@ from tqdm.auto import tqdm
 from models.encoder import DualEncoder
 from models.preprocess import to_rgb
 from tasks.evaluate import EvalResult, Gallery
-from tasks.heldout_photos import COMBINED, CONDITIONS, GENERATOR, SEED_NAMESPACE, other_product, shopper_photo, upright
-from tasks.metrics import topk
+from tasks.helpers.heldout_photos import (
+    COMBINED,
+    CONDITIONS,
+    GENERATOR,
+    SEED_NAMESPACE,
+    other_product,
+    shopper_photo,
+    upright,
+)
+from tasks.helpers.metrics import topk
 
 DEFAULT_PER_CONDITION = 50  # photos per single condition (R@1 to about +-0.07)
 DEFAULT_COMBINED = 300  # photos with every condition at once (the gated figure, R@1 to about +-0.03)

@@ -17,7 +17,7 @@ from models.encoder import DualEncoder
 from models.preprocess import to_rgb
 from models.train import embed_inputs
 from tasks.evaluate import ShopperQueries
-from tasks.features import suffix_inputs
+from tasks.helpers.features import suffix_inputs
 
 SHOPPER_SEED = 1_000_003  # training views use seeds 1..V: never the evaluation draws
 

@@ -22,8 +22,8 @@ from models.localize import Localizer, catalog_look
 from models.preprocess import to_rgb
 from models.train import TrainConfig, TrainData, Trainer, tower_outputs, validation_scores
 from tasks import stage
-from tasks.catalog import category_text
-from tasks.features import suffix_inputs
+from tasks.helpers.catalog import category_text
+from tasks.helpers.features import suffix_inputs
 
 
 @dataclass

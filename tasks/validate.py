@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from lensflow.core.settings import Settings
 from tasks import stage
-from tasks.catalog import SPLITS, load_catalog
+from tasks.helpers.catalog import SPLITS, load_catalog
 
 
 class CatalogPolicy(BaseModel):

@@ -162,7 +162,7 @@ def reviewer():
     import threading
     import time
 
-    from tasks.approval import answer_review, pending_reviews
+    from tasks.helpers.approval import answer_review, pending_reviews
 
     stop = threading.Event()
     answered: list[tuple[str, dict]] = []

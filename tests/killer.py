@@ -2,9 +2,10 @@
 SIGKILL the process at a chosen call, so the crash-safety tests kill a run at a known point
 (a real SIGKILL: no exception, no `finally`, no atexit; whatever was on disk stays as it was).
 
-    python -m tests.killer tasks.features:iter_encoded yields=2 [tasks.features:PART_ROWS=128] -- retrain ...
+    python -m tests.killer tasks.helpers.features:iter_encoded yields=2 \
+        [tasks.helpers.features:PART_ROWS=128] -- retrain ...
     python -m tests.killer lancedb.table:LanceTable.create_fts_index calls=1 -- retrain ...
-    python -m tests.killer tasks.features:iter_encoded pause=/tmp/go -- retrain ...   (waits, not killed)
+    python -m tests.killer tasks.helpers.features:iter_encoded pause=/tmp/go -- retrain ...   (waits, not killed)
 """
 
 from __future__ import annotations

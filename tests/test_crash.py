@@ -89,7 +89,9 @@ def test_killed_retrains_resume_and_never_touch_what_is_served(project, tmp_path
     catalog = write_synthetic_catalog(project.data_path, per_category=100)  # 300 rows: three batches of 128
 
     # 1. killed while encoding images, after two parts of 128 rows were saved
-    lensflow(root, *RETRAIN, kill=("tasks.features:iter_encoded", "yields=2", "tasks.features:PART_ROWS=128"))
+    lensflow(
+        root, *RETRAIN, kill=("tasks.helpers.features:iter_encoded", "yields=2", "tasks.helpers.features:PART_ROWS=128")
+    )
     state = registry_state(project)
     assert state["versions"] == {} and list(state["runs"].values()) == ["RUNNING"]  # died before registering anything
     parts = sorted(p.name for p in (project.path(project.cache_dir) / "features").glob("*/parts/*-*.npy"))
@@ -103,7 +105,7 @@ def test_killed_retrains_resume_and_never_touch_what_is_served(project, tmp_path
     state = registry_state(project)
     assert sorted(state["runs"].values()) == ["FINISHED", "KILLED"]  # the dead run's MLflow run is closed as KILLED
     from models.encoder import build_encoder
-    from tasks.features import feature_cache_key, suffix_inputs
+    from tasks.helpers.features import feature_cache_key, suffix_inputs
 
     split, fresh, hit = suffix_inputs(
         build_encoder("tiny", seed=0),
@@ -214,7 +216,7 @@ def test_two_retrains_at_once_the_second_is_refused_and_changes_nothing(project,
     first = lensflow(
         root,
         *RETRAIN,
-        kill=("tasks.features:iter_encoded", f"pause={gate}"),
+        kill=("tasks.helpers.features:iter_encoded", f"pause={gate}"),
         expect=0,
         started=second_while_first_holds_the_lock,
     )

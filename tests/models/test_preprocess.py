@@ -135,7 +135,7 @@ def test_every_decoder_applies_orientation_and_alpha_the_same_way(tmp_path):
 
     from models.augment import ShopperAugment
     from serving.search import decode_image
-    from tasks.images import CatalogImages
+    from tasks.helpers.images import CatalogImages
 
     pre = ImagePreprocess(size=48)
     upright = _with_hidden_colour(_product(), (255, 0, 255))

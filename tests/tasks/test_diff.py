@@ -1,6 +1,6 @@
 import pandas as pd
 
-from tasks.diff import diff_catalogs
+from tasks.helpers.diff import diff_catalogs
 from tasks.reindex import next_table_name
 
 

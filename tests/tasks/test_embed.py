@@ -2,7 +2,7 @@ import numpy as np
 
 from models.encoder import build_encoder
 from tasks.embed import embed_catalog
-from tasks.features import suffix_inputs
+from tasks.helpers.features import suffix_inputs
 
 
 def image_tower_features(*args, **kwargs):

@@ -79,7 +79,7 @@ def test_without_an_encoder_only_image_and_shopper_metrics():
 
 def test_precision_bounds_show_what_a_small_catalog_allows():
     from tasks.evaluate import precision_bounds
-    from tasks.metrics import label_relevance
+    from tasks.helpers.metrics import label_relevance
 
     gallery = np.array(["a"] * 20 + ["b"] * 4 + ["c"] * 1)
     _, n_rel = label_relevance(np.zeros((4, 10), int), np.array(["a", "b", "c", "d"]), gallery)

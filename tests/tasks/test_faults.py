@@ -51,7 +51,7 @@ def test_each_row_fault_is_quarantined_with_its_reason_and_nothing_is_lost(proje
 
 @pytest.mark.parametrize("name", FILE_FAULTS)
 def test_an_unusable_catalog_file_stops_with_the_file_named(project, name):
-    from tasks.catalog import CatalogError, load_catalog
+    from tasks.helpers.catalog import CatalogError, load_catalog
 
     data = project.data_path
     df = write_synthetic_catalog(data, per_category=2)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from models.preprocess import ImagePreprocess
-from tasks.features import ResumableParts, cached_image_features
+from tasks.helpers.features import ResumableParts, cached_image_features
 
 
 def mean_colour(pixels: torch.Tensor) -> torch.Tensor:

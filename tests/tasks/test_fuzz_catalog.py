@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tasks.catalog import OPTIONAL, REQUIRED, SPLITS, CatalogError, hash_split, load_catalog
+from tasks.helpers.catalog import OPTIONAL, REQUIRED, SPLITS, CatalogError, hash_split, load_catalog
 
 N = int(os.environ.get("LENSFLOW_FUZZ_EXAMPLES", "200"))
 N_VALIDATE = max(10, N // 10)

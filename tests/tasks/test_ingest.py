@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tasks.catalog import CatalogError, load_catalog
+from tasks.helpers.catalog import CatalogError, load_catalog
 from tasks.ingest import import_catalog, read_categories
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from tasks.heldout_photos import COMBINED, CONDITIONS, cutout, other_product, shopper_photo, upright
+from tasks.helpers.heldout_photos import COMBINED, CONDITIONS, cutout, other_product, shopper_photo, upright
 
 
 def _product(size=(40, 56)):
@@ -21,7 +21,7 @@ def _product(size=(40, 56)):
 
 
 def test_generator_shares_no_code_with_training_augmentation():
-    source = Path("tasks/heldout_photos.py").read_text()
+    source = Path("tasks/helpers/heldout_photos.py").read_text()
     imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Import) for a in n.names}
     assert not any(m and (m.startswith("models") or m.startswith("tasks")) for m in imported), imported

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-import tasks.features
+import tasks.helpers.features
 from models.encoder import load_encoder
 from models.train import load_strategy
 from tasks.embed import embed_catalog
@@ -34,7 +34,7 @@ def test_heads_retrain_on_unchanged_data_never_runs_the_tower(project, tiny_cata
     def no_tower(*a, **k):
         raise AssertionError("the image tower ran although its features were cached")
 
-    monkeypatch.setattr(tasks.features, "iter_encoded", no_tower)
+    monkeypatch.setattr(tasks.helpers.features, "iter_encoded", no_tower)
     second = train_encoder("tiny", tiny_catalog, project.data_path, "md5-a", cache, tmp_path / "b", cfg, progress=False)
     assert second.feature_cache_hit
     assert torch.equal(

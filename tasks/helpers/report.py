@@ -12,7 +12,7 @@ from PIL import Image
 from models.augment import ShopperAugment
 from models.preprocess import to_rgb
 from tasks.evaluate import EvalResult
-from tasks.metrics import CURVE_KS
+from tasks.helpers.metrics import CURVE_KS
 from tasks.robustness import table_of
 from tasks.shopper import example_sheet, shopper_photo
 

@@ -23,7 +23,7 @@ from models.encoder import DualEncoder
 from models.preprocess import ImagePreprocess
 from models.towers import TowerSplit
 from models.train import TrainConfig
-from tasks.images import iter_encoded
+from tasks.helpers.images import iter_encoded
 
 PART_ROWS = 4096  # rows per saved part: ~5 s of encoding on 2 CPU cores, the most a killed run loses
 
