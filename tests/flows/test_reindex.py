@@ -10,7 +10,7 @@ from flows.reindex import ReindexParams, reindex
 from flows.retrain import RetrainParams, retrain
 from lensflow.core.champion import resolve_champion, status
 from lensflow.core.dvc import dir_md5
-from lensflow.core.index import table_dir
+from lensflow.core.index import IndexConfig, table_dir
 from lensflow.core.settings import get_settings
 from serving.search import search
 from serving.served import load_champion
@@ -171,6 +171,9 @@ def test_reindex_keeps_the_ann_index_fresh_and_rebuilds_on_drift(project, prefec
         third["rebuilt"] and "changed since the last full build" in third["reason"] and third["table"].endswith("-r3")
     )
     assert status(project)["consistent"] and status(project)["champion"]["index"]["built"] == "full"
+    # the rebuild is sized for the table as it is now, by the index preset (not the first build's partitions)
+    dim = tbl.schema.field("vector").type.list_size
+    assert third["index"]["ann"] == IndexConfig.preset(min_rows=1).ann(third["rows"], dim)
 
 
 def test_reindex_on_dask_shards_embeds_the_changes_as_one_process_would(project, prefect_harness, monkeypatch):
