@@ -90,8 +90,8 @@ def where_clause(filters: Filters, catalog: Catalog, exclude_id: str | None = No
 
 def decode_image(data: bytes, max_pixels: int, max_side: int, model_side: int | None = None) -> Image.Image:
     """A decoded, upright RGB image (EXIF orientation applied, transparency composited onto the
-    models' background: models.preprocess.to_rgb), or BadQuery: not an image, unsupported format, too many pixels (checked
-    from the header, before decoding: decompression bombs), truncated or corrupt. With `model_side`
+    models' background: models.preprocess.to_rgb), or BadQuery: not an image, unsupported format, too many
+    pixels (checked from the header, before decoding: decompression bombs), truncated or corrupt. With `model_side`
     a large JPEG is decoded at reduced scale, as the catalog's images were (models.preprocess.draft)."""
     if not data:
         raise BadQuery("the request body is empty: send the photo's bytes")
@@ -115,6 +115,14 @@ def decode_image(data: bytes, max_pixels: int, max_side: int, model_side: int | 
     except Exception:
         raise BadQuery("the image is truncated or corrupt", 400) from None
     return to_rgb(im)
+
+
+def text_query(q: str) -> str:
+    """A query or modifier text without surrounding whitespace, or BadQuery when nothing is left."""
+    q = q.strip()
+    if not q:
+        raise BadQuery("the query is empty")
+    return q
 
 
 def text_vector(served: Served, text: str) -> np.ndarray:

@@ -71,7 +71,7 @@ def test_reindex_embeds_and_applies_only_the_changes(project, prefect_harness):
     base = before["champion"]["index"]
     base_md5 = dir_md5(table_dir(base["uri"], base["table"]))
     new_catalog = change_catalog(project, catalog)
-    from serving.app import ChampionWatcher
+    from serving.watcher import ChampionWatcher
 
     watcher = ChampionWatcher(project, poll_s=60)
     assert watcher.check() and watcher.live.served.champion.index["table"] == "lensflow-encoder-v1"

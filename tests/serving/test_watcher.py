@@ -4,7 +4,7 @@ import lancedb
 import pytest
 
 from flows.retrain import RetrainParams, retrain
-from serving.app import ChampionWatcher
+from serving.watcher import ChampionWatcher
 from tasks.promote import GateConfig
 
 pytestmark = pytest.mark.flow

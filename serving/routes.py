@@ -1,0 +1,283 @@
+"""Every route of the search API, on one APIRouter (create_app includes it). A route is one module-level function;
+what routes share comes in through FastAPI dependencies: the served pair (`CurrentLive`), the filters and page
+(`ShopFilters`, `Paging`), the settings, the watcher and the photo body reader, all read from `app.state`."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from lensflow.redact import public_message
+from lensflow.settings import Settings
+from serving import search as S
+from serving.schemas import (
+    ERRORS,
+    IMAGE_TYPES,
+    PHOTO_BODY,
+    Error,
+    Health,
+    Hit,
+    IndexInfo,
+    Region,
+    RegionsResponse,
+    SearchResponse,
+    VersionInfo,
+)
+from serving.watcher import ChampionWatcher, Live
+
+router = APIRouter()
+MEDIA = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".bmp": "image/bmp",
+}
+
+
+# --- dependencies (async: they only read state, so no thread hop per request) ----------------------------------
+
+
+async def app_settings(request: Request) -> Settings:
+    """The Settings create_app was given."""
+    return request.app.state.settings
+
+
+async def champion_watcher(request: Request) -> ChampionWatcher:
+    """The app's ChampionWatcher (for /health, which answers with or without a champion)."""
+    return request.app.state.watcher
+
+
+AppSettings = Annotated[Settings, Depends(app_settings)]
+Watcher = Annotated[ChampionWatcher, Depends(champion_watcher)]
+
+
+async def current_live(watcher: Watcher) -> Live:
+    """The pair being served now, held for the whole request (a swap meanwhile does not mix versions);
+    a 503 saying why (without paths) before the first champion loads."""
+    current = watcher.live
+    if current is None:
+        raise S.BadQuery(
+            "no champion is being served yet" + (f": {public_message(watcher.error)}" if watcher.error else ""), 503
+        )
+    return current
+
+
+async def filters(
+    category: str | None = Query(None, description="only this category (applied inside the vector search)"),
+    min_price: float | None = Query(
+        None, ge=0, description="only products at or above this price (catalogs with prices)"
+    ),
+    max_price: float | None = Query(
+        None, ge=0, description="only products at or below this price (catalogs with prices)"
+    ),
+) -> S.Filters:
+    """The filter query parameters of every search route (checked against the catalog by the search itself)."""
+    return S.Filters(category, min_price, max_price)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One request's page of results: `limit` of them after skipping `offset`."""
+
+    limit: int
+    offset: int
+
+
+async def page(
+    limit: int = Query(10, ge=1, le=100, description="results per page"),
+    offset: int = Query(0, ge=0, le=1000, description="results to skip (pagination)"),
+) -> Page:
+    """The pagination query parameters of every search route."""
+    return Page(limit, offset)
+
+
+async def read_photo(request: Request, max_bytes: int) -> bytes:
+    """The photo's bytes from the request body, with its content type and size checked."""
+    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if ctype not in IMAGE_TYPES:
+        raise S.BadQuery(
+            f"content type {ctype or 'missing'!r} is not a photo; send the image bytes with "
+            "Content-Type image/jpeg, image/png, image/webp, image/gif or image/bmp",
+            415,
+        )
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > max_bytes:
+            raise S.BadQuery(f"request body larger than {max_bytes} bytes", 413)
+    return bytes(data)
+
+
+async def photo_reader(request: Request, settings: AppSettings) -> Callable[[], Awaitable[bytes]]:
+    """`await read()` reads the photo: the route calls it, so the parameters are validated and the 503 given
+    before any of the body is read, and the read counts in took_ms."""
+    return functools.partial(read_photo, request, settings.max_upload_bytes)
+
+
+CurrentLive = Annotated[Live, Depends(current_live)]
+ShopFilters = Annotated[S.Filters, Depends(filters)]
+Paging = Annotated[Page, Depends(page)]
+PhotoReader = Annotated[Callable[[], Awaitable[bytes]], Depends(photo_reader)]
+
+
+def respond(cur: Live, rows: list[dict], pg: Page, t0: float) -> JSONResponse:
+    """A SearchResponse for `rows`, labelled (body and X-Model-Version) with the version that answered."""
+    body = SearchResponse(
+        model_version=cur.version,
+        limit=pg.limit,
+        offset=pg.offset,
+        took_ms=round((time.perf_counter() - t0) * 1000, 2),
+        results=[Hit(**r, image_url=f"/images/{r['product_id']}") for r in rows],
+    )
+    return JSONResponse(body.model_dump(), headers={"X-Model-Version": str(cur.version)})
+
+
+# --- routes -----------------------------------------------------------------------------------------------------
+
+
+@router.get("/search/text", response_model=SearchResponse, responses=ERRORS, tags=["search"])
+def search_text(
+    cur: CurrentLive,
+    f: ShopFilters,
+    pg: Paging,
+    q: str = Query(..., max_length=500, description="what the shopper typed"),
+    mode: Literal["vector", "hybrid"] = Query(
+        "vector", description="hybrid: full-text on titles fused with vector scores (reciprocal rank)"
+    ),
+):
+    """Search by text."""
+    t0 = time.perf_counter()
+    q = S.text_query(q)
+    vec = S.text_vector(cur.served, q)
+    rows = (
+        S.hybrid(cur.served, cur.catalog, q, vec, pg.limit, pg.offset, f)
+        if mode == "hybrid"
+        else S.by_vector(cur.served, cur.catalog, vec, pg.limit, pg.offset, f)
+    )
+    return respond(cur, rows, pg, t0)
+
+
+@router.post(
+    "/search/image", response_model=SearchResponse, responses=ERRORS, tags=["search"], openapi_extra=PHOTO_BODY
+)
+async def search_image(
+    cur: CurrentLive,
+    read: PhotoReader,
+    settings: AppSettings,
+    f: ShopFilters,
+    pg: Paging,
+    modifier: str | None = Query(
+        None, max_length=500, description="text modifier: \"like this, but <modifier>\", e.g. 'dress'"
+    ),
+    modifier_weight: float = Query(0.5, ge=0, le=1, description="weight of the modifier text"),
+    box: str | None = Query(
+        None,
+        max_length=100,
+        description="search only inside this box of the "
+        "upright photo: x0,y0,x1,y1, relative (all values <= 1) or pixels; "
+        "the product is still located inside it",
+    ),
+):
+    """Search by photo (the request body), optionally with a text modifier. The product is located in the
+    photo and cropped before it is embedded (inside `box` when given)."""
+    t0 = time.perf_counter()
+    data = await read()
+    mod = S.text_query(modifier) if modifier is not None else None
+
+    def work():
+        image = S.decode_image(data, settings.max_image_pixels, settings.max_image_side, S.photo_side(cur.served))
+        vec = S.image_vector(cur.served, image, S.parse_box(box, image.size))
+        if mod:
+            vec = S.with_modifier(vec, S.text_vector(cur.served, mod), modifier_weight)
+        return S.by_vector(cur.served, cur.catalog, vec, pg.limit, pg.offset, f)
+
+    return respond(cur, await run_in_threadpool(work), pg, t0)
+
+
+@router.post("/detect", response_model=RegionsResponse, responses=ERRORS, tags=["search"], openapi_extra=PHOTO_BODY)
+async def detect(cur: CurrentLive, read: PhotoReader, settings: AppSettings):
+    """The products found in a photo (as /search/image locates them), to search each one with `box=`."""
+    data = await read()
+
+    def work():
+        image = S.decode_image(data, settings.max_image_pixels, settings.max_image_side, S.photo_side(cur.served))
+        return RegionsResponse(
+            model_version=cur.version,
+            width=image.width,
+            height=image.height,
+            regions=[Region(**r) for r in S.photo_regions(cur.served, image)],
+        )
+
+    body = await run_in_threadpool(work)
+    return JSONResponse(body.model_dump(), headers={"X-Model-Version": str(cur.version)})
+
+
+@router.get("/products/{product_id}/similar", response_model=SearchResponse, responses=ERRORS, tags=["search"])
+def more_like_this(product_id: str, cur: CurrentLive, f: ShopFilters, pg: Paging):
+    """More like this: products nearest to a product's own vector (itself excluded)."""
+    t0 = time.perf_counter()
+    vec = S.product_vector(cur.served, product_id)
+    rows = S.by_vector(cur.served, cur.catalog, vec, pg.limit, pg.offset, f, exclude_id=product_id)
+    return respond(cur, rows, pg, t0)
+
+
+@router.get(
+    "/images/{product_id}",
+    tags=["catalog"],
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}, 404: {"model": Error}},
+    response_class=FileResponse,
+)
+def product_image(product_id: str, cur: CurrentLive, settings: AppSettings):
+    """The product's photo from the catalog."""
+    rel = cur.catalog.image_paths.get(product_id)
+    if rel is None:
+        raise S.BadQuery(f"unknown product id {product_id!r}", 404)
+    data = settings.data_path.resolve()
+    path = (data / rel).resolve()
+    if not path.is_relative_to(data) or not path.is_file():
+        raise S.BadQuery(f"no image for product {product_id!r}", 404)
+    return FileResponse(
+        path,
+        media_type=MEDIA.get(path.suffix.lower(), "application/octet-stream"),
+        headers={"Cache-Control": "public, max-age=3600"},
+    )
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
+def health(watcher: Watcher):
+    """ok when a champion is served; 503 before the first one loads."""
+    cur = watcher.live
+    body = Health(
+        status="ok" if cur else "no-champion",
+        model_version=cur.version if cur else None,
+        checked_at=watcher.checked_at,
+        swaps=watcher.swaps,
+        error=public_message(watcher.error),
+    )
+    return JSONResponse(body.model_dump(), 200 if cur else 503)
+
+
+@router.get("/version", response_model=VersionInfo, responses=ERRORS, tags=["service"])
+def version(cur: CurrentLive):
+    """The model version served, its index (table, LanceDB version, rows, DVC md5) and data md5."""
+    ch = cur.served.champion
+    idx = ch.index
+    return VersionInfo(
+        model=ch.name,
+        model_version=ch.version,
+        loaded_at=cur.loaded_at,
+        index=IndexInfo(table=idx["table"], version=idx["version"], rows=idx["rows"], fingerprint=idx["fingerprint"]),
+        data_md5=idx["data_md5"],
+        git_commit=ch.tags.get("git_commit"),
+        categories=cur.catalog.categories,
+        has_price=cur.catalog.has_price,
+    )

@@ -1,0 +1,103 @@
+"""What the search API documents: its response and error models, the errors each route declares and the photo
+request body. Pydantic only (no routes, no state), so routes and tests can share one definition."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "application/octet-stream"}
+
+
+class Hit(BaseModel):
+    product_id: str
+    title: str
+    category: str
+    price: float | None = None
+    score: float = Field(description="cosine similarity (vector search) or reciprocal-rank-fusion score (hybrid)")
+    image_url: str = Field(description="the product photo, served by this app")
+    vector_rank: int | None = Field(None, description="hybrid only: rank in the vector results")
+    text_rank: int | None = Field(None, description="hybrid only: rank in the full-text results")
+
+
+class SearchResponse(BaseModel):
+    model_version: int = Field(description="the model version (and its index) that answered")
+    results: list[Hit]
+    limit: int
+    offset: int
+    took_ms: float
+
+
+class Region(BaseModel):
+    box: list[int] = Field(description="x0, y0, x1, y1 in the upright photo's pixels")
+    relative: list[float] = Field(
+        description="the same box as fractions of the width and height (pass as `box=` to /search/image)"
+    )
+    score: float = Field(description="share of the photo's salient mass in this region")
+
+
+class RegionsResponse(BaseModel):
+    model_version: int
+    width: int
+    height: int
+    regions: list[Region] = Field(description="the products found, most salient first")
+
+
+class IndexInfo(BaseModel):
+    table: str
+    version: int
+    rows: int
+    fingerprint: str = Field(
+        description="DVC md5 of the index directory (<md5>.dir), or in an object store the md5 of its "
+        "objects' keys, sizes and ETags (<md5>.etags)"
+    )
+
+
+class VersionInfo(BaseModel):
+    model: str
+    model_version: int
+    index: IndexInfo
+    data_md5: str | None = Field(description="the catalog version the index reflects")
+    git_commit: str | None
+    loaded_at: str
+    categories: list[str]
+    has_price: bool
+
+
+class Health(BaseModel):
+    status: Literal["ok", "no-champion"]
+    model_version: int | None
+    checked_at: str | None
+    swaps: int = Field(description="champion swaps since start")
+    error: str | None = Field(
+        None,
+        description="why the latest champion check did not load a new pair (without paths "
+        "or credentials: the server log has the details)",
+    )
+
+
+class Error(BaseModel):
+    error: str
+    id: str | None = Field(None, description="500 only: the id of the server log entry with the details")
+
+
+# the error answers a search route can give, each with the Error body
+ERRORS = {
+    400: {"model": Error},
+    404: {"model": Error},
+    413: {"model": Error},
+    415: {"model": Error},
+    422: {"model": Error},
+    500: {"model": Error},
+    503: {"model": Error},
+}
+
+# OpenAPI for the routes that read a photo from the raw request body (FastAPI cannot infer it: no body parameter)
+PHOTO_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the photo's bytes (not multipart)",
+        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in sorted(IMAGE_TYPES)},
+    }
+}
