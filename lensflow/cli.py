@@ -12,7 +12,6 @@ from pathlib import Path
 import typer
 
 from lensflow.core.redact import format_exception, install_log_redaction, redact
-from lensflow.core.storage import sql_quote
 
 app = typer.Typer(
     help="lensflow: visual product search, retrained and served with its index.",
@@ -509,19 +508,11 @@ def search(
         _fail("give exactly one of --text or --image", 2)
     if box is not None and image is None:
         _fail("--box needs --image", 2)
+    s = _settings()
     try:
-        pixels = None
-        if box is not None:
-            from PIL import Image
-
-            from models.preprocess import to_rgb
-            from serving.search import parse_box
-
-            with Image.open(image) as im:
-                pixels = parse_box(box, to_rgb(im).size)
-        served = load_champion(_settings())
-        where = f"category = {sql_quote(category)}" if category else None
-        results = do_search(served, text=text, image=image, k=k, where=where, box=pixels)
+        served = load_champion(s)
+        limits = (s.max_image_pixels, s.max_image_side)
+        results = do_search(served, text=text, image=image, k=k, category=category, box=box, limits=limits)
     except (NoChampion, IndexMismatch, ValueError) as exc:
         _fail(str(exc))
     except OSError as exc:

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from lensflow.settings import Settings
+from lensflow.core.settings import Settings
 from serving import errors
 from serving.routes import router
 from serving.watcher import ChampionWatcher

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from lensflow.redact import format_exception
+from lensflow.core.redact import format_exception
 from serving import search as S
 
 log = logging.getLogger("lensflow.serving")

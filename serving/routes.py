@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from lensflow.redact import public_message
-from lensflow.settings import Settings
+from lensflow.core.redact import public_message
+from lensflow.core.settings import Settings
 from serving import search as S
 from serving.schemas import (
     ERRORS,
@@ -60,15 +60,18 @@ AppSettings = Annotated[Settings, Depends(app_settings)]
 Watcher = Annotated[ChampionWatcher, Depends(champion_watcher)]
 
 
-async def current_live(watcher: Watcher) -> Live:
-    """The pair being served now, held for the whole request (a swap meanwhile does not mix versions);
-    a 503 saying why (without paths) before the first champion loads."""
-    current = watcher.live
-    if current is None:
-        raise S.BadQuery(
-            "no champion is being served yet" + (f": {public_message(watcher.error)}" if watcher.error else ""), 503
-        )
-    return current
+async def current_live(watcher: Watcher) -> Callable[[], Live]:
+    """The pair being served when the request arrived, held for the whole request (a swap meanwhile does not mix
+    versions). The route calls it: before the first champion loads that is a 503 saying why (without paths),
+    after the request's parameters were validated (a bad request is a 422 either way)."""
+    current, error = watcher.live, watcher.error
+
+    def held() -> Live:
+        if current is None:
+            raise S.BadQuery("no champion is being served yet" + (f": {public_message(error)}" if error else ""), 503)
+        return current
+
+    return held
 
 
 async def filters(
@@ -123,7 +126,7 @@ async def photo_reader(request: Request, settings: AppSettings) -> Callable[[], 
     return functools.partial(read_photo, request, settings.max_upload_bytes)
 
 
-CurrentLive = Annotated[Live, Depends(current_live)]
+CurrentLive = Annotated[Callable[[], Live], Depends(current_live)]
 ShopFilters = Annotated[S.Filters, Depends(filters)]
 Paging = Annotated[Page, Depends(page)]
 PhotoReader = Annotated[Callable[[], Awaitable[bytes]], Depends(photo_reader)]
@@ -146,7 +149,7 @@ def respond(cur: Live, rows: list[dict], pg: Page, t0: float) -> JSONResponse:
 
 @router.get("/search/text", response_model=SearchResponse, responses=ERRORS, tags=["search"])
 def search_text(
-    cur: CurrentLive,
+    held: CurrentLive,
     f: ShopFilters,
     pg: Paging,
     q: str = Query(..., max_length=500, description="what the shopper typed"),
@@ -155,6 +158,7 @@ def search_text(
     ),
 ):
     """Search by text."""
+    cur = held()
     t0 = time.perf_counter()
     q = S.text_query(q)
     vec = S.text_vector(cur.served, q)
@@ -170,7 +174,7 @@ def search_text(
     "/search/image", response_model=SearchResponse, responses=ERRORS, tags=["search"], openapi_extra=PHOTO_BODY
 )
 async def search_image(
-    cur: CurrentLive,
+    held: CurrentLive,
     read: PhotoReader,
     settings: AppSettings,
     f: ShopFilters,
@@ -189,13 +193,14 @@ async def search_image(
 ):
     """Search by photo (the request body), optionally with a text modifier. The product is located in the
     photo and cropped before it is embedded (inside `box` when given)."""
+    cur = held()
     t0 = time.perf_counter()
     data = await read()
     mod = S.text_query(modifier) if modifier is not None else None
 
     def work():
         image = S.decode_image(data, settings.max_image_pixels, settings.max_image_side, S.photo_side(cur.served))
-        vec = S.image_vector(cur.served, image, S.parse_box(box, image.size))
+        vec = S.image_vector(cur.served, image, S.photo_box(image, box))
         if mod:
             vec = S.with_modifier(vec, S.text_vector(cur.served, mod), modifier_weight)
         return S.by_vector(cur.served, cur.catalog, vec, pg.limit, pg.offset, f)
@@ -204,8 +209,9 @@ async def search_image(
 
 
 @router.post("/detect", response_model=RegionsResponse, responses=ERRORS, tags=["search"], openapi_extra=PHOTO_BODY)
-async def detect(cur: CurrentLive, read: PhotoReader, settings: AppSettings):
+async def detect(held: CurrentLive, read: PhotoReader, settings: AppSettings):
     """The products found in a photo (as /search/image locates them), to search each one with `box=`."""
+    cur = held()
     data = await read()
 
     def work():
@@ -222,8 +228,9 @@ async def detect(cur: CurrentLive, read: PhotoReader, settings: AppSettings):
 
 
 @router.get("/products/{product_id}/similar", response_model=SearchResponse, responses=ERRORS, tags=["search"])
-def more_like_this(product_id: str, cur: CurrentLive, f: ShopFilters, pg: Paging):
+def more_like_this(product_id: str, held: CurrentLive, f: ShopFilters, pg: Paging):
     """More like this: products nearest to a product's own vector (itself excluded)."""
+    cur = held()
     t0 = time.perf_counter()
     vec = S.product_vector(cur.served, product_id)
     rows = S.by_vector(cur.served, cur.catalog, vec, pg.limit, pg.offset, f, exclude_id=product_id)
@@ -236,8 +243,9 @@ def more_like_this(product_id: str, cur: CurrentLive, f: ShopFilters, pg: Paging
     responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}, 404: {"model": Error}},
     response_class=FileResponse,
 )
-def product_image(product_id: str, cur: CurrentLive, settings: AppSettings):
+def product_image(product_id: str, held: CurrentLive, settings: AppSettings):
     """The product's photo from the catalog."""
+    cur = held()
     rel = cur.catalog.image_paths.get(product_id)
     if rel is None:
         raise S.BadQuery(f"unknown product id {product_id!r}", 404)
@@ -267,8 +275,9 @@ def health(watcher: Watcher):
 
 
 @router.get("/version", response_model=VersionInfo, responses=ERRORS, tags=["service"])
-def version(cur: CurrentLive):
+def version(held: CurrentLive):
     """The model version served, its index (table, LanceDB version, rows, DVC md5) and data md5."""
+    cur = held()
     ch = cur.served.champion
     idx = ch.index
     return VersionInfo(

@@ -6,17 +6,20 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from lensflow.storage import sql_quote
+from lensflow.core.index import best_of, table_metadata
+from lensflow.core.settings import Settings
+from lensflow.core.storage import sql_quote
 from models.preprocess import draft, to_rgb
-from tasks.champion import Served
-from tasks.index import best_of, table_metadata
+from serving.served import Served
 
 RESULT_COLUMNS = ("product_id", "title", "category", "price")
 ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
+DEFAULT_LIMITS = {k: Settings.model_fields[k].default for k in ("max_image_pixels", "max_image_side")}
 RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al. 2009)
 
 
@@ -106,6 +109,7 @@ def decode_image(data: bytes, max_pixels: int, max_side: int, model_side: int | 
     w, h = im.size
     if w < 1 or h < 1 or w > max_side or h > max_side or w * h > max_pixels:
         raise BadQuery(f"image is {w}x{h}: limits are {max_side} px per side and {max_pixels} pixels", 413)
+    upright = (h, w) if im.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)  # EXIF-rotated by a quarter turn
     if model_side:
         draft(im, model_side)
     try:
@@ -114,7 +118,9 @@ def decode_image(data: bytes, max_pixels: int, max_side: int, model_side: int | 
         raise BadQuery(f"image has too many pixels (limit {max_pixels})", 413) from None
     except Exception:
         raise BadQuery("the image is truncated or corrupt", 400) from None
-    return to_rgb(im)
+    rgb = to_rgb(im)
+    rgb.info["upright_size"] = upright  # the photo's size as the shopper sees it (boxes are given in it)
+    return rgb
 
 
 def text_query(q: str) -> str:
@@ -150,6 +156,17 @@ def parse_box(text: str | None, size: tuple[int, int]) -> tuple[float, float, fl
     if x1 - x0 < 2 or y1 - y0 < 2:
         raise BadQuery(f"box {text!r} is empty inside the {w}x{h} photo: give x0 < x1 and y0 < y1")
     return x0, y0, x1, y1
+
+
+def photo_box(image: Image.Image, text: str | None) -> tuple[float, float, float, float] | None:
+    """`box` (x0,y0,x1,y1, relative or in pixels of the upright photo as sent) in the pixels of `image`, which
+    `decode_image` may have decoded at reduced scale."""
+    full = image.info.get("upright_size", image.size)
+    box = parse_box(text, full)
+    if box is None or tuple(full) == image.size:
+        return box
+    sx, sy = image.width / full[0], image.height / full[1]
+    return box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy
 
 
 def photo_side(served: Served) -> int:
@@ -251,3 +268,29 @@ def hybrid(
             hit["score"] += 1.0 / (RRF_K + rank)
     ranked = sorted(fused.values(), key=lambda h: (-h["score"], h["product_id"]))
     return [{**h, "score": round(h["score"], 6)} for h in ranked[offset : offset + limit]]
+
+
+def search(
+    served: Served,
+    text: str | None = None,
+    image: Path | None = None,
+    k: int = 10,
+    category: str | None = None,
+    box: str | None = None,
+    limits: tuple[int, int] | None = None,
+) -> list[dict]:
+    """One search by text or by a photo file, ranked exactly as the API ranks it (`lensflow search` uses this).
+    The photo is decoded as an upload is (`decode_image`, within `limits` = (max pixels, max side); default:
+    the service's), then located and cropped, inside `box` (as the API's `box=`) when given."""
+    if (text is None) == (image is None):
+        raise BadQuery("give exactly one of text or image")
+    if box is not None and image is None:
+        raise BadQuery("a box needs a photo")
+    catalog = Catalog.of(served.table)
+    if text is not None:
+        vec = text_vector(served, text_query(text))
+    else:
+        max_pixels, max_side = limits or (DEFAULT_LIMITS["max_image_pixels"], DEFAULT_LIMITS["max_image_side"])
+        photo = decode_image(Path(image).read_bytes(), max_pixels, max_side, photo_side(served))
+        vec = image_vector(served, photo, photo_box(photo, box))
+    return by_vector(served, catalog, vec, k, 0, Filters(category=category))

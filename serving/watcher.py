@@ -8,10 +8,11 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from lensflow.redact import format_exception, redact
-from lensflow.settings import Settings
+from lensflow.core.champion import IndexMismatch, NoChampion, resolve_version
+from lensflow.core.redact import format_exception, redact
+from lensflow.core.settings import Settings
 from serving import search as S
-from tasks.champion import IndexMismatch, NoChampion, Served, load_champion, resolve_version
+from serving.served import Served, load_champion
 
 log = logging.getLogger("lensflow.serving")
 
