@@ -109,7 +109,6 @@ def decode_image(data: bytes, max_pixels: int, max_side: int, model_side: int | 
     w, h = im.size
     if w < 1 or h < 1 or w > max_side or h > max_side or w * h > max_pixels:
         raise BadQuery(f"image is {w}x{h}: limits are {max_side} px per side and {max_pixels} pixels", 413)
-    upright = (h, w) if im.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)  # EXIF-rotated by a quarter turn
     if model_side:
         draft(im, model_side)
     try:
@@ -118,6 +117,7 @@ def decode_image(data: bytes, max_pixels: int, max_side: int, model_side: int | 
         raise BadQuery(f"image has too many pixels (limit {max_pixels})", 413) from None
     except Exception:
         raise BadQuery("the image is truncated or corrupt", 400) from None
+    upright = (h, w) if im.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)  # EXIF-rotated by a quarter turn
     rgb = to_rgb(im)
     rgb.info["upright_size"] = upright  # the photo's size as the shopper sees it (boxes are given in it)
     return rgb
