@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from flows.common import begin, writing
 from flows.shard import embed_catalog
 from lensflow.core.champion import model_dir
+from tasks import stage_seconds
 from tasks.reindex import (
     IndexPolicy,
     apply_changes_task,
@@ -96,4 +97,5 @@ def reindex(params: ReindexParams = ReindexParams()) -> dict:
         "fresh_recall_at_10": plan.fresh_recall,
         "index": record,
         "index_seconds": applied.seconds,
+        "stage_seconds": stage_seconds(),  # Prefect's task-run times
     }

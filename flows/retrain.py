@@ -16,6 +16,7 @@ from lensflow.core import registry
 from lensflow.core.index import IndexConfig
 from models.device import resolve_device
 from models.train import load_strategy
+from tasks import stage_seconds
 from tasks.challenger import EvalPlan, evaluate_challenger_task
 from tasks.index import build_index_task
 from tasks.promote import ReviewPolicy
@@ -163,6 +164,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
         "gate": decision,
         "train_seconds": round(trained.seconds, 1),
         "feature_seconds": round(trained.feature_seconds, 1),
+        "stage_seconds": stage_seconds(),  # Prefect's task-run times
     }
     get_run_logger().info(
         "retrain finished: %s", json.dumps({k: summary[k] for k in ("outcome", "version", "data_md5")})

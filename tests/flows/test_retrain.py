@@ -30,6 +30,8 @@ def tiny_params(**kw):
 def test_retrain_end_to_end_then_second_version(project, tiny_catalog, prefect_harness):
     first = retrain(params=tiny_params())
     assert first["outcome"] == "promoted" and first["version"] == 1
+    steps = {"version-data", "validate-catalog", "fine-tune", "embed-catalog", "build-index", "evaluate"}
+    assert steps <= set(first["stage_seconds"]) and all(v >= 0 for v in first["stage_seconds"].values())
     st = status(project)
     assert st["consistent"] is True, st["problems"]
     ch = st["champion"]
