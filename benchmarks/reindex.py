@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 from benchmarks.machine import describe, save_results
 from lensflow.core.runtime import offline_env, tune_malloc
 from lensflow.core.settings import get_settings
+from lensflow.core.storage import sql_list
 from models.device import resolve_device
 
 
@@ -98,7 +99,7 @@ def main() -> None:
     vecs = {
         r["product_id"]: np.asarray(r["vector"])
         for r in tbl.search()
-        .where("product_id IN (" + ",".join(f"'{p}'" for p in ids["added"][:100]) + ")")
+        .where(f"product_id IN ({sql_list(ids['added'][:100])})")
         .select(["product_id", "vector"])
         .limit(100)
         .to_list()

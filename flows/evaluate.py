@@ -12,8 +12,7 @@ from pydantic import BaseModel, Field
 from flows.common import begin
 from lensflow.core import registry
 from lensflow.core.champion import resolve_version
-from models.device import resolve_device
-from tasks.baseline import record_evaluation_task, version_on_eval_set_task
+from tasks.baseline import EvalPlan, record_evaluation_task, version_on_eval_set_task
 from tasks.robustness import DEFAULT_COMBINED, DEFAULT_PER_CONDITION
 from tasks.validate import report_dir, validate_catalog_task
 from tasks.versioning import version_data_task
@@ -46,19 +45,8 @@ def evaluate(params: EvaluateParams = EvaluateParams()) -> dict:
     )
     c = registry.client(s.tracking_uri)
     mv = c.get_model_version(s.registered_model, str(target.version))
-    s.path(s.cache_dir).mkdir(parents=True, exist_ok=True)
-    measured = version_on_eval_set_task(
-        mv,
-        checked.valid,
-        s.data_path,
-        s.path(s.cache_dir),
-        data.md5,
-        params.shopper_queries,
-        resolve_device(s.device),
-        s.loader_workers,
-        params.progress,
-        (params.heldout_photos, params.heldout_combined),
-    ).result
+    plan = EvalPlan(params.shopper_queries, params.heldout_photos, params.heldout_combined, params.progress)
+    measured = version_on_eval_set_task(s, mv, checked.valid, data.md5, plan).result
     recorded = record_evaluation_task(s, c, target, data.md5, measured)
     log.info("v%d on %s: %s", target.version, data.md5, recorded["headline"])
     return {

@@ -17,7 +17,8 @@ from lensflow.core.index import IndexConfig
 from models.device import resolve_device
 from models.train import load_strategy
 from tasks import stage_seconds
-from tasks.challenger import EvalPlan, evaluate_challenger_task
+from tasks.baseline import EvalPlan
+from tasks.challenger import evaluate_challenger_task
 from tasks.index import build_index_task
 from tasks.promote import ReviewPolicy
 from tasks.review import challenger_page, review_and_promote
@@ -120,31 +121,11 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
                 s, trained.model_dir, checked.valid, run.work, params.progress, trained.encoder, trained.tower_features
             )
             index = build_index_task(
-                s,
-                version,
-                run.run_id,
-                data.md5,
-                checked.valid,
-                vectors,
-                trained.encoder.embed_dim,
-                index_config,
-                params.push_data,
+                s, run, data.md5, checked.valid, vectors, trained.encoder.embed_dim, index_config, params.push_data
             )
             plan = EvalPlan(params.shopper_queries, params.heldout_photos, params.heldout_combined, params.progress)
             compared = evaluate_challenger_task(s, run, trained.encoder, checked.valid, data.md5, index, plan)
-    page = challenger_page(
-        s,
-        c,
-        version,
-        run.run_id,
-        compared,
-        {
-            "data md5": data.md5,
-            "eval set md5": compared.result.eval_set_md5,
-            "strategy": cfg.strategy,
-            "index": f"{index.table} v{index.version} ({index.fingerprint})",
-        },
-    )
+    page = challenger_page(s, c, run.run_id, version, compared, data.md5, cfg.strategy, index)
     outcome, decision = review_and_promote(
         s, c, version, page, compared.result.metrics, compared.champion_version, compared.champion_metrics, params
     )

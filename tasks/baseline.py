@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
@@ -11,6 +10,7 @@ from lensflow.core import registry
 from lensflow.core.champion import Champion, model_dir
 from lensflow.core.registry import CHAMPION, get_alias
 from lensflow.core.settings import Settings
+from models.device import resolve_device
 from models.encoder import load_encoder
 from models.train import embed_inputs
 from tasks import stage
@@ -23,57 +23,49 @@ from tasks.shopper import shopper_queries
 
 
 @dataclass
+class EvalPlan:
+    """How many queries of each kind an evaluation runs (the retrain and evaluate flows' parameters)."""
+
+    shopper_queries: int | None
+    heldout_photos: int = DEFAULT_PER_CONDITION
+    heldout_combined: int = DEFAULT_COMBINED
+    progress: bool = True
+
+
+@dataclass
 class Baseline:
     version: int
     result: EvalResult
 
 
-def champion_on_eval_set(
-    c,
-    name: str,
-    catalog: pd.DataFrame,
-    data_dir: Path,
-    cache_dir: Path,
-    data_md5: str,
-    shopper_limit: int | None = None,
-    device: str = "cpu",
-    workers: int | None = None,
-    progress: bool = True,
-    heldout: tuple[int, int] = (DEFAULT_PER_CONDITION, DEFAULT_COMBINED),
-) -> Baseline | None:
+def champion_on_eval_set(s: Settings, c, catalog: pd.DataFrame, data_md5: str, plan: EvalPlan) -> Baseline | None:
     """The champion evaluated exactly as the challenger is, on this catalog. None when there is no champion yet."""
-    mv = get_alias(c, name, CHAMPION)
-    if mv is None:
-        return None
-    return version_on_eval_set(
-        mv, catalog, data_dir, cache_dir, data_md5, shopper_limit, device, workers, progress, heldout
-    )
+    mv = get_alias(c, s.registered_model, CHAMPION)
+    return None if mv is None else version_on_eval_set(s, mv, catalog, data_md5, plan)
 
 
-def version_on_eval_set(
-    mv,
-    catalog: pd.DataFrame,
-    data_dir: Path,
-    cache_dir: Path,
-    data_md5: str,
-    shopper_limit: int | None = None,
-    device: str = "cpu",
-    workers: int | None = None,
-    progress: bool = True,
-    heldout: tuple[int, int] = (DEFAULT_PER_CONDITION, DEFAULT_COMBINED),
-) -> Baseline:
+def version_on_eval_set(s: Settings, mv, catalog: pd.DataFrame, data_md5: str, plan: EvalPlan) -> Baseline:
     """Load a model version's encoder, embed this catalog with it (frozen-tower features come from the
     cache) and evaluate it on the standard eval set of this catalog."""
-    encoder = load_encoder(model_dir(mv.source), device=device)
+    data_dir, cache_dir, workers = s.data_path, s.path(s.cache_dir), s.loader_workers
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    encoder = load_encoder(model_dir(mv.source), device=resolve_device(s.device))
     split, inputs, _ = suffix_inputs(
-        encoder, catalog, data_dir, cache_dir, data_md5, workers=workers, progress=progress
+        encoder, catalog, data_dir, cache_dir, data_md5, workers=workers, progress=plan.progress
     )
     vectors = embed_inputs(encoder, split.suffix, inputs).numpy()
     gallery = Gallery(
         catalog["product_id"].to_numpy(str), catalog["category"].to_numpy(str), catalog["split"].to_numpy(str), vectors
     )
     shopper = shopper_queries(
-        encoder, catalog, data_dir, cache_dir, data_md5, limit=shopper_limit, workers=workers, progress=progress
+        encoder,
+        catalog,
+        data_dir,
+        cache_dir,
+        data_md5,
+        limit=plan.shopper_queries,
+        workers=workers,
+        progress=plan.progress,
     )
     result = add_robustness(
         evaluate_vectors(encoder, gallery, shopper),
@@ -81,10 +73,11 @@ def version_on_eval_set(
         gallery,
         catalog,
         data_dir,
-        *heldout,
+        plan.heldout_photos,
+        plan.heldout_combined,
         cache_dir=cache_dir,
         data_md5=data_md5,
-        progress=progress,
+        progress=plan.progress,
     )
     return Baseline(int(mv.version), result)
 

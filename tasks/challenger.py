@@ -10,26 +10,15 @@ import pandas as pd
 from lensflow.core import registry
 from lensflow.core.index import connect
 from lensflow.core.settings import Settings
-from models.device import resolve_device
 from models.encoder import DualEncoder
 from tasks import stage
-from tasks.baseline import Baseline, champion_on_eval_set
+from tasks.baseline import Baseline, EvalPlan, champion_on_eval_set
 from tasks.evaluate import EvalResult, Gallery, evaluate
 from tasks.helpers.report import write_report
 from tasks.index import IndexInfo, index_record
 from tasks.robustness import add_robustness
 from tasks.shopper import shopper_queries
 from tasks.tracking import TrackedRun
-
-
-@dataclass
-class EvalPlan:
-    """How many queries of each kind an evaluation runs (the retrain and evaluate flows' parameters)."""
-
-    shopper_queries: int | None
-    heldout_photos: int
-    heldout_combined: int
-    progress: bool = True
 
 
 @dataclass
@@ -57,7 +46,7 @@ def evaluate_challenger(
 ) -> Comparison:
     """Shopper photos (training recipe and held-out), text and image queries against the challenger's own
     index; the champion on the same set; metrics and the report on the run; the version tagged `ready`."""
-    cache, device = s.path(s.cache_dir), resolve_device(s.device)
+    cache = s.path(s.cache_dir)
     table = connect(index.uri).open_table(index.table)
     shopper = shopper_queries(
         encoder,
@@ -73,19 +62,7 @@ def evaluate_challenger(
     result = evaluate(encoder, table, shopper, gallery=gallery)
     held = (plan.heldout_photos, plan.heldout_combined)
     result = add_robustness(result, encoder, gallery, catalog, s.data_path, *held, cache, data_md5, plan.progress)
-    baseline = champion_on_eval_set(
-        run.c,
-        s.registered_model,
-        catalog,
-        s.data_path,
-        cache,
-        data_md5,
-        plan.shopper_queries,
-        device,
-        s.loader_workers,
-        plan.progress,
-        heldout=held,
-    )
+    baseline = champion_on_eval_set(s, run.c, catalog, data_md5, plan)
     compared = Comparison(result, baseline)
     run.log_metrics(result.metrics)
     run.log_metrics({f"{m}.{_slug(cat)}": v for cat, ms in result.per_category.items() for m, v in ms.items()})

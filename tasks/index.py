@@ -15,6 +15,7 @@ from lensflow.core.settings import Settings
 from lensflow.core.storage import is_remote
 from tasks import stage
 from tasks.helpers.catalog import cell_text
+from tasks.tracking import TrackedRun
 from tasks.versioning import track_dir
 
 TABLE_COLUMNS = ("product_id", "title", "category", "image_path", "split", "description", "color", "price", "brand")
@@ -155,8 +156,7 @@ def create_ann(tbl, ann: dict) -> None:
 
 def build_version_index(
     s: Settings,
-    version: int,
-    run_id: str,
+    run: TrackedRun,
     data_md5: str,
     catalog: pd.DataFrame,
     vectors: np.ndarray | Iterable[np.ndarray],
@@ -164,10 +164,10 @@ def build_version_index(
     config: IndexConfig | None = None,
     push: bool = True,
 ) -> IndexInfo:
-    """Model version `version`'s table, DVC-tracked (and pushed) when local: an object-store table is
+    """The table of the model version `run` registered, DVC-tracked (and pushed) when local: an object-store table is
     recognised by its objects' ETags instead (lensflow.core.index.table_fingerprint)."""
-    meta = {"model_name": s.registered_model, "model_version": version, "run_id": run_id, "data_md5": data_md5}
-    name = table_name(s.registered_model, version)
+    meta = {"model_name": s.registered_model, "model_version": run.version, "run_id": run.run_id, "data_md5": data_md5}
+    name = table_name(s.registered_model, run.version)
     index = build_index(s.lancedb_path, name, catalog, vectors, meta, config, dim)
     if not is_remote(index.uri):
         tracked = track_dir(s.root, s.dvc_remote_url, table_dir(index.uri, index.table), push=push)

@@ -112,14 +112,21 @@ def review_and_promote(
     return outcome, record
 
 
-def challenger_page(s: Settings, c, version: int, run_id: str, compared, facts: dict) -> str:
-    """`review_page` for a version just measured beside the champion (a tasks.challenger.Comparison)."""
+def challenger_page(s: Settings, c, run_id: str, version: int, compared, data_md5: str, strategy: str, index) -> str:
+    """`review_page` for a version just measured beside the champion (a tasks.challenger.Comparison), with its
+    provenance: data and eval-set md5, training strategy, index (a tasks.index.IndexInfo)."""
     champ_version = compared.champion_version
     champ_run = (
         registry.version_tags(c.get_model_version(s.registered_model, str(champ_version))).get("run_id")
         if champ_version is not None
         else None
     )
+    facts = {
+        "data md5": data_md5,
+        "eval set md5": compared.result.eval_set_md5,
+        "strategy": strategy,
+        "index": f"{index.table} v{index.version} ({index.fingerprint})",
+    }
     return review_page(
         s, c, version, run_id, compared.result.metrics, champ_version, compared.champion_metrics, champ_run, facts
     )
