@@ -524,6 +524,41 @@ def search(
         typer.echo(f"{r['score']:.4f}  {r['product_id']:<14} {r['category']:<12} {r['title']}")
 
 
+@app.command()
+def describe(
+    image: Path = typer.Argument(..., help="a photo", exists=True, dir_okay=False),
+    json_out: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Describe a photo with the champion: category and confidence, colours, a suggested title and description,
+    and the most similar products (what the service's POST /describe returns)."""
+    from lensflow.core.champion import IndexMismatch, NoChampion
+    from serving.describe import describe_file
+    from serving.served import load_champion
+
+    s = _settings()
+    try:
+        captioner = None
+        if s.caption_model:
+            from models.caption import Captioner
+
+            captioner = Captioner.load(s.path(s.caption_model))
+        out = describe_file(load_champion(s), image, (s.max_image_pixels, s.max_image_side), captioner)
+    except (NoChampion, IndexMismatch, ValueError) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot read {image}: {exc}")
+    if json_out:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    top = ", ".join(f"{c['category']} {c['score']:.2f}" for c in out["categories"])
+    typer.echo(f"category     {out['category']} (confidence {out['confidence']:.2f}; {top})")
+    colours = ", ".join(f"{c['name']} {c['share']:.0%}" for c in out["colours"]) or "-"
+    typer.echo(f"colours      {colours}")
+    typer.echo(f"title        {out['title']}")
+    typer.echo(f"description  {out['description']}")
+    typer.echo(f"similar      {' '.join(out['similar'])}")
+
+
 def _review_api():
     """Point Prefect at PREFECT_API_URL, or at the local platform (`lensflow up`) when it is unset."""
     import os

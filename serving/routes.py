@@ -16,15 +16,21 @@ from starlette.concurrency import run_in_threadpool
 
 from lensflow.core.redact import public_message
 from lensflow.core.settings import Settings
+from serving import describe as D
+from serving import recommend as R
 from serving import search as S
 from serving.schemas import (
     ERRORS,
     IMAGE_TYPES,
     PHOTO_BODY,
+    DescribeResponse,
     Error,
     Health,
     Hit,
     IndexInfo,
+    LookGroup,
+    LookResponse,
+    RecommendRequest,
     Region,
     RegionsResponse,
     SearchResponse,
@@ -132,14 +138,20 @@ Paging = Annotated[Page, Depends(page)]
 PhotoReader = Annotated[Callable[[], Awaitable[bytes]], Depends(photo_reader)]
 
 
-def respond(cur: Live, rows: list[dict], pg: Page, t0: float) -> JSONResponse:
-    """A SearchResponse for `rows`, labelled (body and X-Model-Version) with the version that answered."""
+def hits(rows: list[dict]) -> list[Hit]:
+    return [Hit(**r, image_url=f"/images/{r['product_id']}") for r in rows]
+
+
+def respond(cur: Live, ranked: tuple[list[dict], dict], pg: Page, t0: float) -> JSONResponse:
+    """A SearchResponse for (rows, facets), labelled (body and X-Model-Version) with the version that answered."""
+    rows, facets = ranked
     body = SearchResponse(
         model_version=cur.version,
         limit=pg.limit,
         offset=pg.offset,
         took_ms=round((time.perf_counter() - t0) * 1000, 2),
-        results=[Hit(**r, image_url=f"/images/{r['product_id']}") for r in rows],
+        results=hits(rows),
+        facets=facets,
     )
     return JSONResponse(body.model_dump(), headers={"X-Model-Version": str(cur.version)})
 
@@ -235,6 +247,66 @@ def more_like_this(product_id: str, held: CurrentLive, f: ShopFilters, pg: Pagin
     vec = S.product_vector(cur.served, product_id)
     rows = S.by_vector(cur.served, cur.catalog, vec, pg.limit, pg.offset, f, exclude_id=product_id)
     return respond(cur, rows, pg, t0)
+
+
+@router.post(
+    "/describe", response_model=DescribeResponse, responses=ERRORS, tags=["describe"], openapi_extra=PHOTO_BODY
+)
+async def describe(held: CurrentLive, read: PhotoReader, settings: AppSettings):
+    """Describe a photo (the request body, as for /search/image): category with confidence, dominant colours,
+    a suggested title and description, and the most similar catalog products."""
+    cur = held()
+    data = await read()
+
+    def work():
+        image = S.decode_image(data, settings.max_image_pixels, settings.max_image_side, S.photo_side(cur.served))
+        cols = tuple(c for c in S.RESULT_COLUMNS if c in cur.catalog.columns)
+        return DescribeResponse(model_version=cur.version, **D.describe(cur.served, image, cols, cur.captioner))
+
+    body = await run_in_threadpool(work)
+    return JSONResponse(body.model_dump(), headers={"X-Model-Version": str(cur.version)})
+
+
+@router.post("/recommend", response_model=SearchResponse, responses=ERRORS, tags=["recommend"])
+def recommend(held: CurrentLive, body: RecommendRequest):
+    """Recommended for this session: near what was viewed (the newest counts most) and liked, away from what
+    was disliked; never a product the shopper viewed, liked or disliked; diversified (MMR)."""
+    cur = held()
+    t0 = time.perf_counter()
+    f = S.Filters(body.category, body.min_price, body.max_price)
+    ranked = R.recommend(
+        cur.served,
+        cur.catalog,
+        body.viewed,
+        body.liked,
+        body.disliked,
+        body.limit,
+        body.offset,
+        f,
+        diversify=body.diversify,
+    )
+    return respond(cur, ranked, Page(body.limit, body.offset), t0)
+
+
+@router.get(
+    "/products/{product_id}/complete-the-look", response_model=LookResponse, responses=ERRORS, tags=["recommend"]
+)
+def complete_the_look(
+    product_id: str, held: CurrentLive, limit: int = Query(3, ge=1, le=20, description="products per category")
+):
+    """The best matches in each category that complements the product's (data/complements.json, edited by
+    the catalog owner); an empty list when its category has none."""
+    cur = held()
+    if product_id not in cur.catalog.category_of:
+        raise S.BadQuery(f"unknown product id {product_id!r}", 404)
+    groups = R.complete_the_look(cur.served, cur.catalog, cur.complements, product_id, limit)
+    body = LookResponse(
+        model_version=cur.version,
+        product_id=product_id,
+        category=cur.catalog.category_of[product_id],
+        groups=[LookGroup(category=g["category"], results=hits(g["results"])) for g in groups],
+    )
+    return JSONResponse(body.model_dump(), headers={"X-Model-Version": str(cur.version)})
 
 
 @router.get(

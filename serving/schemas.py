@@ -27,6 +27,57 @@ class SearchResponse(BaseModel):
     limit: int
     offset: int
     took_ms: float
+    facets: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="for category (and color, brand when the catalog has them): value -> how many of the top "
+        "matching candidates have it (pass one back as a filter)",
+    )
+
+
+class RecommendRequest(BaseModel):
+    viewed: list[str] = Field(default_factory=list, max_length=200, description="product ids viewed, oldest first")
+    liked: list[str] = Field(default_factory=list, max_length=200, description="product ids liked")
+    disliked: list[str] = Field(default_factory=list, max_length=200, description="product ids disliked")
+    limit: int = Field(10, ge=1, le=100, description="results per page")
+    offset: int = Field(0, ge=0, le=1000, description="results to skip (pagination)")
+    category: str | None = Field(None, description="only this category")
+    min_price: float | None = Field(None, ge=0, description="only products at or above this price")
+    max_price: float | None = Field(None, ge=0, description="only products at or below this price")
+    diversify: bool = Field(True, description="re-rank by maximal marginal relevance (no near-duplicate lists)")
+
+
+class Colour(BaseModel):
+    name: str = Field(description="a plain colour name (red, navy, beige, ...)")
+    share: float = Field(description="share of the product's pixels")
+    rgb: list[int]
+
+
+class CategoryScore(BaseModel):
+    category: str
+    score: float = Field(description="share of the nearest catalog products' similarity-weighted vote")
+
+
+class DescribeResponse(BaseModel):
+    model_version: int
+    category: str = Field(description="the most likely catalog category")
+    confidence: float
+    categories: list[CategoryScore] = Field(description="the top 3")
+    colours: list[Colour] = Field(description="dominant colours of the product, largest first")
+    title: str = Field(description="a suggested title")
+    description: str = Field(description="a suggested short description")
+    similar: list[str] = Field(description="ids of the most similar catalog products")
+
+
+class LookGroup(BaseModel):
+    category: str = Field(description="a category that complements the product's (data/complements.json)")
+    results: list[Hit]
+
+
+class LookResponse(BaseModel):
+    model_version: int
+    product_id: str
+    category: str
+    groups: list[LookGroup] = Field(description="empty when the product's category has no complements")
 
 
 class Region(BaseModel):

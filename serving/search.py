@@ -20,6 +20,8 @@ from serving.served import Served
 RESULT_COLUMNS = ("product_id", "title", "category", "price")
 ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
 DEFAULT_LIMITS = {k: Settings.model_fields[k].default for k in ("max_image_pixels", "max_image_side")}
+FACET_COLUMNS = ("category", "color", "brand")  # optional catalog columns counted for facets
+FACET_POOL = 100  # candidates the facet counts are taken over
 RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al. 2009)
 
 
@@ -47,6 +49,11 @@ class Catalog:
     has_price: bool
     columns: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)  # the table's lensflow metadata (ANN and query settings), read once
+    category_of: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def facet_columns(self) -> tuple[str, ...]:
+        return tuple(c for c in FACET_COLUMNS if c in self.columns)
 
     @classmethod
     def of(cls, table) -> Catalog:
@@ -64,6 +71,7 @@ class Catalog:
             "price" in cols,
             cols,
             table_metadata(table),
+            dict(zip(t["product_id"], t["category"])),
         )
 
 
@@ -222,10 +230,23 @@ def product_vector(served: Served, product_id: str) -> np.ndarray:
     return np.asarray(rows[0]["vector"], dtype=np.float32)
 
 
-def _row(r: dict) -> dict:
+def result_row(r: dict) -> dict:
+    """A result row as the API returns it: the result columns (a NaN price as null), the score rounded."""
     out = {k: r.get(k) for k in RESULT_COLUMNS if k in r}
     if out.get("price") is not None and out["price"] != out["price"]:  # NaN
         out["price"] = None
+    return {**out, "score": round(float(r["score"]), 6)} if "score" in r else out
+
+
+def facet_counts(rows: list[dict], columns: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """{column: {value: count}} over candidate rows, most frequent first (missing values not counted)."""
+    out = {}
+    for c in columns:
+        counts: dict[str, int] = {}
+        for r in rows:
+            if r.get(c) is not None:
+                counts[str(r[c])] = counts.get(str(r[c]), 0) + 1
+        out[c] = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     return out
 
 
@@ -237,21 +258,23 @@ def by_vector(
     offset: int,
     filters: Filters,
     exclude_id: str | None = None,
-) -> list[dict]:
-    cols = tuple(c for c in RESULT_COLUMNS if c in catalog.columns)
-    rows = best_of(
-        served.table, vec, offset + limit, where_clause(filters, catalog, exclude_id), columns=cols, meta=catalog.meta
-    )
-    return [{**_row(r), "score": round(r["score"], 6)} for r in rows[offset : offset + limit]]
+) -> tuple[list[dict], dict[str, dict[str, int]]]:
+    """One page of the products nearest to `vec` (or to the best of its views), and the facet counts over the
+    top FACET_POOL matching candidates (or the page, when deeper)."""
+    cols = tuple(dict.fromkeys((*(c for c in RESULT_COLUMNS if c in catalog.columns), *catalog.facet_columns)))
+    where = where_clause(filters, catalog, exclude_id)
+    rows = best_of(served.table, vec, max(offset + limit, FACET_POOL), where, columns=cols, meta=catalog.meta)
+    return [result_row(r) for r in rows[offset : offset + limit]], facet_counts(rows, catalog.facet_columns)
 
 
 def hybrid(
     served: Served, catalog: Catalog, text: str, vec: np.ndarray, limit: int, offset: int, filters: Filters
-) -> list[dict]:
-    """Full-text (BM25 on titles) and vector results fused by reciprocal rank; each hit keeps both ranks."""
+) -> tuple[list[dict], dict[str, dict[str, int]]]:
+    """Full-text (BM25 on titles) and vector results fused by reciprocal rank; each hit keeps both ranks.
+    Facet counts are taken over every fused candidate."""
     n = max(50, 2 * (offset + limit))
     where = where_clause(filters, catalog)
-    cols = [c for c in RESULT_COLUMNS if c in catalog.columns]
+    cols = list(dict.fromkeys((*(c for c in RESULT_COLUMNS if c in catalog.columns), *catalog.facet_columns)))
     vec_rows = best_of(served.table, vec, n, where, columns=tuple(cols), meta=catalog.meta)
     q = served.table.search(text, query_type="fts")
     if where:
@@ -263,11 +286,15 @@ def hybrid(
     fused: dict[str, dict] = {}
     for source, rows in (("vector_rank", vec_rows), ("text_rank", fts_rows)):
         for rank, r in enumerate(rows, 1):
-            hit = fused.setdefault(r["product_id"], {**_row(r), "score": 0.0, "vector_rank": None, "text_rank": None})
+            facets = {c: r.get(c) for c in catalog.facet_columns}
+            hit = fused.setdefault(
+                r["product_id"], {**result_row(r), **facets, "score": 0.0, "vector_rank": None, "text_rank": None}
+            )
             hit[source] = rank
             hit["score"] += 1.0 / (RRF_K + rank)
     ranked = sorted(fused.values(), key=lambda h: (-h["score"], h["product_id"]))
-    return [{**h, "score": round(h["score"], 6)} for h in ranked[offset : offset + limit]]
+    page = [{**result_row(h), "vector_rank": h["vector_rank"], "text_rank": h["text_rank"]} for h in ranked]
+    return page[offset : offset + limit], facet_counts(ranked, catalog.facet_columns)
 
 
 def search(
@@ -293,4 +320,4 @@ def search(
         max_pixels, max_side = limits or (DEFAULT_LIMITS["max_image_pixels"], DEFAULT_LIMITS["max_image_side"])
         photo = decode_image(Path(image).read_bytes(), max_pixels, max_side, photo_side(served))
         vec = image_vector(served, photo, photo_box(photo, box))
-    return by_vector(served, catalog, vec, k, 0, Filters(category=category))
+    return by_vector(served, catalog, vec, k, 0, Filters(category=category))[0]

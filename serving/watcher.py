@@ -6,9 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lensflow.core.champion import IndexMismatch, NoChampion, resolve_version
+from lensflow.core.complements import complements_of, read_complements
 from lensflow.core.redact import format_exception, redact
 from lensflow.core.settings import Settings
 from serving import search as S
@@ -24,6 +25,8 @@ class Live:
     served: Served
     catalog: S.Catalog
     loaded_at: str
+    complements: dict[str, list[str]] = field(default_factory=dict)  # "complete the look" (data/complements.json)
+    captioner: object | None = None  # models.caption.Captioner when LENSFLOW_CAPTION_MODEL is set
 
     @property
     def version(self) -> int:
@@ -38,7 +41,18 @@ class Live:
 def load_live(settings: Settings) -> Live:
     """Load and verify the champion's encoder and index (tasks.champion) and read its catalog, stamped now."""
     served = load_champion(settings)
-    return Live(served, S.Catalog.of(served.table), dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    catalog = S.Catalog.of(served.table)
+    try:
+        complements = complements_of(read_complements(settings.data_path), catalog.categories)
+    except ValueError as exc:  # a file edited since the last validation: search keeps working without it
+        log.warning("complete the look is off: %s", exc)
+        complements = {}
+    captioner = None
+    if settings.caption_model:
+        from models.caption import Captioner
+
+        captioner = Captioner.load(settings.path(settings.caption_model))
+    return Live(served, catalog, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), complements, captioner)
 
 
 class ChampionWatcher:

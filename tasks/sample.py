@@ -14,8 +14,21 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from lensflow.core.complements import COMPLEMENTS_FILE
+
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+# "complete the look" for the sample (data/complements.json, lensflow.core.complements): tops <-> trousers <->
+# shoes <-> bags; a dress goes with shoes and bags
+_SLOTS = {
+    "tops": ["T-shirt/top", "Pullover", "Shirt", "Coat"],
+    "trousers": ["Trouser"],
+    "shoes": ["Sneaker", "Sandal", "Ankle boot"],
+    "bags": ["Bag"],
+}
+SAMPLE_COMPLEMENTS = {
+    c: [o for other, cats in _SLOTS.items() if other != slot for o in cats] for slot, cs in _SLOTS.items() for c in cs
+} | {"Dress": [*_SLOTS["shoes"], *_SLOTS["bags"]]}
 _NOUNS = [  # a few ways shops name each category
     ["t-shirt", "tee", "top"],
     ["trousers", "pants", "trouser"],
@@ -56,7 +69,7 @@ def sample_files(data_dir: Path) -> set[str]:
     """Files under data_dir (relative paths) that a sample build wrote: the marked catalog, its
     categories.json and the images named the way the builder names them (not whatever a possibly edited
     catalog lists: a user's photo never counts as the sample's)."""
-    owned = {"catalog.parquet", "categories.json"} if sample_meta(data_dir) is not None else set()
+    owned = {"catalog.parquet", "categories.json", COMPLEMENTS_FILE} if sample_meta(data_dir) is not None else set()
     images = data_dir / "images"
     if images.is_dir():
         owned |= {
@@ -146,7 +159,7 @@ def title_for(product_id: str, label: int) -> str:
 def build_sample_catalog(
     data_dir: Path, limit: int | None = None, source: Path = FASHION_MNIST_DIR, force: bool = False
 ) -> pd.DataFrame:
-    """Write data/images/<split>/<id>.png, data/catalog.parquet and data/categories.json.
+    """Write data/images/<split>/<id>.png, data/catalog.parquet, data/categories.json and data/complements.json.
 
     Deterministic: the same source and limit give byte-identical files (and so the same DVC md5).
     Only files an earlier sample build wrote are replaced; anything else in data_dir (a user's catalog
@@ -202,4 +215,5 @@ def build_sample_catalog(
     table = table.replace_schema_metadata({SAMPLE_MARK: json.dumps({"source": "fashion-mnist", "limit": limit})})
     __import__("pyarrow.parquet").parquet.write_table(table, catalog_path)
     (data_dir / "categories.json").write_text(json.dumps(CATEGORIES, indent=1) + "\n")
+    (data_dir / COMPLEMENTS_FILE).write_text(json.dumps(SAMPLE_COMPLEMENTS, indent=1) + "\n")
     return df

@@ -15,6 +15,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
+from lensflow.core.complements import COMPLEMENTS_FILE, complement_problems, read_complements
 from lensflow.core.settings import Settings
 from tasks import stage
 from tasks.helpers.catalog import SPLITS, load_catalog
@@ -280,9 +281,24 @@ def validate_catalog(
         valid["price"] = pd.to_numeric(valid["price"])
     valid = valid.reset_index(drop=True)
     found = sorted(valid["category"].unique())
+    check_complements(data_dir, categories or found)
     return ValidationResult(
         valid, len(df), len(bad), counts, report_path, quarantine_path, docs, success, categories or found
     )
+
+
+def check_complements(data_dir: Path, categories: list[str]) -> None:
+    """data/complements.json ("complete the look") may only name the catalog's categories: ValidationFailed
+    naming each unknown one (with the closest category) and the file."""
+    try:
+        problems = complement_problems(read_complements(data_dir), categories)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc)) from None
+    if problems:
+        raise ValidationFailed(
+            f"{data_dir / COMPLEMENTS_FILE}: " + "; ".join(problems) + ". Fix the file (it lists, for each category, "
+            "the categories that complete its look), or remove it"
+        )
 
 
 def report_dir(s: Settings, data_md5: str) -> Path:

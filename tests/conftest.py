@@ -115,11 +115,17 @@ class ServiceThread:
 
 @contextmanager
 def served_project(
-    root: Path, env: dict[str, str], epochs: int = 3, price: bool = False, later_seeds: tuple[int, ...] = ()
+    root: Path,
+    env: dict[str, str],
+    epochs: int = 3,
+    price: bool = False,
+    later_seeds: tuple[int, ...] = (),
+    complements: dict[str, list[str]] | None = None,
 ):
     """A tiny project at `root` (settings from `env` on top of the defaults) with an auto-approved champion and,
-    for each of `later_seeds`, a version deferred with approval=later; served by ServiceThread. Yields
-    (service, settings, catalog). Needs the Prefect harness."""
+    for each of `later_seeds`, a version deferred with approval=later; served by ServiceThread. `complements`
+    is written as data/complements.json ("complete the look"). Yields (service, settings, catalog). Needs the
+    Prefect harness."""
     from flows.retrain import RetrainParams, retrain
     from lensflow.core.settings import get_settings
     from tasks.promote import GateConfig
@@ -130,6 +136,8 @@ def served_project(
     get_settings.cache_clear()
     s = get_settings()
     catalog = write_synthetic_catalog(s.data_path, price=price)
+    if complements is not None:
+        (s.data_path / "complements.json").write_text(json.dumps(complements))
     base = dict(preset="tiny", epochs=epochs, batch_size=8, progress=False, gate=GateConfig(floors={}, tolerance=1.0))
     retrain(params=RetrainParams(**base, approval="auto-approve"))
     for seed in later_seeds:

@@ -49,6 +49,8 @@ def test_retrain_status_search(tmp_path):
     photo = tmp_path / "data" / catalog.loc[catalog["category"] == "Green bag", "image_path"].iloc[0]
     hits = json.loads(run(tmp_path, "search", "--image", str(photo), "--k", "3", "--json").stdout)
     assert hits[0]["category"] == "Green bag" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    described = json.loads(run(tmp_path, "describe", str(photo), "--json").stdout)
+    assert described["category"] == "Green bag" and described["colours"][0]["name"] == "green"
     both = run(tmp_path, "search", "--json", check=False)
     assert both.returncode == 2 and "exactly one of --text or --image" in both.stderr
     # --box: only that part of the photo is searched (the bag on the right half of a two-product photo)

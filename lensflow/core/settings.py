@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         40_000_000, ge=1, description="largest accepted photo, width x height (read before decoding)"
     )
     max_image_side: int = Field(12_000, ge=1, description="largest accepted photo side, pixels")
+    caption_model: Path | None = Field(
+        None,
+        description="a local image-to-text checkpoint folder (VisionEncoderDecoder or BLIP) that writes /describe's "
+        "description; unset: the attribute describer",
+    )
 
     @field_validator("loader_workers", mode="before")
     @classmethod

@@ -215,3 +215,49 @@ def test_two_products_are_offered_and_a_dragged_box_searches_inside_it(real_serv
     WebDriverWait(browser, 30).until(lambda d: ids[1] in shown_ids(d)[:10])
     assert sum(c == "Bag" for c in categories_shown(browser)[:10]) >= 6
     browser.save_screenshot(str(ARTIFACTS / "browser-dragged-box.png"))
+
+
+def test_a_session_gets_recommendations_the_look_and_facets(real_service, browser):
+    """A shopper arrives by a shared link, views three products, sees recommendations, opens "complete the
+    look" and narrows the results with a facet; the link follows the search."""
+    from urllib.parse import parse_qs, urlparse
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tasks.sample import SAMPLE_COMPLEMENTS
+
+    service, catalog, root = real_service
+    browser.get(service.url + "/?q=ankle+boots")  # a deep link: the search runs on arrival
+    wait_status(browser, 'results for "ankle boots"')
+    assert browser.find_element(By.ID, "q").get_attribute("value") == "ankle boots"
+    assert "score" not in browser.find_element(By.ID, "results").text  # no raw similarity numbers for shoppers
+    cards = browser.find_elements(By.CSS_SELECTOR, "#results .card")[:3]
+    seen = [c.get_attribute("data-product-id") for c in cards]
+    for c in cards:
+        c.find_element(By.TAG_NAME, "img").click()
+    WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#recs-row .card")) == 8)
+    recs = [c.get_attribute("data-product-id") for c in browser.find_elements(By.CSS_SELECTOR, "#recs-row .card")]
+    assert not set(recs) & set(seen)
+    assert browser.execute_script("return JSON.parse(localStorage.getItem('lensflow.viewed'))") == seen
+
+    first = browser.find_element(By.CSS_SELECTOR, "#results .card")
+    first.find_element(By.CSS_SELECTOR, "button.look").click()
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#look-groups .look-group"))
+    groups = browser.find_elements(By.CSS_SELECTOR, "#look-groups .look-group")
+    expected = SAMPLE_COMPLEMENTS[first.get_attribute("data-category")]
+    assert [g.get_attribute("data-category") for g in groups] == expected
+    for g in groups:
+        shown = {c.get_attribute("data-category") for c in g.find_elements(By.CSS_SELECTOR, ".card")}
+        assert shown == {g.get_attribute("data-category")}
+    browser.save_screenshot(str(ARTIFACTS / "browser-session.png"))
+
+    facet = next(
+        b for b in browser.find_elements(By.CSS_SELECTOR, "#facets button") if b.get_attribute("data-value") != ""
+    )
+    value = facet.get_attribute("data-value")
+    forget_results(browser)
+    facet.click()
+    wait_status(browser, 'results for "ankle boots"')
+    WebDriverWait(browser, 30).until(lambda d: set(categories_shown(d)) == {value})
+    assert parse_qs(urlparse(browser.current_url).query) == {"q": ["ankle boots"], "category": [value]}
