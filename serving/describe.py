@@ -14,27 +14,18 @@ from collections import Counter
 import numpy as np
 from PIL import Image
 
-from lensflow.core.index import best_of
+from lensflow.core.index import best_of, category_vote
 from serving.served import Served
 
 NEIGHBOURS = 20  # catalog products that vote on the category
-VOTE_TEMPERATURE = 0.05  # softmax temperature over cosine similarities (sharper: the nearest count more)
 MIN_SHARE = 0.12  # a colour covering less of the product than this is not named
 HUES = ((15, "red"), (70, "yellow"), (160, "green"), (195, "teal"), (255, "blue"), (290, "purple"), (345, "pink"))
 
 
-def category_vote(rows: list[dict]) -> list[dict]:
+def category_scores(rows: list[dict]) -> list[dict]:
     """Categories with confidences from the neighbours' similarity-weighted vote, best first."""
-    if not rows:
-        return []
-    scores = np.array([r["score"] for r in rows])
-    weights = np.exp((scores - scores.max()) / VOTE_TEMPERATURE)
-    votes: dict[str, float] = {}
-    for r, w in zip(rows, weights):
-        votes[r["category"]] = votes.get(r["category"], 0.0) + float(w)
-    total = sum(votes.values())
-    ranked = sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [{"category": c, "score": round(v / total, 4)} for c, v in ranked]
+    vote = category_vote([r["category"] for r in rows], [r["score"] for r in rows])
+    return [{"category": c, "score": round(v, 4)} for c, v in vote]
 
 
 def colour_name(rgb: tuple[float, float, float]) -> str:
@@ -97,7 +88,7 @@ def describe(served: Served, image: Image.Image, columns: tuple[str, ...], capti
     with torch.inference_mode():
         vectors = served.encoder.encode_photos([image])[0].cpu().numpy()
     rows = best_of(served.table, vectors, NEIGHBOURS, columns=columns)
-    categories = category_vote(rows)
+    categories = category_scores(rows)
     crop = served.encoder.photo_views(image)[0]
     colours = dominant_colours(crop)
     best = categories[0]["category"] if categories else ""

@@ -16,9 +16,11 @@ from tasks.baseline import Baseline, EvalPlan, champion_on_eval_set
 from tasks.evaluate import EvalResult, Gallery, evaluate
 from tasks.helpers.report import write_report
 from tasks.index import IndexInfo, index_record
+from tasks.mislabel import likely_mislabelled
 from tasks.robustness import add_robustness
 from tasks.shopper import shopper_queries
 from tasks.tracking import TrackedRun
+from tasks.validate import report_dir
 
 
 @dataclass
@@ -45,7 +47,9 @@ def evaluate_challenger(
     plan: EvalPlan,
 ) -> Comparison:
     """Shopper photos (training recipe and held-out), text and image queries against the challenger's own
-    index; the champion on the same set; metrics and the report on the run; the version tagged `ready`."""
+    index; the champion on the same set; metrics and the report on the run (with the catalog rows whose photo
+    disagrees with their category: likely_mislabelled.csv, also beside the validation report); the version
+    tagged `ready`."""
     cache = s.path(s.cache_dir)
     table = connect(index.uri).open_table(index.table)
     shopper = shopper_queries(
@@ -69,6 +73,12 @@ def evaluate_challenger(
     if baseline:
         run.log_metrics(baseline.result.metrics, prefix="champion.")
     report = run.work / "eval"
+    report.mkdir(parents=True, exist_ok=True)
+    flagged = likely_mislabelled(gallery.ids, gallery.categories, gallery.vectors)
+    for folder in (report, report_dir(s, data_md5)):  # with the evaluation, and beside the validation report
+        folder.mkdir(parents=True, exist_ok=True)
+        flagged.to_csv(folder / "likely_mislabelled.csv", index=False)
+    run.log_metrics({"likely_mislabelled_rows": len(flagged)})
     write_report(
         report,
         result,

@@ -132,3 +132,20 @@ def best_of(tbl, vectors: np.ndarray, k: int, where: str | None = None, **kw) ->
             if r["product_id"] not in best or r["score"] > best[r["product_id"]]["score"]:
                 best[r["product_id"]] = r
     return sorted(best.values(), key=lambda r: (-r["score"], r["product_id"]))[:k]
+
+
+VOTE_TEMPERATURE = 0.05  # softmax temperature over cosine similarities: the nearest neighbours count most
+
+
+def category_vote(categories: list[str], scores: list[float]) -> list[tuple[str, float]]:
+    """What the nearest products say an item is: (category, share of the similarity-weighted vote), best first.
+    Used to describe a photo (serving/describe.py) and to find likely mislabelled catalog rows (tasks/mislabel.py)."""
+    if not len(categories):
+        return []
+    s = np.asarray(scores, dtype=np.float64)
+    weights = np.exp((s - s.max()) / VOTE_TEMPERATURE)
+    votes: dict[str, float] = {}
+    for c, w in zip(categories, weights):
+        votes[c] = votes.get(c, 0.0) + float(w)
+    total = sum(votes.values())
+    return sorted(((c, v / total) for c, v in votes.items()), key=lambda cv: (-cv[1], cv[0]))

@@ -32,6 +32,8 @@ def test_retrain_end_to_end_then_second_version(project, tiny_catalog, prefect_h
     assert first["outcome"] == "promoted" and first["version"] == 1
     steps = {"version-data", "validate-catalog", "fine-tune", "embed-catalog", "build-index", "evaluate"}
     assert steps <= set(first["stage_seconds"]) and all(v >= 0 for v in first["stage_seconds"].values())
+    flagged = project.path(project.reports_dir) / "validation" / first["data_md5"].removesuffix(".dir")
+    assert (flagged / "likely_mislabelled.csv").read_text().startswith("product_id,category,predicted,confidence")
     st = status(project)
     assert st["consistent"] is True, st["problems"]
     ch = st["champion"]

@@ -3,14 +3,14 @@
 import numpy as np
 from PIL import Image
 
-from serving.describe import category_vote, colour_name, dominant_colours, suggest
+from serving.describe import category_scores, colour_name, dominant_colours, suggest
 
 
 def test_category_vote_is_similarity_weighted():
     rows = [{"category": "Bag", "score": 0.9}, {"category": "Coat", "score": 0.7}, {"category": "Coat", "score": 0.7}]
-    vote = category_vote(rows)
+    vote = category_scores(rows)
     assert vote[0]["category"] == "Bag" and abs(sum(v["score"] for v in vote) - 1) < 1e-3  # near beats many
-    assert category_vote([]) == []
+    assert category_scores([]) == []
 
 
 def test_colour_names_of_known_colours():
