@@ -88,9 +88,16 @@ async def filters(
     max_price: float | None = Query(
         None, ge=0, description="only products at or below this price (catalogs with prices)"
     ),
+    attributes: list[str] = Query(
+        [],
+        alias="filter",
+        max_length=10,
+        description="COLUMN:VALUE, repeatable: only products with that value in an optional catalog column "
+        "(color, brand), e.g. filter=color:red",
+    ),
 ) -> S.Filters:
     """The filter query parameters of every search route (checked against the catalog by the search itself)."""
-    return S.Filters(category, min_price, max_price)
+    return S.Filters(category, min_price, max_price, S.parse_attributes(attributes))
 
 
 @dataclass(frozen=True)
@@ -273,7 +280,7 @@ def recommend(held: CurrentLive, body: RecommendRequest):
     was disliked; never a product the shopper viewed, liked or disliked; diversified (MMR)."""
     cur = held()
     t0 = time.perf_counter()
-    f = S.Filters(body.category, body.min_price, body.max_price)
+    f = S.Filters(body.category, body.min_price, body.max_price, body.filter)
     ranked = R.recommend(
         cur.served,
         cur.catalog,

@@ -43,6 +43,9 @@ class RecommendRequest(BaseModel):
     category: str | None = Field(None, description="only this category")
     min_price: float | None = Field(None, ge=0, description="only products at or above this price")
     max_price: float | None = Field(None, ge=0, description="only products at or below this price")
+    filter: dict[str, str] = Field(
+        default_factory=dict, description='optional catalog column -> value (color, brand), e.g. {"color": "red"}'
+    )
     diversify: bool = Field(True, description="re-rank by maximal marginal relevance (no near-duplicate lists)")
 
 

@@ -21,6 +21,7 @@ RESULT_COLUMNS = ("product_id", "title", "category", "price")
 ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
 DEFAULT_LIMITS = {k: Settings.model_fields[k].default for k in ("max_image_pixels", "max_image_side")}
 FACET_COLUMNS = ("category", "color", "brand")  # optional catalog columns counted for facets
+FILTER_COLUMNS = ("color", "brand")  # optional catalog columns `filter=COLUMN:VALUE` may name
 FACET_POOL = 100  # candidates the facet counts are taken over
 RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al. 2009)
 
@@ -38,6 +39,18 @@ class Filters:
     category: str | None = None
     min_price: float | None = None
     max_price: float | None = None
+    attributes: dict[str, str] = field(default_factory=dict)  # optional catalog column -> value (color, brand)
+
+
+def parse_attributes(items: list[str]) -> dict[str, str]:
+    """`filter=COLUMN:VALUE` query parameters -> {column: value} (checked against the catalog by `where_clause`)."""
+    out = {}
+    for item in items:
+        column, sep, value = item.partition(":")
+        if not sep or not column.strip() or not value.strip():
+            raise BadQuery(f"filter {item!r}: expected COLUMN:VALUE, e.g. color:red")
+        out[column.strip()] = value.strip()
+    return out
 
 
 @dataclass
@@ -94,6 +107,11 @@ def where_clause(filters: Filters, catalog: Catalog, exclude_id: str | None = No
             parts.append(f"price <= {float(filters.max_price)}")
         if filters.min_price is not None and filters.max_price is not None and filters.min_price > filters.max_price:
             raise BadQuery("min_price is greater than max_price")
+    for column, value in filters.attributes.items():
+        if column not in FILTER_COLUMNS or column not in catalog.columns:
+            usable = [c for c in FILTER_COLUMNS if c in catalog.columns]
+            raise BadQuery(f"cannot filter on {column!r}; this catalog's filterable columns: {', '.join(usable)}")
+        parts.append(f"{column} = {sql_quote(value)}")  # the column from a fixed list, the value a quoted literal
     if exclude_id is not None:
         parts.append(f"product_id != {sql_quote(exclude_id)}")
     return " AND ".join(parts) or None

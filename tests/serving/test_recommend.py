@@ -55,3 +55,19 @@ def test_validation_stops_on_an_unknown_complement(tmp_path):
         validate_catalog(tmp_path / "data", tmp_path / "report", progress=False)
     (tmp_path / "data" / "complements.json").write_text(json.dumps({"Red shirt": ["Green bag"]}))
     assert validate_catalog(tmp_path / "data", tmp_path / "report", progress=False).n_quarantined == 0
+
+
+def test_attribute_filters_are_validated_and_quoted():
+    from serving.search import BadQuery, Catalog, Filters, parse_attributes, where_clause
+
+    catalog = Catalog({}, ["Bag"], False, ["product_id", "category", "color", "brand"])
+    attrs = parse_attributes(["color:red", "brand: O'Neill "])
+    assert where_clause(Filters(attributes=attrs), catalog) == "color = 'red' AND brand = 'O''Neill'"
+    sneaky = where_clause(Filters(attributes={"color": "x' OR '1'='1"}), catalog)
+    assert sneaky == "color = 'x'' OR ''1''=''1'"  # one string literal, never SQL
+    with pytest.raises(BadQuery, match="cannot filter on 'title'; this catalog's filterable columns: color, brand"):
+        where_clause(Filters(attributes={"title": "x"}), catalog)
+    with pytest.raises(BadQuery, match="filterable columns: $"):
+        where_clause(Filters(attributes={"color": "red"}), Catalog({}, ["Bag"], False, ["product_id"]))
+    with pytest.raises(BadQuery, match="expected COLUMN:VALUE"):
+        parse_attributes(["red"])

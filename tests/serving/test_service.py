@@ -303,6 +303,8 @@ def test_search_responses_carry_facets(svc):
     assert list(cats.values()) == sorted(cats.values(), reverse=True)
     only = httpx.get(f"{service.url}/search/text", params={"q": "Blue shoe", "category": "Green bag"}).json()
     assert only["facets"]["category"] == {"Green bag": 12}
+    bad = httpx.get(f"{service.url}/search/text", params={"q": "shoe", "filter": "color:red"})
+    assert bad.status_code == 400 and "cannot filter on 'color'" in bad.json()["error"]
     similar = httpx.get(f"{service.url}/products/p0001/similar", params={"limit": 3}).json()
     assert sum(similar["facets"]["category"].values()) == 35  # itself excluded
 
