@@ -30,7 +30,7 @@ def test_data_sample_builds_a_dvc_tracked_catalog(tmp_path):
     df = pd.read_parquet(tmp_path / "data" / "catalog.parquet")
     assert len(df) == 70 and set(df["split"]) == {"train", "val", "test"}
     dvc = (tmp_path / "data.dvc").read_text()
-    assert "nfiles: 72" in dvc  # 70 images + catalog.parquet + categories.json
+    assert "nfiles: 73" in dvc  # 70 images + catalog.parquet + categories.json + complements.json
 
 
 def test_retrain_status_search(tmp_path):
