@@ -69,7 +69,11 @@ def sample_files(data_dir: Path) -> set[str]:
     """Files under data_dir (relative paths) that a sample build wrote: the marked catalog, its
     categories.json and the images named the way the builder names them (not whatever a possibly edited
     catalog lists: a user's photo never counts as the sample's)."""
-    owned = {"catalog.parquet", "categories.json", COMPLEMENTS_FILE} if sample_meta(data_dir) is not None else set()
+    owned = (
+        {f for f in ("catalog.parquet", "categories.json", COMPLEMENTS_FILE) if (data_dir / f).is_file()}
+        if sample_meta(data_dir) is not None
+        else set()
+    )
     images = data_dir / "images"
     if images.is_dir():
         owned |= {
