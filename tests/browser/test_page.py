@@ -236,10 +236,13 @@ def test_a_session_gets_recommendations_the_look_and_facets(real_service, browse
     seen = [c.get_attribute("data-product-id") for c in cards]
     for c in cards:
         c.find_element(By.TAG_NAME, "img").click()
-    WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#recs-row .card")) == 8)
-    recs = [c.get_attribute("data-product-id") for c in browser.find_elements(By.CSS_SELECTOR, "#recs-row .card")]
-    assert not set(recs) & set(seen)
     assert browser.execute_script("return JSON.parse(localStorage.getItem('lensflow.viewed'))") == seen
+    shown = "return [...document.querySelectorAll('#recs-row .card')].map((c) => c.dataset.productId)"
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script("return document.getElementById('recs').dataset.for") == ",".join(seen)
+    )  # the recommendations for all three views are shown
+    recs = browser.execute_script(shown)
+    assert len(recs) == 8 and not set(recs) & set(seen)
 
     first = browser.find_element(By.CSS_SELECTOR, "#results .card")
     first.find_element(By.CSS_SELECTOR, "button.look").click()

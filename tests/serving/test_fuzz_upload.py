@@ -302,7 +302,7 @@ def check_response(r: httpx.Response, svc_root: str, catalog, q: dict, must_succ
     assert r.headers.get("content-type", "").startswith("application/json"), r.headers
     body = r.json()
     if r.status_code == 200:
-        assert set(body) == {"model_version", "results", "limit", "offset", "took_ms"}, body
+        assert set(body) == {"model_version", "results", "limit", "offset", "took_ms", "facets"}, body
         assert body["model_version"] == 1 and r.headers["X-Model-Version"] == "1"
         assert 1 <= body["limit"] <= 100 and 0 <= body["offset"] <= 1000 and len(body["results"]) <= body["limit"]
         if "limit" in q:

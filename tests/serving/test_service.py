@@ -297,15 +297,17 @@ def test_hot_swap_under_load(svc):
 
 def test_search_responses_carry_facets(svc):
     service, _, _ = svc
-    body = httpx.get(f"{service.url}/search/text", params={"q": "Blue shoe", "limit": 5}).json()
+    body = httpx.get(f"{service.url}/search/text", params={"q": "Blue shoe", "limit": 5}, timeout=30).json()
     cats = body["facets"]["category"]
     assert set(cats) <= {"Red shirt", "Green bag", "Blue shoe"} and sum(cats.values()) == 36  # every candidate
     assert list(cats.values()) == sorted(cats.values(), reverse=True)
-    only = httpx.get(f"{service.url}/search/text", params={"q": "Blue shoe", "category": "Green bag"}).json()
+    only = httpx.get(
+        f"{service.url}/search/text", params={"q": "Blue shoe", "category": "Green bag"}, timeout=30
+    ).json()
     assert only["facets"]["category"] == {"Green bag": 12}
-    bad = httpx.get(f"{service.url}/search/text", params={"q": "shoe", "filter": "color:red"})
+    bad = httpx.get(f"{service.url}/search/text", params={"q": "shoe", "filter": "color:red"}, timeout=30)
     assert bad.status_code == 400 and "cannot filter on 'color'" in bad.json()["error"]
-    similar = httpx.get(f"{service.url}/products/p0001/similar", params={"limit": 3}).json()
+    similar = httpx.get(f"{service.url}/products/p0001/similar", params={"limit": 3}, timeout=30).json()
     assert sum(similar["facets"]["category"].values()) == 35  # itself excluded
 
 
@@ -313,9 +315,9 @@ def test_recommend_from_a_session(svc):
     service, _, catalog = svc
     ids = {c: catalog.loc[catalog.category == c, "product_id"].tolist() for c in catalog.category.unique()}
     viewed = ids["Blue shoe"][:3]
-    r = httpx.post(f"{service.url}/recommend", json={"viewed": viewed, "limit": 5})
+    r = httpx.post(f"{service.url}/recommend", json={"viewed": viewed, "limit": 5}, timeout=30)
     body = r.json()
-    assert r.status_code == 200 and body["model_version"] == 1 and r.headers["X-Model-Version"] == "1"
+    assert r.status_code == 200 and r.headers["X-Model-Version"] == str(body["model_version"])
     got = [h["product_id"] for h in body["results"]]
     assert len(got) == 5 and not set(got) & set(viewed)  # never what the shopper already saw
     assert [h["category"] for h in body["results"]].count("Blue shoe") >= 3 and body["facets"]["category"]
@@ -323,36 +325,39 @@ def test_recommend_from_a_session(svc):
     turned = httpx.post(
         f"{service.url}/recommend",
         json={"viewed": viewed, "liked": ids["Green bag"][:2], "disliked": viewed, "limit": 5},
+        timeout=30,
     ).json()["results"]
     assert [h["category"] for h in turned].count("Green bag") >= 4
     assert not {h["product_id"] for h in turned} & set(viewed + ids["Green bag"][:2])
     # filters and pagination as on search
     shirts = httpx.post(
-        f"{service.url}/recommend", json={"viewed": viewed, "category": "Red shirt", "limit": 4, "offset": 2}
+        f"{service.url}/recommend",
+        json={"viewed": viewed, "category": "Red shirt", "limit": 4, "offset": 2},
+        timeout=30,
     ).json()["results"]
     assert len(shirts) == 4 and {h["category"] for h in shirts} == {"Red shirt"}
     # bad input: unknown ids are named; an empty session says what to send
-    bad = httpx.post(f"{service.url}/recommend", json={"viewed": ["p0001", "nope", "gone"]})
+    bad = httpx.post(f"{service.url}/recommend", json={"viewed": ["p0001", "nope", "gone"]}, timeout=30)
     assert bad.status_code == 404 and "'nope'" in bad.json()["error"] and "'gone'" in bad.json()["error"]
-    empty = httpx.post(f"{service.url}/recommend", json={})
+    empty = httpx.post(f"{service.url}/recommend", json={}, timeout=30)
     assert empty.status_code == 400 and "at least one product id" in empty.json()["error"]
-    assert httpx.post(f"{service.url}/recommend", json={"viewed": "p0001"}).status_code == 422
+    assert httpx.post(f"{service.url}/recommend", json={"viewed": "p0001"}, timeout=30).status_code == 422
 
 
 def test_complete_the_look(svc):
     service, _, catalog = svc
     shirt = catalog.loc[catalog.category == "Red shirt", "product_id"].iloc[0]
-    r = httpx.get(f"{service.url}/products/{shirt}/complete-the-look", params={"limit": 2})
+    r = httpx.get(f"{service.url}/products/{shirt}/complete-the-look", params={"limit": 2}, timeout=30)
     body = r.json()
-    assert r.status_code == 200 and body["model_version"] == 1 and body["category"] == "Red shirt"
+    assert r.status_code == 200 and body["model_version"] >= 1 and body["category"] == "Red shirt"
     assert [g["category"] for g in body["groups"]] == ["Blue shoe", "Green bag"]
     assert all(
         len(g["results"]) == 2 and {h["category"] for h in g["results"]} == {g["category"]} for g in body["groups"]
     )
     bag = catalog.loc[catalog.category == "Green bag", "product_id"].iloc[0]
-    none = httpx.get(f"{service.url}/products/{bag}/complete-the-look").json()
+    none = httpx.get(f"{service.url}/products/{bag}/complete-the-look", timeout=30).json()
     assert none["groups"] == []  # a category without complements: an empty list, not an error
-    missing = httpx.get(f"{service.url}/products/nope/complete-the-look")
+    missing = httpx.get(f"{service.url}/products/nope/complete-the-look", timeout=30)
     assert missing.status_code == 404 and "'nope'" in missing.json()["error"]
 
 
@@ -365,12 +370,17 @@ def test_describe_a_photo(svc):
             f"{service.url}/describe", content=png((48, 36), colour), headers={"Content-Type": "image/png"}, timeout=30
         )
         body = r.json()
-        assert r.status_code == 200 and body["model_version"] == 1 and r.headers["X-Model-Version"] == "1"
+        assert r.status_code == 200 and r.headers["X-Model-Version"] == str(body["model_version"])
         assert body["category"] == category and 0 < body["confidence"] <= 1 and len(body["categories"]) <= 3
         assert body["colours"][0]["name"] == category.split()[0].lower()  # "Red shirt" is red
         assert category.split()[1] in body["title"].lower() and body["description"]
         assert set(body["similar"]) <= set(catalog.product_id) and len(body["similar"]) == 10
     # the same input checks as /search/image
-    assert httpx.post(f"{service.url}/describe", content=b"", headers={"Content-Type": "image/png"}).status_code == 400
-    wrong = httpx.post(f"{service.url}/describe", content=b"hello", headers={"Content-Type": "text/plain"})
+    assert (
+        httpx.post(
+            f"{service.url}/describe", content=b"", headers={"Content-Type": "image/png"}, timeout=30
+        ).status_code
+        == 400
+    )
+    wrong = httpx.post(f"{service.url}/describe", content=b"hello", headers={"Content-Type": "text/plain"}, timeout=30)
     assert wrong.status_code == 415 and "image/jpeg" in wrong.json()["error"]
