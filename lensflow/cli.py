@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -500,7 +501,6 @@ def search(
 
     Each call loads the champion's encoder and verifies its index first (~5-10 s on a 2-core CPU) for one
     query of a few ms: for more than a handful of searches run `lensflow serve` and use its API or page."""
-    from lensflow.core.champion import IndexMismatch, NoChampion
     from serving.search import search as do_search
     from serving.served import load_champion
 
@@ -509,19 +509,28 @@ def search(
     if box is not None and image is None:
         _fail("--box needs --image", 2)
     s = _settings()
-    try:
+    with _champion_errors(image):
         served = load_champion(s)
         limits = (s.max_image_pixels, s.max_image_side)
         results = do_search(served, text=text, image=image, k=k, category=category, box=box, limits=limits)
-    except (NoChampion, IndexMismatch, ValueError) as exc:
-        _fail(str(exc))
-    except OSError as exc:
-        _fail(f"cannot read {image}: {exc}")
     if json_out:
         typer.echo(json.dumps(results, indent=2))
         return
     for r in results:
         typer.echo(f"{r['score']:.4f}  {r['product_id']:<14} {r['category']:<12} {r['title']}")
+
+
+@contextmanager
+def _champion_errors(image: Path | None):
+    """A one-off use of the champion (search, describe): what the user can fix is one line and exit code 1."""
+    from lensflow.core.champion import IndexMismatch, NoChampion
+
+    try:
+        yield
+    except (NoChampion, IndexMismatch, ValueError) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot read {image}: {exc}")
 
 
 @app.command()
@@ -531,22 +540,17 @@ def describe(
 ) -> None:
     """Describe a photo with the champion: category and confidence, colours, a suggested title and description,
     and the most similar products (what the service's POST /describe returns)."""
-    from lensflow.core.champion import IndexMismatch, NoChampion
     from serving.describe import describe_file
     from serving.served import load_champion
 
     s = _settings()
-    try:
+    with _champion_errors(image):
         captioner = None
         if s.caption_model:
             from models.caption import Captioner
 
             captioner = Captioner.load(s.path(s.caption_model))
         out = describe_file(load_champion(s), image, (s.max_image_pixels, s.max_image_side), captioner)
-    except (NoChampion, IndexMismatch, ValueError) as exc:
-        _fail(str(exc))
-    except OSError as exc:
-        _fail(f"cannot read {image}: {exc}")
     if json_out:
         typer.echo(json.dumps(out, indent=2))
         return
