@@ -94,7 +94,7 @@ def main() -> None:
     served = load_champion(s)
     catalog = S.Catalog.of(served.table)
     frame = pd.read_parquet(s.data_path / "catalog.parquet")
-    cols = tuple(c for c in S.RESULT_COLUMNS if c in catalog.columns)
+    cols = catalog.result_columns
     vec_of = lambda ids: R.product_vectors(served, ids)  # noqa: E731
 
     # --- recommendations -------------------------------------------------------------------------------------

@@ -86,10 +86,11 @@ def describe(served: Served, image: Image.Image, columns: tuple[str, ...], capti
     import torch
 
     with torch.inference_mode():
-        vectors = served.encoder.encode_photos([image])[0].cpu().numpy()
+        views = served.encoder.photo_views(image)  # located once: the vectors and the colours both use it
+        vectors = served.encoder.encode_images(served.encoder.preprocess(views)).cpu().numpy()
     rows = best_of(served.table, vectors, NEIGHBOURS, columns=columns)
     categories = category_scores(rows)
-    crop = served.encoder.photo_views(image)[0]
+    crop = views[0]
     colours = dominant_colours(crop)
     best = categories[0]["category"] if categories else ""
     title, description = suggest(best, colours, [r["title"] for r in rows if r["category"] == best])

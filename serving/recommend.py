@@ -15,7 +15,7 @@ import numpy as np
 
 from lensflow.core.index import best_of
 from lensflow.core.storage import sql_list, sql_quote
-from serving.search import RESULT_COLUMNS, BadQuery, Catalog, Filters, facet_counts, result_row, where_clause
+from serving.search import BadQuery, Catalog, Filters, facet_counts, product_vector, result_row, where_clause
 from serving.served import Served
 
 
@@ -97,9 +97,10 @@ def recommend(
     vectors = product_vectors(served, seen)
     query = session_vector(vectors, viewed, liked, disliked, cfg)
     where = " AND ".join(p for p in (where_clause(filters, catalog), f"product_id NOT IN ({sql_list(seen)})") if p)
-    cols = tuple(dict.fromkeys((*(c for c in RESULT_COLUMNS if c in catalog.columns), *catalog.facet_columns)))
     want = offset + limit
-    rows = best_of(served.table, query, want * (cfg.pool if diversify else 1), where, columns=(*cols, "vector"))
+    rows = best_of(
+        served.table, query, want * (cfg.pool if diversify else 1), where, columns=(*catalog.ranked_columns, "vector")
+    )
     if diversify and rows:
         vecs, scores = np.asarray([r["vector"] for r in rows], np.float32), np.array([r["score"] for r in rows])
         order = mmr(vecs, scores, want, cfg.mmr_lambda)
@@ -111,11 +112,10 @@ def complete_the_look(
     served: Served, catalog: Catalog, complements: dict[str, list[str]], product_id: str, limit: int
 ) -> list[dict]:
     """For each category that complements the product's, the products nearest to it in that category."""
-    vec = product_vectors(served, [product_id])[product_id]
+    vec = product_vector(served, product_id)
     category = catalog.category_of[product_id]
-    cols = tuple(c for c in RESULT_COLUMNS if c in catalog.columns)
     groups = []
     for other in complements.get(category, []):
-        rows = best_of(served.table, vec, limit, f"category = {sql_quote(other)}", columns=cols)
+        rows = best_of(served.table, vec, limit, f"category = {sql_quote(other)}", columns=catalog.result_columns)
         groups.append({"category": other, "results": [result_row(r) for r in rows]})
     return groups

@@ -267,8 +267,8 @@ async def describe(held: CurrentLive, read: PhotoReader, settings: AppSettings):
 
     def work():
         image = S.decode_image(data, settings.max_image_pixels, settings.max_image_side, S.photo_side(cur.served))
-        cols = tuple(c for c in S.RESULT_COLUMNS if c in cur.catalog.columns)
-        return DescribeResponse(model_version=cur.version, **D.describe(cur.served, image, cols, cur.captioner))
+        out = D.describe(cur.served, image, cur.catalog.result_columns, cur.captioner)
+        return DescribeResponse(model_version=cur.version, **out)
 
     body = await run_in_threadpool(work)
     return JSONResponse(body.model_dump(), headers={"X-Model-Version": str(cur.version)})
@@ -304,8 +304,6 @@ def complete_the_look(
     """The best matches in each category that complements the product's (data/complements.json, edited by
     the catalog owner); an empty list when its category has none."""
     cur = held()
-    if product_id not in cur.catalog.category_of:
-        raise S.BadQuery(f"unknown product id {product_id!r}", 404)
     groups = R.complete_the_look(cur.served, cur.catalog, cur.complements, product_id, limit)
     body = LookResponse(
         model_version=cur.version,

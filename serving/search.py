@@ -68,6 +68,15 @@ class Catalog:
     def facet_columns(self) -> tuple[str, ...]:
         return tuple(c for c in FACET_COLUMNS if c in self.columns)
 
+    @property
+    def result_columns(self) -> tuple[str, ...]:
+        return tuple(c for c in RESULT_COLUMNS if c in self.columns)
+
+    @property
+    def ranked_columns(self) -> tuple[str, ...]:
+        """What a ranking reads per candidate: the result columns and the facet columns."""
+        return tuple(dict.fromkeys((*self.result_columns, *self.facet_columns)))
+
     @classmethod
     def of(cls, table) -> Catalog:
         cols = table.schema.names
@@ -279,9 +288,9 @@ def by_vector(
 ) -> tuple[list[dict], dict[str, dict[str, int]]]:
     """One page of the products nearest to `vec` (or to the best of its views), and the facet counts over the
     top FACET_POOL matching candidates (or the page, when deeper)."""
-    cols = tuple(dict.fromkeys((*(c for c in RESULT_COLUMNS if c in catalog.columns), *catalog.facet_columns)))
     where = where_clause(filters, catalog, exclude_id)
-    rows = best_of(served.table, vec, max(offset + limit, FACET_POOL), where, columns=cols, meta=catalog.meta)
+    n = max(offset + limit, FACET_POOL)
+    rows = best_of(served.table, vec, n, where, columns=catalog.ranked_columns, meta=catalog.meta)
     return [result_row(r) for r in rows[offset : offset + limit]], facet_counts(rows, catalog.facet_columns)
 
 
@@ -292,7 +301,7 @@ def hybrid(
     Facet counts are taken over every fused candidate."""
     n = max(50, 2 * (offset + limit))
     where = where_clause(filters, catalog)
-    cols = list(dict.fromkeys((*(c for c in RESULT_COLUMNS if c in catalog.columns), *catalog.facet_columns)))
+    cols = list(catalog.ranked_columns)
     vec_rows = best_of(served.table, vec, n, where, columns=tuple(cols), meta=catalog.meta)
     q = served.table.search(text, query_type="fts")
     if where:

@@ -14,7 +14,7 @@ from models.device import resolve_device
 from models.encoder import load_encoder
 from models.train import embed_inputs
 from tasks import stage
-from tasks.evaluate import EvalResult, Gallery, evaluate_vectors
+from tasks.evaluate import EvalResult, Gallery, evaluate, evaluate_vectors
 from tasks.helpers.approval import now
 from tasks.helpers.features import suffix_inputs
 from tasks.helpers.report import HEADLINE, comparison_table
@@ -57,29 +57,43 @@ def version_on_eval_set(s: Settings, mv, catalog: pd.DataFrame, data_md5: str, p
     gallery = Gallery(
         catalog["product_id"].to_numpy(str), catalog["category"].to_numpy(str), catalog["split"].to_numpy(str), vectors
     )
+    result = measure(s, encoder, gallery, catalog, data_md5, plan)
+    return Baseline(int(mv.version), result)
+
+
+def measure(
+    s: Settings, encoder, gallery: Gallery, catalog: pd.DataFrame, data_md5: str, plan: EvalPlan, table=None
+) -> EvalResult:
+    """The standard eval set of this catalog, the same for every version: training-recipe shopper photos, text
+    and image queries over `gallery` (plus the ANN recall of `table` when given), then the held-out photos."""
+    cache = s.path(s.cache_dir)
     shopper = shopper_queries(
         encoder,
         catalog,
-        data_dir,
-        cache_dir,
+        s.data_path,
+        cache,
         data_md5,
         limit=plan.shopper_queries,
-        workers=workers,
+        workers=s.loader_workers,
         progress=plan.progress,
     )
-    result = add_robustness(
-        evaluate_vectors(encoder, gallery, shopper),
+    result = (
+        evaluate(encoder, table, shopper, gallery=gallery)
+        if table is not None
+        else evaluate_vectors(encoder, gallery, shopper)
+    )
+    return add_robustness(
+        result,
         encoder,
         gallery,
         catalog,
-        data_dir,
+        s.data_path,
         plan.heldout_photos,
         plan.heldout_combined,
-        cache_dir=cache_dir,
+        cache_dir=cache,
         data_md5=data_md5,
         progress=plan.progress,
     )
-    return Baseline(int(mv.version), result)
 
 
 def record_evaluation(s: Settings, c, target: Champion, data_md5: str, measured: EvalResult) -> dict:

@@ -12,13 +12,11 @@ from lensflow.core.index import connect
 from lensflow.core.settings import Settings
 from models.encoder import DualEncoder
 from tasks import stage
-from tasks.baseline import Baseline, EvalPlan, champion_on_eval_set
-from tasks.evaluate import EvalResult, Gallery, evaluate
+from tasks.baseline import Baseline, EvalPlan, champion_on_eval_set, measure
+from tasks.evaluate import EvalResult, Gallery
 from tasks.helpers.report import write_report
 from tasks.index import IndexInfo, index_record
 from tasks.mislabel import likely_mislabelled
-from tasks.robustness import add_robustness
-from tasks.shopper import shopper_queries
 from tasks.tracking import TrackedRun
 from tasks.validate import report_dir
 
@@ -50,22 +48,9 @@ def evaluate_challenger(
     index; the champion on the same set; metrics and the report on the run (with the catalog rows whose photo
     disagrees with their category: likely_mislabelled.csv, also beside the validation report); the version
     tagged `ready`."""
-    cache = s.path(s.cache_dir)
     table = connect(index.uri).open_table(index.table)
-    shopper = shopper_queries(
-        encoder,
-        catalog,
-        s.data_path,
-        cache,
-        data_md5,
-        limit=plan.shopper_queries,
-        workers=s.loader_workers,
-        progress=plan.progress,
-    )
     gallery = Gallery.from_table(table)  # read once for both evaluations
-    result = evaluate(encoder, table, shopper, gallery=gallery)
-    held = (plan.heldout_photos, plan.heldout_combined)
-    result = add_robustness(result, encoder, gallery, catalog, s.data_path, *held, cache, data_md5, plan.progress)
+    result = measure(s, encoder, gallery, catalog, data_md5, plan, table)
     baseline = champion_on_eval_set(s, run.c, catalog, data_md5, plan)
     compared = Comparison(result, baseline)
     run.log_metrics(result.metrics)

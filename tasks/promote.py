@@ -269,16 +269,16 @@ def review_candidate(s: Settings, c, version: int | None) -> Candidate:
     if problems := index_problems(cand):
         raise IndexMismatch(f"v{cand.version} cannot be promoted: " + "; ".join(problems))
     compared = json_tag(cand.tags, "compared_with")
+    champ_tags = resolve_version(s, champ_version).tags if champ_version is not None else {}
     if champ_version is not None and champ_version != compared.get("champion_version"):
-        if resolve_version(s, champ_version).tags.get("eval_set_md5") != cand.tags.get("eval_set_md5"):
+        if champ_tags.get("eval_set_md5") != cand.tags.get("eval_set_md5"):
             raise ValueError(
                 f"v{cand.version} was evaluated against v{compared.get('champion_version')}, but the champion is now "
                 f"v{champ_version}, measured on another evaluation set: retrain to compare them on the same set"
             )
     elif champ_version is not None:
         champ = compared["metrics"]
-    champ_run = resolve_version(s, champ_version).tags.get("run_id") if champ_version is not None else None
-    return Candidate(cand, champ_version, champ, champ_run)
+    return Candidate(cand, champ_version, champ, champ_tags.get("run_id"))
 
 
 REVIEWABLE = ("ready", "awaiting-approval", "rejected", "superseded")
