@@ -643,21 +643,27 @@ def serve(
     host: str | None = typer.Option(None, "--host", help="bind address (default LENSFLOW_SERVE_HOST, 127.0.0.1)"),
     port: int | None = typer.Option(None, "--port", help="port (default LENSFLOW_SERVE_PORT, 8000)"),
     poll: float | None = typer.Option(None, "--poll", help="seconds between checks of the champion alias"),
+    log_format: str | None = typer.Option(
+        None, "--log-format", help="json (one object per line) or text (default LENSFLOW_LOG_FORMAT, json)"
+    ),
 ) -> None:
     """Serve the search API and page for the champion; swaps to a new champion without a restart."""
-    import logging
-
     import uvicorn
 
+    from serving import logs
     from serving.app import create_app
 
     s = _settings()
-    if poll is not None:
-        s = s.model_copy(update={"swap_poll_s": poll})
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    update = {"swap_poll_s": poll} if poll is not None else {}
+    if log_format is not None:
+        if log_format not in ("json", "text"):
+            _fail(f"--log-format must be json or text, not {log_format!r}")
+        update["log_format"] = log_format
+    s = s.model_copy(update=update)
+    cfg = logs.configure(s.log_format)
     host, port = host or s.serve_host, port or s.serve_port
     typer.echo(f"lensflow search on http://{host}:{port} (API docs at /docs)")
-    uvicorn.run(create_app(s), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(s), host=host, port=port, log_config=cfg, access_log=False)
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """The search service: FastAPI over the champion's encoder and exactly its index, swapped atomically when
 the `champion` alias moves. `lensflow serve` runs it; `create_app(settings)` builds it. The pieces live in
-schemas (models), watcher (hot swap), errors (handlers, body limit) and routes (every endpoint)."""
+schemas (models), watcher (hot swap), uploads (photo bodies), errors (one error shape), middleware (request id,
+API key, body limit, metrics, access log), metrics, logs and routes (every endpoint)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 
 from lensflow.core.settings import Settings
-from serving import errors
+from serving import errors, middleware
+from serving.metrics import Metrics
 from serving.routes import router
 from serving.watcher import ChampionWatcher
 
@@ -43,7 +46,17 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
     )
     app.state.settings = settings
     app.state.watcher = watcher or ChampionWatcher(settings, settings.swap_poll_s)
+    app.state.metrics = Metrics(app.state.watcher)
     errors.install(app)
+    app.middleware("http")(middleware.around)
+    if settings.cors_origins:  # added last: outermost, so preflights and 401s carry the CORS headers too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "X-API-Key", "Authorization", "X-Request-ID"],
+            expose_headers=["X-Model-Version", "X-Request-ID"],
+        )
     app.include_router(router)
     app.get("/", response_class=HTMLResponse, include_in_schema=False)(page)
     return app

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from lensflow.core.redact import public_message
@@ -19,9 +20,9 @@ from lensflow.core.settings import Settings
 from serving import describe as D
 from serving import recommend as R
 from serving import search as S
+from serving import uploads
 from serving.schemas import (
     ERRORS,
-    IMAGE_TYPES,
     PHOTO_BODY,
     DescribeResponse,
     Error,
@@ -116,27 +117,10 @@ async def page(
     return Page(limit, offset)
 
 
-async def read_photo(request: Request, max_bytes: int) -> bytes:
-    """The photo's bytes from the request body, with its content type and size checked."""
-    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if ctype not in IMAGE_TYPES:
-        raise S.BadQuery(
-            f"content type {ctype or 'missing'!r} is not a photo; send the image bytes with "
-            "Content-Type image/jpeg, image/png, image/webp, image/gif or image/bmp",
-            415,
-        )
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > max_bytes:
-            raise S.BadQuery(f"request body larger than {max_bytes} bytes", 413)
-    return bytes(data)
-
-
 async def photo_reader(request: Request, settings: AppSettings) -> Callable[[], Awaitable[bytes]]:
     """`await read()` reads the photo: the route calls it, so the parameters are validated and the 503 given
     before any of the body is read, and the read counts in took_ms."""
-    return functools.partial(read_photo, request, settings.max_upload_bytes)
+    return functools.partial(uploads.read_photo, request, settings.max_upload_bytes)
 
 
 CurrentLive = Annotated[Callable[[], Live], Depends(current_live)]
@@ -349,6 +333,24 @@ def health(watcher: Watcher):
         error=public_message(watcher.error),
     )
     return JSONResponse(body.model_dump(), 200 if cur else 503)
+
+
+@router.get("/livez", tags=["service"])
+async def livez():
+    """Liveness: the process answers (restart it when this fails). Says nothing about the champion."""
+    return {"status": "alive"}
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
+def readyz(watcher: Watcher):
+    """Readiness: 200 while a champion is served (send traffic), 503 before the first one loads (do not)."""
+    return health(watcher)
+
+
+@router.get("/metrics", tags=["service"], response_class=Response)
+def metrics(request: Request):
+    """Prometheus metrics: requests, errors and latency per route; the served version, swaps, check age."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/version", response_model=VersionInfo, responses=ERRORS, tags=["service"])

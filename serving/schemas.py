@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "application/octet-stream"}
+PHOTO_FIELD = "image"  # the multipart file part / JSON field that carries the photo
 
 
 class Hit(BaseModel):
@@ -147,11 +148,28 @@ ERRORS = {
     503: {"model": Error},
 }
 
-# OpenAPI for the routes that read a photo from the raw request body (FastAPI cannot infer it: no body parameter)
+# OpenAPI for the routes that read a photo (serving/uploads.py; FastAPI cannot infer it: no body parameter)
 PHOTO_BODY = {
     "requestBody": {
         "required": True,
-        "description": "the photo's bytes (not multipart)",
-        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in sorted(IMAGE_TYPES)},
+        "description": f"the photo: its raw bytes, a multipart upload with a file part named {PHOTO_FIELD!r} "
+        f'(curl -F {PHOTO_FIELD}=@photo.jpg), or JSON {{"{PHOTO_FIELD}": "<base64>"}}',
+        "content": {
+            **{t: {"schema": {"type": "string", "format": "binary"}} for t in sorted(IMAGE_TYPES)},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {PHOTO_FIELD: {"type": "string", "format": "binary"}},
+                    "required": [PHOTO_FIELD],
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {PHOTO_FIELD: {"type": "string", "format": "byte"}},
+                    "required": [PHOTO_FIELD],
+                }
+            },
+        },
     }
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from lensflow.core.champion import IndexMismatch, NoChampion, resolve_version
@@ -64,6 +65,7 @@ class ChampionWatcher:
         self.live: Live | None = None
         self.error: str | None = None
         self.checked_at: str | None = None
+        self.checked_mono: float | None = None  # time.monotonic() of the latest check (metrics: its age)
         self.swaps = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -87,6 +89,7 @@ class ChampionWatcher:
             return False
         finally:
             self.checked_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            self.checked_mono = time.monotonic()
         old, self.live = self.live, new
         self.error = None
         self.swaps += old is not None

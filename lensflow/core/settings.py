@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from lensflow.core.redact import link
@@ -79,6 +79,19 @@ class Settings(BaseSettings):
         40_000_000, ge=1, description="largest accepted photo, width x height (read before decoding)"
     )
     max_image_side: int = Field(12_000, ge=1, description="largest accepted photo side, pixels")
+    api_key: SecretStr | None = Field(
+        None,
+        description="when set, the search API answers only requests with X-API-Key: KEY or Authorization: Bearer KEY "
+        "(the page, /livez, /readyz and the API docs stay open); unset: no key (the default)",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="origins allowed to call the search API from a browser (comma-separated, e.g. "
+        "https://shop.example.com); empty: none (the default; same-origin pages still work)",
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="search service logs: one JSON object per line, or plain text"
+    )
     caption_model: Path | None = Field(
         None,
         description="a local image-to-text checkpoint folder (VisionEncoderDecoder or BLIP) that writes /describe's "
@@ -95,7 +108,12 @@ class Settings(BaseSettings):
     def _no_credentials_in_links(cls, value: str) -> str:
         return link(value)
 
-    @field_validator("reviewers", mode="before")
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("reviewers", "cors_origins", mode="before")
     @classmethod
     def _split_names(cls, value):
         if isinstance(value, str):
