@@ -28,6 +28,23 @@ review_app = typer.Typer(
 app.add_typer(review_app, name="review")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from lensflow import __version__
+
+        typer.echo(f"lensflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    """lensflow: visual product search, retrained and served with its index."""
+
+
 def _settings():
     from lensflow.core.runtime import offline_env
     from lensflow.core.settings import get_settings

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
+import lensflow
 from tests.conftest import needs_fashion_mnist, write_synthetic_catalog
 
 pytestmark = pytest.mark.cli
@@ -54,7 +56,6 @@ def test_retrain_status_search(tmp_path):
     both = run(tmp_path, "search", "--json", check=False)
     assert both.returncode == 2 and "exactly one of --text or --image" in both.stderr
     # --box: only that part of the photo is searched (the bag on the right half of a two-product photo)
-    from PIL import Image
 
     shoe = tmp_path / "data" / catalog.loc[catalog["category"] == "Blue shoe", "image_path"].iloc[0]
     pair = Image.new("RGB", (80, 40))
@@ -121,16 +122,42 @@ def test_retrain_status_search(tmp_path):
         cli = json.loads(run(tmp_path, "search", "--image", str(photo), "--k", "5", "--json").stdout)
         assert [h["product_id"] for h in api] == [h["product_id"] for h in cli]
         assert [h["score"] for h in api] == pytest.approx([h["score"] for h in cli], abs=1e-6)
+        # the Python client, against this real `lensflow serve`: typed answers, the same rankings
+        from lensflow.client import SearchClient, SearchError
+
+        with SearchClient(f"http://127.0.0.1:{port}") as shop:
+            assert shop.ready() and shop.version().model_version == 1
+            ranked = [h["product_id"] for h in cli]
+            with Image.open(photo) as im:
+                by_pil = shop.photo(im.copy(), limit=5)
+            for answer in (shop.photo(photo, limit=5), shop.photo(photo.read_bytes(), limit=5), by_pil):
+                assert [h.product_id for h in answer.results] == ranked and answer.model_version == 1
+            text = shop.text("Blue shoe", limit=4, mode="hybrid")
+            assert len(text.results) == 4 and text.results[0].image_url.startswith("/images/")
+            similar = shop.similar(ranked[0], limit=3)
+            assert ranked[0] not in [h.product_id for h in similar.results] and len(similar.results) == 3
+            rec = shop.recommend(viewed=ranked[:2], limit=3)
+            assert not {h.product_id for h in rec.results} & set(ranked[:2]) and len(rec.results) == 3
+            described = shop.describe(photo)
+            assert described.category == cli[0]["category"] and described.similar
+            assert shop.complete_the_look(ranked[0]).product_id == ranked[0]
+            with pytest.raises(SearchError) as missing:
+                shop.similar("no-such-product")
+            assert missing.value.status == 404 and "no-such-product" in missing.value.message
+            assert missing.value.request_id
     finally:
         server.terminate()
-        server.wait(30)
+        out, _ = server.communicate(timeout=30)
+    # JSON logs: the access log has a line per request, with the id the client was given
+    access = [json.loads(line) for line in out.splitlines() if line.startswith("{") and "lensflow.access" in line]
+    assert any(a["request_id"] == missing.value.request_id and a["status"] == 404 for a in access), out[-2000:]
+    assert run(tmp_path, "--version").stdout.strip() == f"lensflow {lensflow.__version__}"
 
 
 def _user_catalog(src: Path) -> pd.DataFrame:
     """A user's own files: catalog.csv (own ids, no split column) and photos in a sub-folder, with one
     transparent PNG, one photo that is not there and one whose name differs in case."""
     import numpy as np
-    from PIL import Image
 
     df = write_synthetic_catalog(src, per_category=20).drop(columns=["split"])
     (src / "catalog.parquet").unlink()

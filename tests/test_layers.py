@@ -66,3 +66,12 @@ def test_the_search_service_imports_without_orchestration():
     banned = {"prefect", "prefect_dask", "dask", "distributed", "great_expectations", "dvc", "tasks", "flows"}
     assert not loaded & banned, sorted(loaded & banned)
     assert {"fastapi", "lensflow", "serving"} <= loaded  # the check itself imported what it should
+
+
+def test_the_client_needs_neither_torch_nor_orchestration():
+    """`lensflow.client` is for storefront backends: httpx and pydantic, no model or platform stack."""
+    code = "import sys, json; import lensflow.client; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    loaded = set(json.loads(subprocess.check_output([sys.executable, "-c", code], cwd=ROOT, text=True)))
+    banned = {"torch", "transformers", "lancedb", "mlflow", "prefect", "dask", "dvc", "tasks", "flows", "models"}
+    assert not loaded & banned, sorted(loaded & banned)
+    assert {"httpx", "pydantic"} <= loaded
