@@ -1,5 +1,6 @@
 """What every flow starts with: the settings, secrets kept out of the logs, and, for the flows that write,
-the project's writer lock with the leftovers of a killed run repaired first."""
+the global writer slot (runs on several machines, tasks/writer_slot.py) and the project's writer lock (this
+machine), with the leftovers of a killed run repaired first."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from lensflow.core.redact import install_log_redaction
 from lensflow.core.settings import Settings, get_settings
 from tasks.lock import project_lock
 from tasks.recover import recover
+from tasks.writer_slot import writer_slot
 
 
 def begin(approval: str | None = None) -> Settings:
@@ -30,8 +32,12 @@ def begin(approval: str | None = None) -> Settings:
 
 @contextmanager
 def writing(s: Settings, what: str, wait_s: float = 0) -> Iterator[None]:
-    """Hold the writer lock for `what` and repair what a killed run left behind (tasks/recover.py)."""
+    """Hold the global writer slot and the writer lock for `what`, and repair what a killed run left behind
+    (tasks/recover.py)."""
     log = get_run_logger()
-    with project_lock(s.lock_dir, what, wait_s=wait_s, log=log.info):
+    with (
+        writer_slot(what, s.writer_slot_timeout_s, log.info),
+        project_lock(s.lock_dir, what, wait_s=wait_s, log=log.info),
+    ):
         recover(registry.client(s.tracking_uri), s.registered_model, s.mlflow_experiment, s.lancedb_path, log.warning)
         yield

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from models.encoder import DualEncoder
 from tasks import stage
 from tasks.helpers.images import iter_encoded
+from tasks.helpers.progress import progress_bar
 
 
 def embedding_batches(
@@ -33,7 +33,9 @@ def embedding_batches(
     if tower_features is not None:
         if len(tower_features) != len(catalog):
             raise ValueError(f"tower_features has {len(tower_features)} rows but the catalog has {len(catalog)}")
-        for i in tqdm(range(0, len(catalog), 4096), desc="embed (head on cached features)", disable=not progress):
+        for i in progress_bar(
+            range(0, len(catalog), 4096), desc="embed (head on cached features)", disable=not progress
+        ):
             with torch.inference_mode():  # per batch: a generator must not leave the caller in inference mode
                 feats = torch.from_numpy(np.asarray(tower_features[i : i + 4096])).to(encoder.device)
                 out = encoder.embed_features(feats).cpu().numpy().astype(np.float32, copy=False)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from tasks.helpers.catalog import CATALOG_FILES, CatalogError, read_catalog_table
+from tasks.helpers.progress import progress_bar
 from tasks.sample import describe_files, foreign_files, remove_files, sample_files
 from tasks.validate import POLICY, case_variant
 
@@ -110,7 +110,7 @@ def import_catalog(
     taken: set[str] = set()
     missing, n_bytes = [], 0
     for row, value in enumerate(
-        tqdm(df["image_path"], desc="import photos", unit="img", disable=not progress), start=1
+        progress_bar(df["image_path"], desc="import photos", unit="img", disable=not progress), start=1
     ):
         if not isinstance(value, str) or not value.strip() or value in placed:
             continue

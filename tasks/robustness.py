@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from models.encoder import DualEncoder
 from models.preprocess import to_rgb
@@ -33,6 +32,7 @@ from tasks.helpers.heldout_photos import (
     upright,
 )
 from tasks.helpers.metrics import topk
+from tasks.helpers.progress import progress_bar
 
 DEFAULT_PER_CONDITION = 50  # photos per single condition (R@1 to about +-0.07)
 DEFAULT_COMBINED = 300  # photos with every condition at once (the gated figure, R@1 to about +-0.03)
@@ -155,7 +155,9 @@ def robustness(
     and `combined`, against every product in `gallery`."""
     out = {}
     plan = [(c, per_condition) for c in conditions if per_condition > 0] + [(COMBINED, combined)]
-    bar = tqdm(total=sum(n for _, n in plan), desc="held-out shopper photos", unit="photo", disable=not progress)
+    bar = progress_bar(
+        total=sum(n for _, n in plan), desc="held-out shopper photos", unit="photo", disable=not progress
+    )
     for condition, n in plan:
         ids, pixels = query_pixels(encoder, catalog, data_dir, condition, n, cache_dir, data_md5)
         out[condition] = condition_metrics(ids, pixel_vectors(encoder, pixels), gallery) | {"queries": len(ids)}

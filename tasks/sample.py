@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from lensflow.core.complements import COMPLEMENTS_FILE
+from tasks.helpers.progress import progress_bar
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -197,7 +197,7 @@ def build_sample_catalog(
     images_dir = data_dir / "images"
     rows = []
     total = n_train + n_val + n_test
-    with tqdm(total=total, desc="sample catalog", unit="img") as bar:
+    with progress_bar(total=total, desc="sample catalog", unit="img") as bar:
         for split, tag, xs, ys, offset in parts:
             (images_dir / split).mkdir(parents=True, exist_ok=True)
             for i, (pixels, label) in enumerate(zip(xs, ys)):

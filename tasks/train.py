@@ -24,6 +24,7 @@ from models.train import TrainConfig, TrainData, Trainer, tower_outputs, validat
 from tasks import stage
 from tasks.helpers.catalog import category_text
 from tasks.helpers.features import suffix_inputs
+from tasks.helpers.progress import StageProgress
 
 
 @dataclass
@@ -128,7 +129,13 @@ def train_encoder(
 
     trainer = Trainer(encoder, split.suffix, cfg)
     t1 = time.perf_counter()
-    history = trainer.fit(data, validate, progress=progress)
+    stage = StageProgress(f"fine-tune ({cfg.strategy})", cfg.epochs)
+
+    def on_epoch(epoch: int, record: dict) -> None:
+        score = f", val_score {record['val_score']:.4f}" if "val_score" in record else ""
+        stage.update(epoch + 1, force=True, note=f"epochs; loss {record['loss']:.4f}{score}")
+
+    history = trainer.fit(data, validate, on_epoch=on_epoch, progress=progress)
     seconds = time.perf_counter() - t1
     tower_features = clean if cfg.strategy == "heads" else tower_outputs(split.suffix, clean_t, encoder.device).numpy()
     encoder.save(out_dir)

@@ -13,12 +13,12 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 from pydantic import BaseModel, Field
-from tqdm.auto import tqdm
 
 from lensflow.core.complements import COMPLEMENTS_FILE, complement_problems, read_complements
 from lensflow.core.settings import Settings
 from tasks import stage
 from tasks.helpers.catalog import SPLITS, load_catalog
+from tasks.helpers.progress import progress_bar
 
 
 class CatalogPolicy(BaseModel):
@@ -135,7 +135,7 @@ def unknown_category(value: str, categories: list[str]) -> str:
 def check_images(data_dir: Path, paths: list, workers: int = 4, progress: bool = True) -> list[str | None]:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         it = pool.map(lambda p: image_problem(data_dir, p), paths, chunksize=256)
-        return list(tqdm(it, total=len(paths), desc="check images", unit="img", disable=not progress))
+        return list(progress_bar(it, total=len(paths), desc="check images", unit="img", disable=not progress))
 
 
 def _suite_results(

@@ -19,6 +19,12 @@ OFFLINE_ENV = {
     "GIT_PYTHON_REFRESH": "quiet",
     "TOKENIZERS_PARALLELISM": "false",
     "DASK_LOGGING__DISTRIBUTED": "warning",  # Dask's INFO lines (~30 per sharded embed) drown the flow's own log
+    "MLFLOW_LOGGING_LEVEL": "WARNING",  # MLflow's per-call INFO lines (database setup, registrations)
+    # Flow and task runs log at INFO, so stages, counts, the gate decision and the outcome reach the Prefect UI;
+    # lensflow's own module loggers go there too (in a run); libraries stay at WARNING through the root logger.
+    "PREFECT_LOGGING_LEVEL": "INFO",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks,flows,models,lensflow",
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",  # those loggers outside a run (CLI search): console only
 }
 
 _malloc_tuned = False
@@ -29,7 +35,6 @@ def offline_env(root: Path) -> None:
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     if not sys.stderr.isatty():
         os.environ.setdefault("TQDM_MININTERVAL", "5")  # progress lines in logs, not a flood
 

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         description="MLflow UI, for links in review pages (credentials "
         "in it are dropped: the pages are shown to people)",
     )
+    writer_slot_timeout_s: float = Field(
+        6 * 3600,
+        gt=0,
+        description="how long a writer (retrain, reindex, promote) run against a Prefect server waits for the "
+        "global writer slot another machine's run holds, before it fails without changing anything",
+    )
     prefect_port: int = 4200
     mlflow_port: int = 5000
     serve_host: str = Field("127.0.0.1", description="search service bind address (loopback unless told otherwise)")

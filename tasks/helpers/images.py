@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from lensflow.core.runtime import tune_malloc
 from models.augment import ShopperAugment
 from models.preprocess import ImagePreprocess
+from tasks.helpers.progress import progress_bar
 
 
 class CatalogImages(Dataset):
@@ -109,7 +109,7 @@ def iter_encoded(
     `done`: images encoded earlier (a resumed run), counted in the progress bar."""
     tune_malloc()
     pin = device.startswith("cuda")
-    with tqdm(total=len(image_paths) + done, initial=done, desc=desc, unit="img", disable=not progress) as bar:
+    with progress_bar(total=len(image_paths) + done, initial=done, desc=desc, unit="img", disable=not progress) as bar:
         for pixels in image_batches(data_dir, image_paths, preprocess, batch_size, workers, augment, seed):
             if pin:
                 pixels = pixels.pin_memory()
