@@ -113,5 +113,5 @@ def describe_file(served: Served, path, limits: tuple[int, int], captioner=None)
 
     from serving.search import RESULT_COLUMNS, decode_image, photo_side
 
-    image = decode_image(Path(path).read_bytes(), *limits, photo_side(served))
+    image = decode_image(Path(path).read_bytes(), *limits, photo_side(served.encoder))
     return describe(served, image, tuple(c for c in RESULT_COLUMNS if c in served.table.schema.names), captioner)

@@ -129,6 +129,11 @@ Paging = Annotated[Page, Depends(page)]
 PhotoReader = Annotated[Callable[[], Awaitable[bytes]], Depends(photo_reader)]
 
 
+def upright(data: bytes, settings: Settings, cur: Live):
+    """The uploaded photo decoded upright within the service's limits, at the resolution the encoder needs."""
+    return S.decode_image(data, settings.max_image_pixels, settings.max_image_side, S.photo_side(cur.served.encoder))
+
+
 def hits(rows: list[dict]) -> list[Hit]:
     return [Hit(**r, image_url=f"/images/{r['product_id']}") for r in rows]
 
@@ -202,7 +207,7 @@ async def search_image(
     mod = S.text_query(modifier) if modifier is not None else None
 
     def work():
-        image = S.decode_image(data, settings.max_image_pixels, settings.max_image_side, S.photo_side(cur.served))
+        image = upright(data, settings, cur)
         vec = S.image_vector(cur.served, image, S.photo_box(image, box))
         if mod:
             vec = S.with_modifier(vec, S.text_vector(cur.served, mod), modifier_weight)
@@ -218,7 +223,7 @@ async def detect(held: CurrentLive, read: PhotoReader, settings: AppSettings):
     data = await read()
 
     def work():
-        image = S.decode_image(data, settings.max_image_pixels, settings.max_image_side, S.photo_side(cur.served))
+        image = upright(data, settings, cur)
         return RegionsResponse(
             model_version=cur.version,
             width=image.width,
@@ -250,7 +255,7 @@ async def describe(held: CurrentLive, read: PhotoReader, settings: AppSettings):
     data = await read()
 
     def work():
-        image = S.decode_image(data, settings.max_image_pixels, settings.max_image_side, S.photo_side(cur.served))
+        image = upright(data, settings, cur)
         out = D.describe(cur.served, image, cur.catalog.result_columns, cur.captioner)
         return DescribeResponse(model_version=cur.version, **out)
 

@@ -204,10 +204,9 @@ def photo_box(image: Image.Image, text: str | None) -> tuple[float, float, float
     return box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy
 
 
-def photo_side(served: Served) -> int:
+def photo_side(encoder) -> int:
     """The smallest side a query photo should keep when decoded (models.preprocess.draft): a product that
     fills 40% of the photo still gets the model's resolution after the localizer crops it."""
-    encoder = served.encoder
     side = encoder.preprocess.size
     return side if encoder.localizer is None else max(encoder.localizer.config.side, round(side / 0.4))
 
@@ -345,6 +344,6 @@ def search(
         vec = text_vector(served, text_query(text))
     else:
         max_pixels, max_side = limits or (DEFAULT_LIMITS["max_image_pixels"], DEFAULT_LIMITS["max_image_side"])
-        photo = decode_image(Path(image).read_bytes(), max_pixels, max_side, photo_side(served))
+        photo = decode_image(Path(image).read_bytes(), max_pixels, max_side, photo_side(served.encoder))
         vec = image_vector(served, photo, photo_box(photo, box))
     return by_vector(served, catalog, vec, k, 0, Filters(category=category))[0]

@@ -21,6 +21,7 @@ def load_champion(settings: Settings, device: str = "cpu") -> Served:
     """The champion encoder and exactly its index (pulled from DVC when missing); IndexMismatch when they
     do not match."""
     import mlflow
+
     from models.encoder import load_encoder
 
     champ = resolve_champion(settings)

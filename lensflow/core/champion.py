@@ -202,6 +202,15 @@ def status(settings: Settings) -> dict:
 
 
 def model_dir(source: str) -> Path:
+    """The encoder directory of a registered version (downloaded from its artifact store when remote). A version
+    is an MLflow pyfunc model (serving/pyfunc.py) holding the directory as its `encoder` artifact; versions
+    registered before that are the directory itself."""
     import mlflow.artifacts
+    import yaml
 
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
+    mlmodel = folder / "MLmodel"
+    if not mlmodel.exists():
+        return folder
+    spec = yaml.safe_load(mlmodel.read_text())
+    return folder / spec["flavors"]["python_function"]["artifacts"]["encoder"]["path"]
