@@ -167,6 +167,7 @@ class Platform:
         self._cli("--no-prompt", "deploy", "--all", cwd=root)
         deployments = self.deployments()
         log(f"deployed        {', '.join(deployments)}  ({time.perf_counter() - t0:.1f} s)")
+        self.configure_server(log)
         for pool in pools:
             if f"worker-{pool}" not in running:
                 self._start(f"worker-{pool}", self.worker_command(pool), root)
@@ -192,6 +193,20 @@ class Platform:
             "pools": pools,
             "seconds": seconds,
         }
+
+    def configure_server(self, log=print) -> None:
+        """What lensflow keeps on the server besides deployments: the global writer limit (tasks/writer_slot.py)
+        and the notification automations (lensflow/notify.py)."""
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from lensflow import notify
+        from tasks.writer_slot import NAME, ensure_limit
+
+        secret = lambda v: v.get_secret_value() if v is not None else None  # noqa: E731
+        with temporary_settings({PREFECT_API_URL: f"{self.prefect_url}/api"}):
+            ensure_limit()
+            log(f"writer limit    {NAME} (1 slot: retrain, reindex and promote runs wait for each other)")
+            notify.install(secret(self.settings.notify_reviewers_url), secret(self.settings.notify_engineers_url), log)
 
     def deployments(self) -> list[str]:
         with urllib.request.urlopen(

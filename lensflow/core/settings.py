@@ -75,6 +75,14 @@ class Settings(BaseSettings):
         description="how long a writer (retrain, reindex, promote) run against a Prefect server waits for the "
         "global writer slot another machine's run holds, before it fails without changing anything",
     )
+    notify_reviewers_url: SecretStr | None = Field(
+        None,
+        description="where `lensflow up`'s Prefect automation tells reviewers a promotion waits: an http(s) "
+        "webhook (JSON POST) or any Apprise URL (slack://, msteams://, mailto://...); unset: no notification",
+    )
+    notify_engineers_url: SecretStr | None = Field(
+        None, description="where it tells engineers a lensflow flow run failed or crashed (same URL forms)"
+    )
     prefect_port: int = 4200
     mlflow_port: int = 5000
     serve_host: str = Field("127.0.0.1", description="search service bind address (loopback unless told otherwise)")
@@ -114,7 +122,7 @@ class Settings(BaseSettings):
     def _no_credentials_in_links(cls, value: str) -> str:
         return link(value)
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "notify_reviewers_url", "notify_engineers_url", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value

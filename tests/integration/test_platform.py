@@ -1,19 +1,25 @@
 """The local platform, started the real way: Prefect server, process work pool + worker, `prefect deploy --all`
 from prefect.yaml, MLflow server. A retrain is triggered with `prefect deployment run` on a tiny catalog and
-resumed through Prefect's API with an approving, a rejecting and no answer."""
+resumed through Prefect's API with an approving, a rejecting and no answer. The server's automations notify a
+webhook receiver on 127.0.0.1 (a run waits for review, a run failed), run logs reach the API at INFO, and two
+writers on two workers take the global writer slot one after the other."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import subprocess
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from lensflow.core.registry import client, version_tags
 from lensflow.core.settings import get_settings
+from lensflow.platform import code_root
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -28,10 +34,50 @@ TINY = {
 }
 
 
+class Receiver:
+    """A webhook receiver on 127.0.0.1: keeps (path, JSON body) of every POST."""
+
+    def __init__(self):
+        got = self.got = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                got.append((self.path, json.loads(body or b"{}")))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, path: str, words: str, timeout: float = 90) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for p, body in self.got:
+                if p == path and words in body.get("body", ""):
+                    return body
+            time.sleep(0.5)
+        raise AssertionError(f"no notification to {path} containing {words!r} in {timeout} s; got {self.got}")
+
+
 @pytest.fixture
-def platform(project, tiny_catalog, tmp_path, monkeypatch):
+def receiver():
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+@pytest.fixture
+def platform(project, tiny_catalog, tmp_path, monkeypatch, receiver):
     from lensflow.platform import Platform
 
+    monkeypatch.delenv("PREFECT_LOGGING_LEVEL", raising=False)  # the platform's own default (INFO) applies
+    monkeypatch.setenv("LENSFLOW_NOTIFY_REVIEWERS_URL", f"{receiver.url}/reviewers")
+    monkeypatch.setenv("LENSFLOW_NOTIFY_ENGINEERS_URL", f"{receiver.url}/engineers")
     monkeypatch.setenv("LENSFLOW_REVIEWERS", "alice")
     monkeypatch.setenv("LENSFLOW_PREFECT_PORT", str(free_port()))
     monkeypatch.setenv("LENSFLOW_MLFLOW_PORT", str(free_port()))
@@ -46,9 +92,10 @@ def platform(project, tiny_catalog, tmp_path, monkeypatch):
         p.down(log=print)
 
 
-def trigger(p, params: dict) -> str:
+def trigger(p, params: dict, deployment: str = "retrain/weekly") -> str:
+    body = {"params": TINY | params} if deployment == "retrain/weekly" else {"params": params}
     out = subprocess.run(
-        [p._bin("prefect"), "deployment", "run", "retrain/weekly", "--params", json.dumps({"params": TINY | params})],
+        [p._bin("prefect"), "deployment", "run", deployment, "--params", json.dumps(body)],
         env=p.env(),
         capture_output=True,
         text=True,
@@ -93,7 +140,35 @@ def champion_tags(project) -> tuple[int, dict]:
     return int(mv.version), version_tags(mv)
 
 
-def test_deployed_retrain_approve_reject_timeout(platform, project):
+def run_logs(p, run_id: str) -> list[dict]:
+    """The flow run's log lines as the Prefect UI shows them (POST /api/logs/filter, all pages, oldest first)."""
+    out: list[dict] = []
+    while True:
+        body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200, "offset": len(out), "sort": "TIMESTAMP_ASC"}
+        req = urllib.request.Request(
+            f"{p.prefect_url}/api/logs/filter",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            page = json.load(r)
+        out += page
+        if len(page) < 200:
+            return out
+
+
+def slot_interval(p, run_id: str) -> tuple[dt.datetime, dt.datetime]:
+    """When the run held the global writer slot (from its own log lines in the API)."""
+    logs = run_logs(p, run_id)
+    held = [dt.datetime.fromisoformat(x["timestamp"]) for x in logs if "holds the global writer slot" in x["message"]]
+    gone = [
+        dt.datetime.fromisoformat(x["timestamp"]) for x in logs if "releases the global writer slot" in x["message"]
+    ]
+    assert held and gone, [x["message"] for x in logs]
+    return held[0], gone[-1]
+
+
+def test_deployed_retrain_approve_reject_timeout(platform, project, receiver):
     p, info = platform
     assert {"retrain/weekly", "promote/review", "evaluate/on-demand", "reindex/daily"} <= set(info["deployments"])
     from prefect import get_client
@@ -110,8 +185,19 @@ def test_deployed_retrain_approve_reject_timeout(platform, project):
     # 1. approve: the paused run shows the form; alice approves through the API; champion moves to v1
     run = trigger(p, {})
     wait_for(p, run, lambda s: s.is_paused())
+    # the server's automation told the reviewers, with a link to the run's form
+    told = receiver.wait("/reviewers", "waits for a reviewer")
+    assert run in told["body"] and told["subject"] == "lensflow: a promotion waits for review"
     resume(p, run, {"decision": "approve", "reviewer": "alice", "comment": "looks right"})
     assert wait_for(p, run, lambda s: s.is_final()).is_completed()
+    # the run's log in the UI has its stages (task runs), the writer slot, the gate decision and the outcome
+    time.sleep(3)  # the worker's run process ships its last log lines in batches (every 2 s)
+    logs = run_logs(p, run)
+    messages = "\n".join(x["message"] for x in logs)
+    (project.root / "run-logs.txt").write_text(messages)  # for a failing assertion below
+    assert sum(1 for x in logs if x["task_run_id"]) >= 5, messages
+    assert "holds the global writer slot 'lensflow-writer'" in messages and "retrain finished" in messages
+    assert '"outcome": "promoted"' in messages and "alice" in messages
     version, tags = champion_tags(project)
     assert version == 1 and tags["approved_by"] == "alice" and tags["approval"] == "reviewer"
     assert tags["approval_comment"] == "looks right" and tags["approved_at"]
@@ -138,5 +224,16 @@ def test_deployed_retrain_approve_reject_timeout(platform, project):
     run = trigger(p, {"seed": 2, "approval_timeout_s": 4})
     assert wait_for(p, run, lambda s: s.is_final()).is_failed()
     assert champion_tags(project)[0] == 1
+    # ... and the engineers were told the run failed
+    assert run in receiver.wait("/engineers", "ended Failed")["body"]
+
+    # 4. two writers at once on two workers: the global writer slot lets one write at a time
+    p._start("worker-second", p.worker_command("lensflow-process"), code_root(project))
+    first = trigger(p, {"seed": 3, "approval": "auto-approve"})
+    second = trigger(p, {}, deployment="reindex/daily")
+    for r in (first, second):
+        assert wait_for(p, r, lambda s: s.is_final()).is_completed()
+    (a0, a1), (b0, b1) = sorted([slot_interval(p, first), slot_interval(p, second)])
+    assert a1 <= b0, f"writers overlapped: {a0}-{a1} and {b0}-{b1}"
     v3 = version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "3"))
     assert v3["status"] == "rejected" and "timed out" in v3["rejected_reason"]
