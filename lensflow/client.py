@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
 import httpx
 from pydantic import BaseModel
@@ -61,13 +61,21 @@ def photo_bytes(photo: Photo) -> tuple[str, bytes]:
     raise TypeError(f"a photo is a path, bytes or a PIL image, not {type(photo).__name__}")
 
 
-def search_params(limit: int, offset: int, category, min_price, max_price, filters: dict[str, str] | None) -> dict:
-    params: dict[str, Any] = {"limit": limit, "offset": offset}
-    for name, value in (("category", category), ("min_price", min_price), ("max_price", max_price)):
-        if value is not None:
-            params[name] = value
-    if filters:
-        params["filter"] = [f"{k}:{v}" for k, v in filters.items()]
+class SearchOptions(TypedDict, total=False):
+    """What every search takes: the page (limit 1-100, default 10; offset) and the filters."""
+
+    limit: int
+    offset: int
+    category: str
+    min_price: float
+    max_price: float
+    filters: dict[str, str]  # optional catalog column -> value, e.g. {"color": "red"}
+
+
+def search_params(options: SearchOptions) -> dict:
+    """The query parameters of SearchOptions (filters as repeated filter=COLUMN:VALUE)."""
+    params: dict[str, Any] = {k: v for k, v in options.items() if k != "filters" and v is not None}
+    params["filter"] = [f"{k}:{v}" for k, v in (options.get("filters") or {}).items()]
     return params
 
 
@@ -100,19 +108,10 @@ class SearchClient:
     # --- searches ---------------------------------------------------------------------------------------------
 
     def text(
-        self,
-        q: str,
-        *,
-        limit: int = 10,
-        offset: int = 0,
-        mode: Literal["vector", "hybrid"] = "vector",
-        category: str | None = None,
-        min_price: float | None = None,
-        max_price: float | None = None,
-        filters: dict[str, str] | None = None,
+        self, q: str, *, mode: Literal["vector", "hybrid"] = "vector", **options: Unpack[SearchOptions]
     ) -> SearchResponse:
         """Search by text (`hybrid`: full-text on titles fused with the vector ranks)."""
-        params = search_params(limit, offset, category, min_price, max_price, filters) | {"q": q, "mode": mode}
+        params = search_params(options) | {"q": q, "mode": mode}
         return self._call(SearchResponse, "GET", "/search/text", params=params)
 
     def photo(
@@ -122,35 +121,20 @@ class SearchClient:
         modifier: str | None = None,
         modifier_weight: float = 0.5,
         box: tuple[float, float, float, float] | None = None,
-        limit: int = 10,
-        offset: int = 0,
-        category: str | None = None,
-        min_price: float | None = None,
-        max_price: float | None = None,
-        filters: dict[str, str] | None = None,
+        **options: Unpack[SearchOptions],
     ) -> SearchResponse:
         """Search by photo (a path, bytes or PIL image, uploaded as multipart), optionally "like this, but
         <modifier>", optionally only inside `box` (x0, y0, x1, y1; relative when all <= 1)."""
-        params = search_params(limit, offset, category, min_price, max_price, filters)
+        params = search_params(options)
         if modifier is not None:
             params |= {"modifier": modifier, "modifier_weight": modifier_weight}
         if box is not None:
             params["box"] = ",".join(str(v) for v in box)
         return self._call(SearchResponse, "POST", "/search/image", params=params, files=self._files(photo))
 
-    def similar(
-        self,
-        product_id: str,
-        *,
-        limit: int = 10,
-        offset: int = 0,
-        category: str | None = None,
-        min_price: float | None = None,
-        max_price: float | None = None,
-        filters: dict[str, str] | None = None,
-    ) -> SearchResponse:
+    def similar(self, product_id: str, **options: Unpack[SearchOptions]) -> SearchResponse:
         """More like this product (itself excluded)."""
-        params = search_params(limit, offset, category, min_price, max_price, filters)
+        params = search_params(options)
         return self._call(SearchResponse, "GET", f"/products/{product_id}/similar", params=params)
 
     def recommend(
