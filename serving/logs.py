@@ -15,6 +15,20 @@ TEXT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
 
 
+def json_formatter(*args, **kwargs) -> logging.Formatter:
+    """python-json-logger's formatter, with tracebacks formatted redacted (lensflow.core.redact), as the text
+    formatter gets them from the redacting record factory."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    from lensflow.core.redact import format_exception
+
+    class Redacting(JsonFormatter):
+        def formatException(self, ei) -> str:  # noqa: N802 (logging's name)
+            return format_exception(ei[1]) if ei and ei[1] is not None else super().formatException(ei)
+
+    return Redacting(*args, **kwargs)
+
+
 class RequestId(logging.Filter):
     """Adds `request_id` (the current request's, or "-" outside one) to every record."""
 
@@ -26,7 +40,7 @@ class RequestId(logging.Filter):
 def config(fmt: Literal["json", "text"], level: str = "INFO") -> dict:
     """A logging dictConfig for the service and uvicorn (handed to uvicorn.run, so its loggers format alike)."""
     formatter = (
-        {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": JSON_FIELDS, "rename_fields": {"levelname": "level"}}
+        {"()": json_formatter, "fmt": JSON_FIELDS, "rename_fields": {"levelname": "level"}}
         if fmt == "json"
         else {"format": TEXT}
     )

@@ -222,3 +222,25 @@ def test_optional_api_key(svc):
         assert key not in r.text
     assert header.status_code == 200 and bearer.status_code == 200 and open_paths == [200] * 4
     assert key_ok("abc", "abc") and not key_ok("abc", "abd") and not key_ok("abc", None) and not key_ok("abc", "")
+
+
+def test_json_log_tracebacks_are_redacted():
+    from serving import logs
+
+    buf = io.StringIO()
+    cfg = logs.config("json")
+    cfg["handlers"]["stderr"]["stream"] = buf
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    logging.config.dictConfig(cfg)
+    try:
+        try:
+            raise RuntimeError("cannot open postgresql://admin:hunter2@db/x")
+        except RuntimeError:
+            logging.getLogger("lensflow.serving").exception("boom")
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    record = json.loads(buf.getvalue().splitlines()[-1])
+    assert record["message"] == "boom" and record["request_id"] == "-"
+    assert "admin:***@db" in record["exc_info"] and "hunter2" not in buf.getvalue()
