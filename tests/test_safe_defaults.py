@@ -95,6 +95,7 @@ def test_platform_up_starts_only_loopback_servers(project, monkeypatch):
     monkeypatch.setattr(P.Platform, "_wait", lambda self, *a, **k: None)
     monkeypatch.setattr(P.Platform, "_cli", lambda self, *a, **k: "")
     monkeypatch.setattr(P.Platform, "deployments", lambda self: ["retrain/weekly"])
+    monkeypatch.setattr(P.Platform, "configure_server", lambda self, log=None: None)  # API calls: integration tier
     monkeypatch.setattr(P, "_ok", lambda url: False)
     P.Platform(project).up(log=lambda *a: None)
     names = [name for name, _, _ in started]

@@ -12,39 +12,52 @@ pytestmark = pytest.mark.flow
 
 
 def test_writer_slot_waits_for_another_holder_then_times_out_clearly(prefect_harness):
+    """A writer waits while another holds the slot and goes in when it is released; one that waits too long
+    fails naming the limit. (A limit of its own: a timed-out acquisition may hold a slot until its lease
+    expires, which must not slow the other tests' writers.)"""
     from prefect import get_client
     from prefect.concurrency.sync import concurrency
 
     from tasks.writer_slot import NAME, ensure_limit, writer_slot
 
-    ensure_limit()
+    name = f"{NAME}-test"
+    ensure_limit(name)
     with get_client(sync_client=True) as c:
-        assert c.read_global_concurrency_limit_by_name(NAME).limit == 1
+        assert c.read_global_concurrency_limit_by_name(name).limit == 1
     said: list[str] = []
-    held, release = threading.Event(), threading.Event()
 
-    def other_machine():  # another writer holds the slot until told to let go
-        with concurrency(NAME, occupy=1, strict=True):
+    def other_writer(held: threading.Event, release: threading.Event):  # another machine's run holds the slot
+        with concurrency(name, occupy=1, strict=True):
             held.set()
-            release.wait(30)
+            release.wait(60)
 
-    t = threading.Thread(target=other_machine)
+    # 1. released while we wait: we go in as soon as the holder is done
+    held, release = threading.Event(), threading.Event()
+    t = threading.Thread(target=other_writer, args=(held, release))
     t.start()
     assert held.wait(30)
-    with pytest.raises(TimeoutError, match="global writer slot 'lensflow-writer' stayed taken for 2 s"):
-        with writer_slot("retrain", 2, said.append):
-            pytest.fail("entered while another writer held the slot")
-    # released meanwhile: the waiting writer goes in as soon as the holder is done
-    timer = threading.Timer(1.5, release.set)
-    timer.start()
+    threading.Timer(1.5, release.set).start()
     t0 = time.monotonic()
-    with writer_slot("reindex", 30, said.append) as slot:
+    with writer_slot("reindex", 60, said.append, name=name) as slot:
         waited = time.monotonic() - t0
-        assert slot is True and not t.is_alive()
-    t.join(5)
+        assert slot is True
+        t.join(10)
+        assert not t.is_alive()
     assert waited >= 1.0, waited
     assert any("reindex: holds the global writer slot" in s for s in said)
     assert any("reindex: releases" in s for s in said)
+    # 2. never released in time: a clear TimeoutError, and the body never ran
+    held, release = threading.Event(), threading.Event()
+    t = threading.Thread(target=other_writer, args=(held, release))
+    t.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(TimeoutError, match=f"global writer slot '{name}' stayed taken for 2 s"):
+            with writer_slot("retrain", 2, said.append, name=name):
+                pytest.fail("entered while another writer held the slot")
+    finally:
+        release.set()
+        t.join(10)
 
 
 def test_writer_slot_is_a_no_op_in_the_embedded_mode():

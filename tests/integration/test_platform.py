@@ -157,15 +157,29 @@ def run_logs(p, run_id: str) -> list[dict]:
             return out
 
 
-def slot_interval(p, run_id: str) -> tuple[dt.datetime, dt.datetime]:
-    """When the run held the global writer slot (from its own log lines in the API)."""
-    logs = run_logs(p, run_id)
-    held = [dt.datetime.fromisoformat(x["timestamp"]) for x in logs if "holds the global writer slot" in x["message"]]
-    gone = [
-        dt.datetime.fromisoformat(x["timestamp"]) for x in logs if "releases the global writer slot" in x["message"]
-    ]
-    assert held and gone, [x["message"] for x in logs]
-    return held[0], gone[-1]
+def wait_logs(p, run_id: str, words: str, timeout: float = 60) -> list[dict]:
+    """The run's log lines once one of them contains `words`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logs = run_logs(p, run_id)
+        if any(words in x["message"] for x in logs):
+            return logs
+        assert time.monotonic() < deadline, [x["message"] for x in logs]
+        time.sleep(1)
+
+
+def slot_interval(p, run_id: str, timeout: float = 60) -> tuple[dt.datetime, dt.datetime]:
+    """When the run held the global writer slot, from its own log lines in the API (a finished run's last
+    lines arrive a little after its final state: the log handler ships in batches)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logs = run_logs(p, run_id)
+        held = [x["timestamp"] for x in logs if "holds the global writer slot" in x["message"]]
+        gone = [x["timestamp"] for x in logs if "releases the global writer slot" in x["message"]]
+        if held and gone:
+            return dt.datetime.fromisoformat(held[0]), dt.datetime.fromisoformat(gone[-1])
+        assert time.monotonic() < deadline, [x["message"] for x in logs]
+        time.sleep(1)
 
 
 def test_deployed_retrain_approve_reject_timeout(platform, project, receiver):
@@ -191,8 +205,7 @@ def test_deployed_retrain_approve_reject_timeout(platform, project, receiver):
     resume(p, run, {"decision": "approve", "reviewer": "alice", "comment": "looks right"})
     assert wait_for(p, run, lambda s: s.is_final()).is_completed()
     # the run's log in the UI has its stages (task runs), the writer slot, the gate decision and the outcome
-    time.sleep(3)  # the worker's run process ships its last log lines in batches (every 2 s)
-    logs = run_logs(p, run)
+    logs = wait_logs(p, run, "retrain finished")  # a run's last lines arrive after its final state
     messages = "\n".join(x["message"] for x in logs)
     (project.root / "run-logs.txt").write_text(messages)  # for a failing assertion below
     assert sum(1 for x in logs if x["task_run_id"]) >= 5, messages
