@@ -9,6 +9,8 @@ import json
 import logging
 import logging.config
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -131,10 +133,11 @@ def test_metrics_count_requests_latency_errors_and_what_is_served(svc):
     assert "process_resident_memory_bytes" in text
 
 
-def test_json_logs_carry_the_request_id_returned_in_the_header(svc):
+@contextmanager
+def json_logs() -> Iterator[io.StringIO]:
+    """`lensflow serve`'s logging config (JSON) for the duration, its output into a buffer."""
     from serving import logs
 
-    service, _, _ = svc
     buf = io.StringIO()
     cfg = logs.config("json")
     cfg["handlers"]["stderr"]["stream"] = buf
@@ -142,14 +145,20 @@ def test_json_logs_carry_the_request_id_returned_in_the_header(svc):
     saved = root.handlers[:], root.level
     logging.config.dictConfig(cfg)
     try:
+        yield buf
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+
+
+def test_json_logs_carry_the_request_id_returned_in_the_header(svc):
+    service, _, _ = svc
+    with json_logs() as buf:
         mine = httpx.get(f"{service.url}/search/text", params={"q": "shoe"}, headers={"X-Request-ID": "shop-42"})
         fresh = httpx.get(
             f"{service.url}/search/text", params={"q": "shoe"}, headers={"X-Request-ID": "bad id; drop table"}
         )
         httpx.get(f"{service.url}/nowhere")
-    finally:
-        root.handlers[:], _ = saved
-        root.setLevel(saved[1])
     assert mine.headers["x-request-id"] == "shop-42"
     rid = fresh.headers["x-request-id"]
     assert rid != "bad id; drop table" and len(rid) == 32
@@ -225,22 +234,11 @@ def test_optional_api_key(svc):
 
 
 def test_json_log_tracebacks_are_redacted():
-    from serving import logs
-
-    buf = io.StringIO()
-    cfg = logs.config("json")
-    cfg["handlers"]["stderr"]["stream"] = buf
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    logging.config.dictConfig(cfg)
-    try:
+    with json_logs() as buf:
         try:
             raise RuntimeError("cannot open postgresql://admin:hunter2@db/x")
         except RuntimeError:
             logging.getLogger("lensflow.serving").exception("boom")
-    finally:
-        root.handlers[:], _ = saved
-        root.setLevel(saved[1])
     record = json.loads(buf.getvalue().splitlines()[-1])
     assert record["message"] == "boom" and record["request_id"] == "-"
     assert "admin:***@db" in record["exc_info"] and "hunter2" not in buf.getvalue()
