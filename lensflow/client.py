@@ -96,14 +96,18 @@ class SearchClient:
         self.http.close()
 
     def _call(self, model: type[Model], method: str, path: str, **kwargs) -> Model:
-        r = self.http.request(method, path, **kwargs)
+        return model.model_validate(self._checked(self.http.request(method, path, **kwargs)).json())
+
+    @staticmethod
+    def _checked(r: httpx.Response) -> httpx.Response:
+        """`r`, or SearchError with the service's message when it is an error."""
         if r.status_code >= 400:
             try:
                 message = r.json()["error"]
             except (ValueError, KeyError, TypeError):
                 message = r.text[:500] or r.reason_phrase
             raise SearchError(r.status_code, message, r.headers.get("x-request-id"))
-        return model.model_validate(r.json())
+        return r
 
     # --- searches ---------------------------------------------------------------------------------------------
 
@@ -177,10 +181,7 @@ class SearchClient:
 
     def image(self, product_id: str) -> bytes:
         """A product's photo."""
-        r = self.http.get(f"/images/{product_id}")
-        if r.status_code >= 400:
-            raise SearchError(r.status_code, r.json().get("error", r.text), r.headers.get("x-request-id"))
-        return r.content
+        return self._checked(self.http.get(f"/images/{product_id}")).content
 
     @staticmethod
     def _files(photo: Photo) -> dict:

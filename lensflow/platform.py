@@ -194,6 +194,17 @@ class Platform:
             "seconds": seconds,
         }
 
+    def _filter(self, kind: str) -> list[dict]:
+        """Every object of `kind` on the server (POST /api/<kind>/filter)."""
+        request = urllib.request.Request(
+            f"{self.prefect_url}/api/{kind}/filter",
+            data=b"{}",
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return json.load(r)
+
     def configure_server(self, log=print) -> None:
         """What lensflow keeps on the server besides deployments: the global writer limit (tasks/writer_slot.py)
         and the notification automations (lensflow/notify.py)."""
@@ -209,26 +220,8 @@ class Platform:
             notify.install(secret(self.settings.notify_reviewers_url), secret(self.settings.notify_engineers_url), log)
 
     def deployments(self) -> list[str]:
-        with urllib.request.urlopen(
-            urllib.request.Request(
-                f"{self.prefect_url}/api/deployments/filter",
-                data=b"{}",
-                method="POST",
-                headers={"Content-Type": "application/json"},
-            ),
-            timeout=10,
-        ) as r:
-            deps = json.load(r)
-        with urllib.request.urlopen(
-            urllib.request.Request(
-                f"{self.prefect_url}/api/flows/filter",
-                data=b"{}",
-                method="POST",
-                headers={"Content-Type": "application/json"},
-            ),
-            timeout=10,
-        ) as r:
-            flows = {f["id"]: f["name"] for f in json.load(r)}
+        deps = self._filter("deployments")
+        flows = {f["id"]: f["name"] for f in self._filter("flows")}
         return sorted(f"{flows.get(d['flow_id'], '?')}/{d['name']}" for d in deps)
 
     def down(self, log=print) -> list[str]:
