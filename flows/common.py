@@ -4,6 +4,7 @@ machine), with the leftovers of a killed run repaired first."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,10 +23,16 @@ def begin(approval: str | None = None) -> Settings:
     A run that will wait for a reviewer fails now when nobody could approve it."""
     s = get_settings()
     install_log_redaction()
-    if approval == "reviewer" and not s.reviewers:
+    if approval == "reviewer" and not s.reviewer_store().names():
         raise ValueError(
-            "approval=reviewer but no reviewers are configured: set LENSFLOW_REVIEWERS (comma-separated names), "
-            "or choose approval=auto-approve or approval=later"
+            f"approval=reviewer but no reviewers are registered in {s.path(s.reviewers_file)}: "
+            "run `lensflow reviewers add NAME` for each reviewer, or choose approval=auto-approve or approval=later"
+        )
+    if os.environ.get("LENSFLOW_REVIEWERS"):
+        get_run_logger().warning(
+            "LENSFLOW_REVIEWERS is no longer read: the reviewers are those registered with `lensflow reviewers add` "
+            "(%s)",
+            ", ".join(s.reviewer_store().names()) or "none",
         )
     return s
 

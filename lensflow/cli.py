@@ -26,6 +26,10 @@ review_app = typer.Typer(
     help="Promotions waiting for a reviewer (the same decision as the form in the Prefect UI).", no_args_is_help=True
 )
 app.add_typer(review_app, name="review")
+reviewers_app = typer.Typer(
+    help="Who may approve a promotion: each reviewer signs decisions with their own key.", no_args_is_help=True
+)
+app.add_typer(reviewers_app, name="reviewers")
 
 
 def _print_version(value: bool) -> None:
@@ -581,12 +585,19 @@ def describe(
 
 
 def _review_api():
-    """Point Prefect at PREFECT_API_URL, or at the local platform (`lensflow up`) when it is unset."""
+    """Point Prefect at PREFECT_API_URL, or at the local platform (`lensflow up`) when it is unset, with the
+    platform's credential from .platform/ when this shell has none (`source .platform/env` sets both)."""
     import os
+
+    from lensflow import credentials
+    from lensflow.platform import Platform
 
     s = _settings()
     if not _prefect_api_url():
         os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{s.prefect_port}/api"
+    creds = credentials.load(Platform(s).state_dir)
+    if creds is not None and not os.environ.get("PREFECT_API_AUTH_STRING"):
+        os.environ["PREFECT_API_AUTH_STRING"] = creds.prefect_auth_string
     return s
 
 
@@ -608,51 +619,195 @@ def review_list(json_out: bool = typer.Option(False, "--json", help="print JSON 
         typer.echo(f"{r['flow_run_id']}  {r['title']}  (paused {r['paused_at']}, expires {r['expires_at']})")
 
 
-def _answer(flow_run_id: str, decision: str, reviewer: str, comment: str) -> None:
+KEY_FILE_HELP = (
+    "your reviewer key (default: $LENSFLOW_REVIEWER_KEY_FILE, else ~/.config/lensflow/reviewer.key; "
+    "$LENSFLOW_REVIEWER_KEY may hold the key itself)"
+)
+
+
+def _reviewer_key(key_file: Path | None):
+    """The reviewer's private key: --key-file, $LENSFLOW_REVIEWER_KEY, $LENSFLOW_REVIEWER_KEY_FILE, or the default
+    file. A key file others can read is refused, as ssh does."""
+    import os
+
+    from lensflow.core.signoff import ReviewerKey, SignoffError
+
+    try:
+        if key_file is None and os.environ.get("LENSFLOW_REVIEWER_KEY"):
+            return ReviewerKey.parse(os.environ["LENSFLOW_REVIEWER_KEY"])
+        path = key_file or Path(
+            os.environ.get("LENSFLOW_REVIEWER_KEY_FILE") or Path.home() / ".config/lensflow/reviewer.key"
+        )
+        if not path.exists():
+            _fail(
+                f"no reviewer key at {path}: the platform admin runs `lensflow reviewers add YOUR_NAME` and gives you "
+                "the key it shows once; save it there (chmod 600) or pass --key-file"
+            )
+        if path.stat().st_mode & 0o077:
+            _fail(f"{path} is readable by other users: `chmod 600 {path}`, then try again")
+        return ReviewerKey.load(path)
+    except SignoffError as exc:
+        _fail(f"reviewer key: {exc}")
+
+
+def _code(flow_run_id: str, decision: str, key_file: Path | None) -> tuple[str, str]:
+    """(reviewer name, the one-run code) for this paused run, signed locally with the reviewer's key."""
+    from tasks.helpers.approval import review_code
+
+    key = _reviewer_key(key_file)
+    _review_api()
+    try:
+        return key.name, review_code(key, flow_run_id, decision)
+    except LookupError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # the API is down, unreachable, or refuses our credential
+        _fail(f"cannot read flow run {flow_run_id} from the Prefect API at {_prefect_api_url()}: {exc}")
+
+
+def _answer(flow_run_id: str, decision: str, comment: str, key_file: Path | None) -> None:
     from prefect.exceptions import FlowPauseTimeout, NotPausedError, PrefectHTTPStatusError
 
     from tasks.helpers.approval import answer_review
 
-    s = _review_api()
-    if s.reviewers and reviewer not in s.reviewers:
-        typer.secho(
-            f"warning: {reviewer!r} is not in LENSFLOW_REVIEWERS here; the run decides with its own allow-list",
-            fg="yellow",
-            err=True,
-        )
+    name, code = _code(flow_run_id, decision, key_file)
     try:
-        answer_review(flow_run_id, decision, reviewer, comment)
+        answer_review(flow_run_id, decision, name, comment, code)
     except (NotPausedError, FlowPauseTimeout) as exc:
         _fail(f"flow run {flow_run_id} cannot take a decision: {exc}")
     except PrefectHTTPStatusError as exc:
         _fail(f"flow run {flow_run_id}: {exc.response.status_code} {exc.response.text[:300]}")
-    typer.echo(f"{decision} sent to flow run {flow_run_id} as {reviewer}")
+    typer.echo(
+        f"{decision} sent to flow run {flow_run_id} as {name}, signed with your key; the run verifies it before "
+        "changing anything (`lensflow status` shows the outcome)"
+    )
 
 
-def _whoami() -> str:
-    import getpass
+@review_app.command("code")
+def review_code_cmd(
+    flow_run_id: str = typer.Argument(..., help="the paused flow run (see `lensflow review list`)"),
+    reject: bool = typer.Option(False, "--reject", help="a code for rejecting (default: for approving)"),
+    key_file: Path = typer.Option(None, "--key-file", help=KEY_FILE_HELP),
+) -> None:
+    """Print a one-run code to paste into the approval form in the Prefect UI (with your name and decision).
 
-    return getpass.getuser()
+    It is signed on this machine with your key, and is good for this run, its version and this decision only,
+    for LENSFLOW_REVIEW_CODE_TTL_S (15 minutes by default)."""
+    name, code = _code(flow_run_id, "reject" if reject else "approve", key_file)
+    typer.secho(f"code for {name}, {'reject' if reject else 'approve'}, flow run {flow_run_id}:", err=True)
+    typer.echo(code)
 
 
 @review_app.command("approve")
 def review_approve(
     flow_run_id: str = typer.Argument(..., help="the paused flow run (see `lensflow review list`)"),
-    reviewer: str = typer.Option(None, "--reviewer", help="your name on the allow-list (default: your login)"),
     comment: str = typer.Option("", "--comment", "-m", help="why; recorded on the model version"),
+    key_file: Path = typer.Option(None, "--key-file", help=KEY_FILE_HELP),
 ) -> None:
-    """Approve: the run moves `champion` to its version (if its gate still holds)."""
-    _answer(flow_run_id, "approve", reviewer or _whoami(), comment)
+    """Approve, signed with your key: the run moves `champion` to its version (if its gate still holds)."""
+    _answer(flow_run_id, "approve", comment, key_file)
 
 
 @review_app.command("reject")
 def review_reject(
     flow_run_id: str = typer.Argument(..., help="the paused flow run (see `lensflow review list`)"),
-    reviewer: str = typer.Option(None, "--reviewer", help="your name on the allow-list (default: your login)"),
     comment: str = typer.Option("", "--comment", "-m", help="why; recorded on the model version"),
+    key_file: Path = typer.Option(None, "--key-file", help=KEY_FILE_HELP),
 ) -> None:
-    """Reject: the champion stays; the version is marked rejected with your reason."""
-    _answer(flow_run_id, "reject", reviewer or _whoami(), comment)
+    """Reject, signed with your key: the champion stays; the version is marked rejected with your reason."""
+    _answer(flow_run_id, "reject", comment, key_file)
+
+
+def _store():
+    return _settings().reviewer_store()
+
+
+@reviewers_app.command("add")
+def reviewers_add(
+    name: str = typer.Argument(..., help="the reviewer's name, as recorded on approvals"),
+    key_file: Path = typer.Option(
+        None, "--key-file", help="write the new key to this file (0600) instead of showing it; never overwrites"
+    ),
+    public_key: str = typer.Option(
+        None, "--public-key", help="register a key the reviewer made with `lensflow reviewers keygen` (lfpk1...)"
+    ),
+    rotate: bool = typer.Option(False, "--rotate", help="replace NAME's key (the old key stops working)"),
+) -> None:
+    """Register a reviewer. Without --public-key, make their key and show it once: lensflow keeps only the
+    public half, so it cannot be shown again (`--rotate` makes a new one)."""
+    from lensflow.core.signoff import ReviewerKey, SignoffError, check_name
+
+    store = _store()
+    try:
+        if public_key:
+            if public_key.split(".")[1:2] != [check_name(name)]:
+                _fail(f"that public key is not for {name!r}")
+            store.add(public_key, replace=rotate)
+            typer.echo(f"reviewer {name} registered with their own key ({store.path})")
+            return
+        key = ReviewerKey.generate(name)
+        if key_file is not None and key_file.exists():
+            _fail(f"{key_file} exists: lensflow does not overwrite it; choose another --key-file")
+        store.add(key.public_text(), replace=rotate)
+    except SignoffError as exc:
+        _fail(str(exc))
+    if key_file is not None:
+        key.save(key_file)
+        typer.echo(f"reviewer {key.name} registered; their key is in {key_file} (0600): give it to them privately")
+        return
+    typer.echo(f"reviewer {key.name} registered ({store.path} keeps only the public half).", err=True)
+    typer.echo(
+        "Their key, shown this once: give it to them privately; they save it as ~/.config/lensflow/reviewer.key "
+        "(chmod 600):",
+        err=True,
+    )
+    typer.echo(key.text())
+
+
+@reviewers_app.command("keygen")
+def reviewers_keygen(
+    name: str = typer.Argument(..., help="your name, as the platform admin will register it"),
+    key_file: Path = typer.Option(
+        Path.home() / ".config/lensflow/reviewer.key", "--key-file", help="where to keep your key (0600)"
+    ),
+) -> None:
+    """Make your own reviewer key on your machine; print the public half for the admin's
+    `lensflow reviewers add NAME --public-key ...` (the admin never sees your key)."""
+    from lensflow.core.signoff import ReviewerKey, SignoffError
+
+    if key_file.exists():
+        _fail(f"{key_file} exists: lensflow does not overwrite it; choose another --key-file")
+    try:
+        key = ReviewerKey.generate(name)
+    except SignoffError as exc:
+        _fail(str(exc))
+    key.save(key_file)
+    typer.echo(f"your key is in {key_file} (0600). Give the admin this public key:", err=True)
+    typer.echo(key.public_text())
+
+
+@reviewers_app.command("remove")
+def reviewers_remove(name: str = typer.Argument(..., help="the reviewer to remove")) -> None:
+    """Remove a reviewer: their key is refused from now on, by runs already waiting too."""
+    from lensflow.core.signoff import SignoffError
+
+    try:
+        _store().remove(name)
+    except SignoffError as exc:
+        _fail(str(exc))
+    typer.echo(f"reviewer {name} removed; their key no longer approves or rejects anything")
+
+
+@reviewers_app.command("list")
+def reviewers_list(json_out: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """The registered reviewers (who may approve or reject a promotion)."""
+    reviewers = _store().load()
+    if json_out:
+        typer.echo(json.dumps({n: {"added_at": r.get("added_at")} for n, r in sorted(reviewers.items())}, indent=2))
+        return
+    if not reviewers:
+        typer.echo("no reviewers registered: `lensflow reviewers add NAME`")
+    for name, r in sorted(reviewers.items()):
+        typer.echo(f"{name}  (added {r.get('added_at', '?')})")
 
 
 @app.command()

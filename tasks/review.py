@@ -8,7 +8,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from lensflow.core import registry
 from lensflow.core.settings import Settings
-from tasks.helpers.approval import await_review
+from tasks.helpers.approval import Sought, await_review
 from tasks.helpers.report import comparison_table, robustness_table
 from tasks.lock import project_lock
 from tasks.promote import ReviewPolicy, accept_hint, gate, promote_task
@@ -89,14 +89,21 @@ def review_and_promote(
     )
     review = None
     if decision.passed and params.approval == "reviewer":
-        if not s.reviewers:
-            log.warning("no reviewers configured (LENSFLOW_REVIEWERS): nobody can approve this run")
+        from prefect.runtime import flow_run
+
+        store = s.reviewer_store()
+        names = store.names()
+        if not names:
+            log.warning("no reviewers are registered (`lensflow reviewers add NAME`): nobody can approve this run")
         log.info(
-            "waiting up to %d s for a reviewer (allowed: %s)",
+            "waiting up to %d s for a registered reviewer's signed decision (registered: %s)",
             params.approval_timeout_s,
-            ", ".join(s.reviewers) or "nobody",
+            ", ".join(names) or "nobody",
         )
-        review = await_review(page, s.reviewers, params.approval_timeout_s, params.approval_poll_s)
+        sought = Sought(str(flow_run.id), version, s.registered_model)
+        review = await_review(
+            page, store, sought, params.approval_timeout_s, s.review_code_ttl_s, params.approval_poll_s
+        )
     # a reviewer's decision waits for a running retrain or reindex rather than being lost
     with project_lock(s.lock_dir, "promotion", wait_s=params.approval_timeout_s, log=log.info):
         recover(c, s.registered_model, s.mlflow_experiment, s.lancedb_path, log.warning)

@@ -164,9 +164,26 @@ needs_fashion_mnist = pytest.mark.skipif(
 
 
 @pytest.fixture
+def reviewers(project):
+    """Register reviewers in the project's registry, as `lensflow reviewers add` does; returns {name: key}."""
+    from lensflow.core.signoff import ReviewerKey
+
+    def add(*names: str) -> dict:
+        keys = {n: ReviewerKey.generate(n) for n in names}
+        for key in keys.values():
+            project.reviewer_store().add(key.public_text())
+        return keys
+
+    return add
+
+
+@pytest.fixture
 def reviewer():
     """Answer the next paused flow runs, in order, with the given approval forms (from a background thread,
-    through Prefect's API, as a reviewer in the UI would). Returns a function taking the list of answers."""
+    through Prefect's API, as a reviewer in the UI would). An answer's `key` (a ReviewerKey) signs the code
+    for the run it answers, as `lensflow review code` does; `code` sends a given code instead (or the code a
+    function of the pending review returns). Returns a
+    function taking the list of answers."""
     import threading
     import time
 
@@ -183,7 +200,13 @@ def reviewer():
                 key = (review["flow_run_id"], review["pause_key"])
                 if key not in seen:
                     seen.add(key)
-                    answer_review(review["flow_run_id"], **pending[0])
+                    answer = dict(pending[0])
+                    signer = answer.pop("key", None)
+                    if signer is not None and "code" not in answer:
+                        answer["code"] = signer.sign(review["flow_run_id"], review["version"], answer["decision"])
+                    if callable(answer.get("code")):
+                        answer["code"] = answer["code"](review)
+                    answer_review(review["flow_run_id"], **answer)
                     answered.append((review["flow_run_id"], pending.pop(0)))
                     break
             time.sleep(0.3)

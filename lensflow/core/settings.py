@@ -60,9 +60,13 @@ class Settings(BaseSettings):
         "empty: a local cluster of `embed_shards` worker processes",
     )
     embed_shards: int = Field(2, ge=1, description="catalog slices embedded in parallel when embed_runner=dask")
-    reviewers: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="names allowed to approve or reject a promotion (comma-separated in LENSFLOW_REVIEWERS)",
+    reviewers_file: Path = Field(
+        Path(".platform/reviewers.json"),
+        description="the registered reviewers' public keys (`lensflow reviewers add`): who may approve or reject a "
+        "promotion; owner-only, read by every run that waits for a review",
+    )
+    review_code_ttl_s: float = Field(
+        900, gt=0, description="how long a reviewer's signed code (`lensflow review code`) stays valid, seconds"
     )
     mlflow_ui_url: str = Field(
         "http://127.0.0.1:5000",
@@ -127,7 +131,7 @@ class Settings(BaseSettings):
     def _empty_key_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("reviewers", "cors_origins", mode="before")
+    @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_names(cls, value):
         if isinstance(value, str):
@@ -137,6 +141,12 @@ class Settings(BaseSettings):
     def path(self, p: Path | str) -> Path:
         p = Path(p)
         return p if p.is_absolute() else (self.root / p).resolve()
+
+    def reviewer_store(self):
+        """The registered reviewers (lensflow.core.signoff.ReviewerStore): who may decide a promotion."""
+        from lensflow.core.signoff import ReviewerStore
+
+        return ReviewerStore(self.path(self.reviewers_file))
 
     @property
     def data_path(self) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 
 
 def sql_quote(value: str) -> str:
@@ -53,3 +54,15 @@ def objects_md5(url: str) -> str:
     if not entries:
         raise FileNotFoundError(f"no objects under s3://{bucket}/{prefix}")
     return hashlib.md5(json.dumps(sorted(entries)).encode()).hexdigest() + ".etags"
+
+
+def owner_only_file(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by its owner only (0600, its folder 0700), atomically: for secrets and
+    for what decides who may do what (credentials, reviewer keys)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -117,37 +117,73 @@ def test_failed_run_leaves_the_champion_untouched(project, tiny_catalog, prefect
     assert status(project) == before
 
 
-def test_reviewer_approves_and_a_stranger_cannot(project, tiny_catalog, prefect_harness, reviewer, monkeypatch):
-    monkeypatch.setenv("LENSFLOW_REVIEWERS", "alice, bob")
-    get_settings.cache_clear()
+def test_reviewer_approves_and_a_stranger_cannot(project, tiny_catalog, prefect_harness, reviewer, reviewers):
+    from lensflow.core.signoff import ReviewerKey
+
+    keys = reviewers("alice", "bob")
     answered = reviewer(
         [
-            {"decision": "approve", "reviewer": "mallory", "comment": "ship it"},
-            {"decision": "approve", "reviewer": "alice", "comment": "better on every metric"},
+            # a typed name alone, a key of the stranger's own in alice's name, bob's code under alice's name
+            {"decision": "approve", "reviewer": "alice", "comment": "ship it"},
+            {"decision": "approve", "reviewer": "alice", "comment": "ship it", "key": ReviewerKey.generate("alice")},
+            {"decision": "approve", "reviewer": "alice", "comment": "ship it", "key": keys["bob"]},
+            {"decision": "approve", "reviewer": "alice", "comment": "better on every metric", "key": keys["alice"]},
         ]
     )
     out = retrain(params=tiny_params(approval="reviewer", approval_poll_s=1))
-    assert out["outcome"] == "promoted" and len(answered) == 2
-    assert out["gate"]["review"]["reviewer"] == "alice" and "mallory" in out["gate"]["review"]["refused"][0]
+    assert out["outcome"] == "promoted" and len(answered) == 4
+    refused = out["gate"]["review"]["refused"]
+    assert out["gate"]["review"]["reviewer"] == "alice" and len(refused) == 3
+    assert "no proof" in refused[0] and "does not verify with 'alice'" in refused[1] and "made by 'bob'" in refused[2]
     st = status(project)
     assert st["champion"]["version"] == 1 and st["consistent"]
     tags = version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "1"))
     assert tags["approval"] == "reviewer" and tags["approved_by"] == "alice" and tags["approved_at"]
-    assert (
-        tags["approval_comment"] == "better on every metric"
-        and "not on the reviewer allow-list" in tags["approval_refused"]
-    )
+    assert tags["approval_comment"] == "better on every metric" and "no proof" in tags["approval_refused"]
     from prefect.artifacts import Artifact
 
     page = Artifact.get("promotion-review").data
     assert "v1 (challenger)" in page and "/#/experiments/" in page and "**Gate:** passed" in page
 
 
-def test_reviewer_rejects_and_champion_stays(project, tiny_catalog, prefect_harness, reviewer, monkeypatch):
+def test_replayed_expired_and_revoked_proofs_are_refused(project, tiny_catalog, prefect_harness, reviewer, reviewers):
+    import time
+
+    keys = reviewers("alice", "bob")
+    first = reviewer([{"decision": "approve", "reviewer": "alice", "key": keys["alice"]}])
+    assert retrain(params=tiny_params(approval="reviewer", approval_poll_s=1))["outcome"] == "promoted"
+    run_a = first[0][0]
+    project.reviewer_store().remove("bob")
+    alice = keys["alice"]
+    answered = reviewer(
+        [
+            {"decision": "approve", "reviewer": "alice", "code": lambda r: alice.sign(run_a, r["version"], "approve")},
+            {
+                "decision": "approve",
+                "reviewer": "alice",
+                "code": lambda r: alice.sign(r["flow_run_id"], r["version"], "approve", at=int(time.time()) - 3600),
+            },
+            {"decision": "approve", "reviewer": "alice", "code": lambda r: alice.sign(r["flow_run_id"], 1, "approve")},
+            {"decision": "approve", "reviewer": "alice", "code": lambda r: alice.sign(r["flow_run_id"], 2, "reject")},
+            {"decision": "approve", "reviewer": "bob", "key": keys["bob"]},
+            {"decision": "reject", "reviewer": "alice", "comment": "not this week", "key": alice},
+        ]
+    )
+    state = retrain(params=tiny_params(approval="reviewer", approval_poll_s=1, seed=1), return_state=True)
+    assert state.name == "Rejected" and len(answered) == 7 and answered[1][0] != run_a  # the fixture's one list
+    refused = state.result()["gate"]["review"]["refused"]
+    assert "does not verify with 'alice'" in refused[0] and "for another run" in refused[0]
+    assert "expired" in refused[1] and "does not verify" in refused[2] and "is for 'reject'" in refused[3]
+    assert "'bob' is not a registered reviewer" in refused[4]
+    assert status(project)["champion"]["version"] == 1
+    tags = version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "2"))
+    assert tags["status"] == "rejected" and tags["rejected_by"] == "alice" and "expired" in tags["approval_refused"]
+
+
+def test_reviewer_rejects_and_champion_stays(project, tiny_catalog, prefect_harness, reviewer, reviewers):
     retrain(params=tiny_params())
-    monkeypatch.setenv("LENSFLOW_REVIEWERS", "alice")
-    get_settings.cache_clear()
-    reviewer([{"decision": "reject", "reviewer": "alice", "comment": "shopper recall looks off"}])
+    keys = reviewers("alice")
+    reviewer([{"decision": "reject", "reviewer": "alice", "comment": "shopper recall looks off", "key": keys["alice"]}])
     state = retrain(params=tiny_params(approval="reviewer", approval_poll_s=1, seed=1), return_state=True)
     assert state.is_completed() and state.name == "Rejected"
     assert state.result()["outcome"] == "rejected"
@@ -161,10 +197,9 @@ def test_reviewer_rejects_and_champion_stays(project, tiny_catalog, prefect_harn
     assert "approval" not in tags
 
 
-def test_review_timeout_rejects_and_champion_stays(project, tiny_catalog, prefect_harness, monkeypatch):
+def test_review_timeout_rejects_and_champion_stays(project, tiny_catalog, prefect_harness, reviewers):
     retrain(params=tiny_params())
-    monkeypatch.setenv("LENSFLOW_REVIEWERS", "alice")
-    get_settings.cache_clear()
+    reviewers("alice")
     state = retrain(params=tiny_params(approval="reviewer", approval_timeout_s=2, approval_poll_s=1), return_state=True)
     assert state.is_failed()
     assert status(project)["champion"]["version"] == 1 and status(project)["consistent"]
@@ -173,23 +208,22 @@ def test_review_timeout_rejects_and_champion_stays(project, tiny_catalog, prefec
 
 
 def test_reviewer_policy_needs_reviewers(project, tiny_catalog, prefect_harness):
-    with pytest.raises(ValueError, match="LENSFLOW_REVIEWERS"):
+    with pytest.raises(ValueError, match="lensflow reviewers add"):
         retrain(params=tiny_params(approval="reviewer"))
     assert client(project.tracking_uri).search_registered_models() == []
 
 
-def test_deferred_review_then_promote_flow(project, tiny_catalog, prefect_harness, reviewer, monkeypatch):
+def test_deferred_review_then_promote_flow(project, tiny_catalog, prefect_harness, reviewer, reviewers):
     first = retrain(params=tiny_params())
     out = retrain(params=tiny_params(approval="later", seed=2))
     assert out["outcome"] == "awaiting-approval" and out["gate"]["champion_version"] == 1
     assert status(project)["champion"]["version"] == 1
     tags = version_tags(client(project.tracking_uri).get_model_version(project.registered_model, "2"))
     assert tags["status"] == "awaiting-approval" and "approval" not in tags
-    with pytest.raises(ValueError, match="LENSFLOW_REVIEWERS"):
+    with pytest.raises(ValueError, match="lensflow reviewers add"):
         promote(params=PromoteParams(approval="reviewer"))
-    monkeypatch.setenv("LENSFLOW_REVIEWERS", "bob")
-    get_settings.cache_clear()
-    reviewer([{"decision": "approve", "reviewer": "bob", "comment": "reviewed on Monday"}])
+    keys = reviewers("bob")
+    reviewer([{"decision": "approve", "reviewer": "bob", "comment": "reviewed on Monday", "key": keys["bob"]}])
     done = promote(
         params=PromoteParams(approval="reviewer", approval_poll_s=1, gate=GateConfig(floors={}, tolerance=1.0))
     )
