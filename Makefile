@@ -20,7 +20,7 @@ help:
 	@echo "make test       install, then run every test tier CI checks"
 	@echo "make lint       ruff: lint and format check (make test runs it first)"
 	@echo "make test-fast  the fast inner loop (no real weights, CLI or crash subprocesses, browser or platform)"
-	@echo "make up         start Prefect server + worker + deployments and the MLflow UI on 127.0.0.1"
+	@echo "make up         start Prefect server + worker + deployments and the MLflow UI on 127.0.0.1 (with credentials)"
 	@echo "make down       stop what make up started"
 	@echo "make bench      speed tables (embed, index, retrain, serve) into benchmarks/results/; after make demo"
 	@echo "make bench-soak  10 minutes of mixed load on lensflow serve, memory sampled (MINUTES=, CLIENTS=)"
@@ -99,7 +99,7 @@ bench-quality: install
 	$(BIN)/python -m benchmarks.quality --strategies $(or $(STRATEGIES),heads,partial)
 
 up: install
-	LENSFLOW_REVIEWERS="$${LENSFLOW_REVIEWERS-$$(id -un)}" $(BIN)/lensflow up
+	$(BIN)/lensflow up
 
 down:
 	@if [ -x $(BIN)/lensflow ]; then $(BIN)/lensflow down; else echo "nothing to stop (not installed)"; fi

@@ -1,22 +1,31 @@
 """The local platform on 127.0.0.1: Prefect server, a process work pool and its worker, the deployments of
-prefect.yaml, and the MLflow UI. `lensflow up` starts what is not running; `lensflow down` stops what it started."""
+prefect.yaml, and the MLflow UI. `lensflow up` starts what is not running; `lensflow down` stops what it started.
+
+Both servers require credentials (lensflow/credentials.py): the Prefect API Basic Authentication, the MLflow UI
+MLflow's basic-auth app with an admin and a read-only viewer. Secrets travel in environment variables and
+owner-only files, never on command lines or in logs."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from lensflow import credentials
 from lensflow.core.runtime import OFFLINE_ENV
 from lensflow.core.settings import Settings
+from lensflow.core.storage import owner_only_file
+from lensflow.credentials import Credentials
 
 HOST = "127.0.0.1"
 
@@ -54,7 +63,17 @@ class Platform:
     def mlflow_url(self) -> str:
         return f"http://{HOST}:{self.settings.mlflow_port}"
 
+    @property
+    def credentials(self) -> Credentials:
+        """The platform's credentials, made on first use (owner-only in .platform/credentials.json)."""
+        return credentials.load_or_create(self.state_dir)
+
+    def auth_header(self) -> dict[str, str]:
+        token = base64.b64encode(self.credentials.prefect_auth_string.encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
     def env(self) -> dict[str, str]:
+        """What every process of the platform gets: offline settings, the API URL and the client credential."""
         env = {**OFFLINE_ENV, **os.environ}
         env.setdefault("PREFECT_HOME", str(self.settings.path(".prefect")))
         env["PREFECT_API_URL"] = f"{self.prefect_url}/api"
@@ -64,7 +83,12 @@ class Platform:
         env["PREFECT_WORKER_WEBSERVER_HOST"] = HOST  # a worker's health check (--with-healthcheck) defaults to 0.0.0.0
         env["PREFECT_RUNNER_SERVER_HOST"] = HOST
         env["LENSFLOW_ROOT"] = str(self.settings.root)
+        env["PREFECT_API_AUTH_STRING"] = self.credentials.prefect_auth_string
         return env
+
+    def server_env(self) -> dict[str, str]:
+        """The Prefect server's own: it answers 401 to any API request without the credential."""
+        return {"PREFECT_SERVER_API_AUTH_STRING": self.credentials.prefect_auth_string}
 
     def server_command(self) -> list[str]:
         """The Prefect server, bound to 127.0.0.1."""
@@ -75,12 +99,16 @@ class Platform:
         return [self._bin("prefect"), "worker", "start", "--pool", pool, "--type", "process"]
 
     def mlflow_command(self) -> tuple[list[str], dict[str, str]]:
-        """The MLflow UI bound to 127.0.0.1, and the environment it needs: the backend store URI travels in
-        MLFLOW_BACKEND_STORE_URI, not on the command line, where any local user could read its password."""
+        """The MLflow UI bound to 127.0.0.1 behind MLflow's basic-auth app, and the environment it needs: the
+        backend store URI and the admin password travel in environment variables, not on the command line,
+        where any local user could read them."""
+        creds = self.credentials
         return (
             [
                 self._bin("mlflow"),
                 "server",
+                "--app-name",
+                "basic-auth",
                 "--default-artifact-root",
                 self.settings.artifact_location,
                 "--host",
@@ -90,8 +118,48 @@ class Platform:
                 "--workers",
                 "1",
             ],
-            {"MLFLOW_BACKEND_STORE_URI": self.settings.tracking_uri},
+            {
+                "MLFLOW_BACKEND_STORE_URI": self.settings.tracking_uri,
+                "MLFLOW_AUTH_CONFIG_PATH": str(self.mlflow_auth_config()),
+                "MLFLOW_AUTH_ADMIN_PASSWORD": creds.mlflow_admin_password,
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": creds.mlflow_secret_key,
+            },
         )
+
+    def mlflow_auth_config(self) -> Path:
+        """MLflow's basic-auth configuration: users in .platform/mlflow-auth.db; READ for users without an
+        explicit permission (the viewer); `admin` may do everything."""
+        path = self.state_dir / "mlflow-auth.ini"
+        owner_only_file(
+            path,
+            "[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = sqlite:///{self.state_dir / 'mlflow-auth.db'}\n"
+            f"admin_username = {self.credentials.mlflow_admin}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            "grant_default_workspace_access = false\n",
+        )
+        return path
+
+    def ensure_mlflow_viewer(self) -> None:
+        """Create the read-only `viewer` user once (MLflow's users API, as the admin)."""
+        creds = self.credentials
+        auth = base64.b64encode(f"{creds.mlflow_admin}:{creds.mlflow_admin_password}".encode()).decode()
+        headers = {"Authorization": f"Basic {auth}", "Content-Type": "application/json"}
+        get = urllib.request.Request(
+            f"{self.mlflow_url}/api/2.0/mlflow/users/get?username={creds.mlflow_viewer}", headers=headers
+        )
+        try:
+            urllib.request.urlopen(get, timeout=10).close()
+            return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise PlatformError(f"MLflow refused the admin credential ({exc.code}): see {self.state_dir}") from exc
+        body = json.dumps({"username": creds.mlflow_viewer, "password": creds.mlflow_viewer_password}).encode()
+        create = urllib.request.Request(
+            f"{self.mlflow_url}/api/2.0/mlflow/users/create", data=body, method="POST", headers=headers
+        )
+        urllib.request.urlopen(create, timeout=10).close()
 
     def _bin(self, name: str) -> str:
         exe = Path(sys.executable).parent / name
@@ -158,7 +226,7 @@ class Platform:
                     f"port {self.settings.prefect_port} already serves a Prefect API not started by lensflow: "
                     "stop it or set LENSFLOW_PREFECT_PORT"
                 )
-            self._start("prefect-server", self.server_command(), root)
+            self._start("prefect-server", self.server_command(), root, self.server_env())
         self._wait("prefect-server", f"{self.prefect_url}/api/health", 120)
         log(f"Prefect server  {self.prefect_url}  ({time.perf_counter() - t0:.1f} s)")
         pools = work_pools(root / "prefect.yaml")
@@ -183,7 +251,10 @@ class Platform:
                 cmd, env = self.mlflow_command()
                 self._start("mlflow", cmd, root, env)
             self._wait("mlflow", f"{self.mlflow_url}/health", 120)
-            log(f"MLflow UI       {self.mlflow_url}")
+            self.ensure_mlflow_viewer()
+            log(f"MLflow UI       {self.mlflow_url}  (users admin and viewer: read-only)")
+        env_file = credentials.write_env(self.state_dir, self.credentials, self.prefect_url, self.mlflow_url)
+        log(f"credentials     {self.state_dir / credentials.FILE} (owner-only); `source {env_file}` for a shell")
         seconds = round(time.perf_counter() - t0, 1)
         log(f"up in {seconds} s; logs in {self.state_dir / 'logs'}; `lensflow down` (or `make down`) stops it")
         return {
@@ -200,7 +271,7 @@ class Platform:
             f"{self.prefect_url}/api/{kind}/filter",
             data=b"{}",
             method="POST",
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **self.auth_header()},
         )
         with urllib.request.urlopen(request, timeout=10) as r:
             return json.load(r)
@@ -208,13 +279,15 @@ class Platform:
     def configure_server(self, log=print) -> None:
         """What lensflow keeps on the server besides deployments: the global writer limit (tasks/writer_slot.py)
         and the notification automations (lensflow/notify.py)."""
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
         from lensflow import notify
         from tasks.writer_slot import NAME, ensure_limit
 
         secret = lambda v: v.get_secret_value() if v is not None else None  # noqa: E731
-        with temporary_settings({PREFECT_API_URL: f"{self.prefect_url}/api"}):
+        with temporary_settings(
+            {PREFECT_API_URL: f"{self.prefect_url}/api", PREFECT_API_AUTH_STRING: self.credentials.prefect_auth_string}
+        ):
             ensure_limit()
             log(f"writer limit    {NAME} (1 slot: retrain, reindex and promote runs wait for each other)")
             notify.install(secret(self.settings.notify_reviewers_url), secret(self.settings.notify_engineers_url), log)

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 from lensflow.core.settings import Settings
 from serving import errors, middleware
 from serving.metrics import Metrics
+from serving.ratelimit import RateLimiter
 from serving.routes import router
 from serving.watcher import ChampionWatcher
 
@@ -47,6 +48,7 @@ def create_app(settings: Settings, watcher: ChampionWatcher | None = None) -> Fa
     app.state.settings = settings
     app.state.watcher = watcher or ChampionWatcher(settings, settings.swap_poll_s)
     app.state.metrics = Metrics(app.state.watcher)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
     errors.install(app)
     app.middleware("http")(middleware.around)
     if settings.cors_origins:  # added last: outermost, so preflights and 401s carry the CORS headers too

@@ -1,6 +1,7 @@
 """What happens around every request, in one middleware (one hop, not five): a request id (the caller's valid
 X-Request-ID, or a new one) returned in X-Request-ID and put on every log record; the optional API key; the
-body-size limit before any body is read; a generic 500 for anything unexpected; metrics and the access log."""
+optional per-client rate limit; the body-size limit before any body is read; a generic 500 for anything
+unexpected; metrics and the access log."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from serving import logs
 from serving.errors import internal_error
+from serving.ratelimit import client_id
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # reachable without the API key: the page, probes, and the API's own documentation
@@ -36,8 +38,8 @@ def key_ok(expected: str, presented: str | None) -> bool:
 
 
 def refuse_early(request: Request) -> JSONResponse | None:
-    """The answer for a request refused before it reaches a route: a missing/wrong API key (401) or a declared
-    body over the limit (413). None: let it through."""
+    """The answer for a request refused before it reaches a route: a missing/wrong API key (401), a client over
+    its rate (429, with Retry-After), or a declared body over the limit (413). None: let it through."""
     settings = request.app.state.settings
     if settings.api_key is not None and request.url.path not in PUBLIC and request.method != "OPTIONS":
         if not key_ok(settings.api_key.get_secret_value(), presented_key(request)):
@@ -45,6 +47,16 @@ def refuse_early(request: Request) -> JSONResponse | None:
                 {"error": "missing or wrong API key: send it as X-API-Key: KEY or Authorization: Bearer KEY"},
                 401,
                 headers={"WWW-Authenticate": 'Bearer realm="lensflow"'},
+            )
+    limiter = request.app.state.rate_limiter
+    if limiter is not None and request.url.path not in PUBLIC and request.url.path != "/metrics":
+        client = client_id(presented_key(request), request.client.host if request.client else None)
+        wait = limiter.hit(client)
+        if wait is not None:
+            return JSONResponse(
+                {"error": f"rate limit exceeded ({limiter.spec} per client): retry in {wait} s"},
+                429,
+                headers={"Retry-After": str(wait)},
             )
     limit = settings.max_upload_bytes
     length = request.headers.get("content-length")

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         description="when set, the search API answers only requests with X-API-Key: KEY or Authorization: Bearer KEY "
         "(the page, /livez, /readyz and the API docs stay open); unset: no key (the default)",
     )
+    rate_limit: str | None = Field(
+        None,
+        description="per-client limit on the search API (a client: its API key, else its address), e.g. "
+        "60/minute or 10/second;600/hour; over it: 429 with Retry-After; unset: no limit (the default)",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="origins allowed to call the search API from a browser (comma-separated, e.g. "
@@ -125,6 +130,19 @@ class Settings(BaseSettings):
     @classmethod
     def _no_credentials_in_links(cls, value: str) -> str:
         return link(value)
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _a_rate(cls, value):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        from limits import parse_many
+
+        try:
+            parse_many(str(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate: write e.g. 60/minute or 10/second;600/hour") from None
+        return str(value).strip()
 
     @field_validator("api_key", "notify_reviewers_url", "notify_engineers_url", mode="before")
     @classmethod

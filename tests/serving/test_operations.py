@@ -1,5 +1,6 @@
 """What the people who deploy the search service expect: the three photo upload forms, one error shape on every
-route, Prometheus /metrics, JSON logs with a request id, liveness/readiness, CORS and the optional API key."""
+route, Prometheus /metrics, JSON logs with a request id, liveness/readiness, CORS, the optional API key and the
+optional per-client rate limit."""
 
 from __future__ import annotations
 
@@ -231,6 +232,38 @@ def test_optional_api_key(svc):
         assert key not in r.text
     assert header.status_code == 200 and bearer.status_code == 200 and open_paths == [200] * 4
     assert key_ok("abc", "abc") and not key_ok("abc", "abd") and not key_ok("abc", None) and not key_ok("abc", "")
+
+
+def test_optional_rate_limit_per_client(svc):
+    from pydantic import SecretStr, ValidationError
+
+    from lensflow.core.settings import Settings
+
+    service, s, _ = svc
+    burst = [httpx.get(f"{service.url}/search/text", params={"q": "shoe"}).status_code for _ in range(8)]
+    assert burst == [200] * 8  # off by default
+    limited = s.model_copy(update={"rate_limit": "3/minute", "api_key": SecretStr("key-a"), "max_upload_bytes": LIMIT})
+    with ServiceThread(limited) as svc_limited:
+        url, a, b = f"{svc_limited.url}/search/text", {"X-API-Key": "key-a"}, {"Authorization": "Bearer key-a"}
+        first = [httpx.get(url, params={"q": "shoe"}, headers=a).status_code for _ in range(3)]
+        over = httpx.get(url, params={"q": "shoe"}, headers=b)  # the same key, sent the other way: same client
+        image = httpx.post(
+            f"{svc_limited.url}/search/image", content=photo(), headers={**a, "Content-Type": "image/png"}
+        )
+        probes = [httpx.get(svc_limited.url + p).status_code for p in ("/livez", "/readyz", "/")]
+        metrics = httpx.get(f"{svc_limited.url}/metrics", headers=a)
+    assert first == [200] * 3 and over.status_code == 429 and image.status_code == 429
+    assert 1 <= int(over.headers["retry-after"]) <= 60 and "rate limit exceeded (3/minute" in over.json()["error"]
+    assert set(over.json()) == {"error"} and "key-a" not in over.text
+    assert probes == [200] * 3 and metrics.status_code == 200  # probes and metrics are never limited
+    assert metric(metrics.text, "lensflow_http_requests_total", route="unmatched", method="GET", status="429") == 1
+    # one client over its rate does not slow another (counted by address when no key is sent)
+    with ServiceThread(s.model_copy(update={"rate_limit": "2/minute"})) as by_address:
+        url = f"{by_address.url}/search/text"
+        codes = [httpx.get(url, params={"q": "shoe"}).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    with pytest.raises(ValidationError, match="is not a rate"):
+        Settings(rate_limit="lots")
 
 
 def test_json_log_tracebacks_are_redacted():
