@@ -55,7 +55,16 @@ def _settings():
 
     s = get_settings()
     offline_env(s.root)
+    _platform_credential(s)
     return s
+
+
+def _platform_credential(s) -> None:
+    from lensflow import credentials
+    from lensflow.platform import Platform
+
+    p = Platform(s)
+    credentials.adopt(p.state_dir, p.prefect_url)
 
 
 def _prefect_api_url() -> str | None:
@@ -589,15 +598,10 @@ def _review_api():
     platform's credential from .platform/ when this shell has none (`source .platform/env` sets both)."""
     import os
 
-    from lensflow import credentials
-    from lensflow.platform import Platform
-
     s = _settings()
     if not _prefect_api_url():
         os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{s.prefect_port}/api"
-    creds = credentials.load(Platform(s).state_dir)
-    if creds is not None and not os.environ.get("PREFECT_API_AUTH_STRING"):
-        os.environ["PREFECT_API_AUTH_STRING"] = creds.prefect_auth_string
+        _platform_credential(s)
     return s
 
 

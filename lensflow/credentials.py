@@ -9,6 +9,7 @@ printed, logged, or passed on a command line (where `ps` would show it).
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shlex
 from dataclasses import asdict, dataclass
@@ -83,3 +84,12 @@ def write_env(state_dir: Path, creds: Credentials, prefect_url: str, mlflow_url:
     path = state_dir / ENV_FILE
     owner_only_file(path, "\n".join(lines) + "\n")
     return path
+
+
+def adopt(state_dir: Path, prefect_url: str) -> None:
+    """A command pointed at this project's own platform (PREFECT_API_URL) authenticates with the platform's
+    credential when the shell has none and this user can read it (the platform admin's shell)."""
+    if os.environ.get("PREFECT_API_URL", "").startswith(prefect_url) and not os.environ.get("PREFECT_API_AUTH_STRING"):
+        creds = load(state_dir)
+        if creds is not None:
+            os.environ["PREFECT_API_AUTH_STRING"] = creds.prefect_auth_string

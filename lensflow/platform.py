@@ -154,7 +154,11 @@ class Platform:
             return
         except urllib.error.HTTPError as exc:
             if exc.code != 404:
-                raise PlatformError(f"MLflow refused the admin credential ({exc.code}): see {self.state_dir}") from exc
+                raise PlatformError(
+                    f"MLflow refused the admin credential ({exc.code}): its users in "
+                    f"{self.state_dir / 'mlflow-auth.db'} were made with other credentials; with the platform "
+                    "down, remove that file to start over"
+                ) from exc
         body = json.dumps({"username": creds.mlflow_viewer, "password": creds.mlflow_viewer_password}).encode()
         create = urllib.request.Request(
             f"{self.mlflow_url}/api/2.0/mlflow/users/create", data=body, method="POST", headers=headers
@@ -228,6 +232,11 @@ class Platform:
                 )
             self._start("prefect-server", self.server_command(), root, self.server_env())
         self._wait("prefect-server", f"{self.prefect_url}/api/health", 120)
+        if _ok(f"{self.prefect_url}/api/admin/version"):  # answered without credentials: started before auth
+            log(
+                "warning: this Prefect server answers without credentials (started by an older lensflow up): "
+                "`lensflow down && lensflow up` restarts it with authentication"
+            )
         log(f"Prefect server  {self.prefect_url}  ({time.perf_counter() - t0:.1f} s)")
         pools = work_pools(root / "prefect.yaml")
         for pool in pools:

@@ -74,9 +74,23 @@ def test_platform_command_lines_bind_loopback(project):
     assert server[1:3] == ["server", "start"] and _hosts(server) == [LOOPBACK]
     assert mlflow_cmd[1] == "server" and _hosts(mlflow_cmd) == [LOOPBACK]
     assert worker[1:3] == ["worker", "start"] and "--with-healthcheck" not in worker and not _hosts(worker)
-    # the store's password stays off the command line (any local user can read it in `ps`)
-    assert not any(SECRET in arg for arg in mlflow_cmd) and mlflow_env == {"MLFLOW_BACKEND_STORE_URI": s.tracking_uri}
+    # the store's password and the platform's credentials stay off command lines (any local user reads `ps`)
+    creds = p.credentials
+    for cmd in (server, worker, mlflow_cmd):
+        assert not any(secret in arg for arg in cmd for secret in [SECRET, *creds.secrets()]), cmd
+    assert mlflow_env["MLFLOW_BACKEND_STORE_URI"] == s.tracking_uri and "basic-auth" in mlflow_cmd
+    assert mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"] == creds.mlflow_admin_password
+    assert p.server_env() == {"PREFECT_SERVER_API_AUTH_STRING": creds.prefect_auth_string}
+    ini = Path(mlflow_env["MLFLOW_AUTH_CONFIG_PATH"])
+    assert "default_permission = READ" in ini.read_text() and creds.mlflow_admin_password not in ini.read_text()
+    # credentials are made once, owner-only, and reused
+    import stat
+
+    for f in (p.state_dir / "credentials.json", ini):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    assert stat.S_IMODE(p.state_dir.stat().st_mode) == 0o700 and Platform(s).credentials == creds
     env = p.env()
+    assert env["PREFECT_API_AUTH_STRING"] == creds.prefect_auth_string
     assert {
         env[k] for k in ("PREFECT_SERVER_API_HOST", "PREFECT_WORKER_WEBSERVER_HOST", "PREFECT_RUNNER_SERVER_HOST")
     } == {LOOPBACK}
@@ -96,13 +110,18 @@ def test_platform_up_starts_only_loopback_servers(project, monkeypatch):
     monkeypatch.setattr(P.Platform, "_cli", lambda self, *a, **k: "")
     monkeypatch.setattr(P.Platform, "deployments", lambda self: ["retrain/weekly"])
     monkeypatch.setattr(P.Platform, "configure_server", lambda self, log=None: None)  # API calls: integration tier
+    monkeypatch.setattr(P.Platform, "ensure_mlflow_viewer", lambda self: None)
     monkeypatch.setattr(P, "_ok", lambda url: False)
     P.Platform(project).up(log=lambda *a: None)
     names = [name for name, _, _ in started]
     assert names[0] == "prefect-server" and names[-1] == "mlflow" and all(n.startswith("worker-") for n in names[1:-1])
     for name, cmd, _env in started:
         assert _hosts(cmd) == ([] if name.startswith("worker-") else [LOOPBACK]), cmd
-    assert started[-1][2] == {"MLFLOW_BACKEND_STORE_URI": project.tracking_uri}
+    assert started[-1][2]["MLFLOW_BACKEND_STORE_URI"] == project.tracking_uri
+    assert started[0][2] == {"PREFECT_SERVER_API_AUTH_STRING": P.Platform(project).credentials.prefect_auth_string}
+    # `source .platform/env` gives a shell the client settings, and the file is owner-only
+    env_file = project.path(".platform/env")
+    assert "export PREFECT_API_AUTH_STRING=" in env_file.read_text() and oct(env_file.stat().st_mode)[-3:] == "600"
 
 
 # --- 4. redaction -------------------------------------------------------------------------------------------
