@@ -1,4 +1,5 @@
-"""The captioning backend on a tiny random VisionEncoderDecoder checkpoint the test writes (nothing downloaded)."""
+"""The captioning backend on tiny random VisionEncoderDecoder and BLIP checkpoints the tests write (nothing
+downloaded)."""
 
 import numpy as np
 import pytest
@@ -51,10 +52,52 @@ def checkpoint(tmp_path_factory):
     return folder
 
 
-def test_a_local_checkpoint_captions_deterministically(checkpoint):
+@pytest.fixture(scope="module")
+def blip_checkpoint(tmp_path_factory):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        BertTokenizerFast,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+        BlipTextConfig,
+        BlipVisionConfig,
+    )
+
+    folder = tmp_path_factory.mktemp("blip")
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    special = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]"}
+    tokenizer = BertTokenizerFast(tokenizer_object=tok, mask_token="[MASK]", bos_token="[DEC]", **special)
+    tiny = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 37}
+    text = BlipTextConfig(
+        vocab_size=len(vocab),
+        encoder_hidden_size=32,
+        bos_token_id=5,  # BLIP's decoder starts from [DEC] and stops at [SEP]
+        sep_token_id=3,
+        eos_token_id=3,
+        pad_token_id=0,
+        max_position_embeddings=64,
+        **tiny,
+    )
+    vision = BlipVisionConfig(image_size=32, patch_size=8, **tiny)
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = BlipForConditionalGeneration(
+        BlipConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16)
+    )
+    model.save_pretrained(folder)
+    BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "blip_checkpoint"])
+def test_a_local_checkpoint_captions_deterministically(kind, request):
     from models.caption import Captioner
 
-    cap = Captioner.load(checkpoint, max_new_tokens=6)
+    cap = Captioner.load(request.getfixturevalue(kind), max_new_tokens=6)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))
     text = cap.caption(image)
     assert isinstance(text, str) and set(text.split()) <= set(WORDS) and text == cap.caption(image)
