@@ -48,6 +48,10 @@ def test_a_name_without_its_key_proves_nothing(store):
     for junk in ("alice", "lfrp1.alice", "lfrp1.alice.approve.notatime.AAAA", "lfrk1.alice.AAAA"):
         with pytest.raises(SignoffError):
             store.verify(junk, RUN, 1, "approve", ttl_s=900)
+    # text from a code is echoed into the review page only when it is a valid name
+    with pytest.raises(SignoffError) as refused:
+        store.verify("lfrp1.[ok](http://evil.example).approve.1.AAAA", RUN, 1, "approve", ttl_s=900)
+    assert "evil" not in str(refused.value)
 
 
 def test_expired_and_future_proofs_are_refused(store):
@@ -99,3 +103,28 @@ def test_the_platform_keeps_only_public_keys_owner_only(store, tmp_path):
             continue
         with pytest.raises(SignoffError, match="not usable"):
             ReviewerKey.generate(bad)
+
+
+def test_a_form_answer_is_checked_against_the_name_typed(store):
+    from tasks.helpers.approval import Approval, Sought, proof_problem
+
+    alice, bob = ReviewerKey.generate("alice"), ReviewerKey.generate("bob")
+    store.add(alice.public_text())
+    store.add(bob.public_text())
+    sought = Sought(RUN, 2, "lensflow-encoder")
+
+    def answer(reviewer, code, decision="approve"):
+        return proof_problem(Approval(decision=decision, reviewer=reviewer, code=code), store, sought, 900)
+
+    assert answer("alice", alice.sign(RUN, 2, "approve")) is None
+    assert answer(" alice ", alice.sign(RUN, 2, "reject"), "reject") is None
+    assert "made by 'bob'" in answer("alice", bob.sign(RUN, 2, "approve"))
+    assert "no proof" in answer("alice", "")
+    shown = answer("[approved](http://evil.example)", "")
+    assert "evil" not in shown and "(not a reviewer name)" in shown
+    assert "no reviewers are registered" in proof_problem(
+        Approval(decision="approve", reviewer="alice", code=alice.sign(RUN, 2, "approve")),
+        ReviewerStore(store.path.with_name("none.json")),
+        sought,
+        900,
+    )

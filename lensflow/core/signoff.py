@@ -180,6 +180,8 @@ class ReviewerStore:
         if not proof or not proof.strip():
             raise SignoffError("no proof: paste the code `lensflow review code RUN_ID` prints")
         name, signed_decision, at, signature = _split(proof, PROOF_PREFIX, 3, "review code")
+        if not NAME.match(name) or signed_decision not in DECISIONS:  # never echo unchecked text into the page
+            raise SignoffError("not a lensflow review code (a malformed name or decision)")
         if signed_decision != decision:
             raise SignoffError(f"the code is for {signed_decision!r}, the form says {decision!r}")
         entry = self.load().get(name)

@@ -10,7 +10,7 @@ from typing import Literal
 from prefect.input import RunInput
 from pydantic import Field
 
-from lensflow.core.signoff import ReviewerKey, ReviewerStore, SignoffError
+from lensflow.core.signoff import NAME, ReviewerKey, ReviewerStore, SignoffError
 
 ApprovalPolicy = Literal["reviewer", "auto-approve", "later"]
 
@@ -64,6 +64,8 @@ def proof_problem(answer: Approval, store: ReviewerStore, sought: Sought, ttl_s:
     if not names:
         return "no reviewers are registered (`lensflow reviewers add NAME`)"
     typed = answer.reviewer.strip()
+    if not NAME.match(typed):  # refusals are shown on the review page: no unchecked text there
+        typed = "(not a reviewer name)"
     try:
         signer = store.verify(answer.code, sought.run_id, sought.version, answer.decision, ttl_s)
     except SignoffError as exc:
