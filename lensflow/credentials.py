@@ -89,7 +89,8 @@ def write_env(state_dir: Path, creds: Credentials, prefect_url: str, mlflow_url:
 def adopt(state_dir: Path, prefect_url: str) -> None:
     """A command pointed at this project's own platform (PREFECT_API_URL) authenticates with the platform's
     credential when the shell has none and this user can read it (the platform admin's shell)."""
-    if os.environ.get("PREFECT_API_URL", "").startswith(prefect_url) and not os.environ.get("PREFECT_API_AUTH_STRING"):
+    aimed = os.environ.get("PREFECT_API_URL", "").startswith(prefect_url.rstrip("/") + "/")
+    if aimed and not os.environ.get("PREFECT_API_AUTH_STRING"):
         creds = load(state_dir)
         if creds is not None:
             os.environ["PREFECT_API_AUTH_STRING"] = creds.prefect_auth_string

@@ -87,6 +87,10 @@ def test_commands_aimed_at_the_projects_platform_use_its_credential(project, mon
     credentials.adopt(p.state_dir, p.prefect_url)  # no platform credentials yet
     assert "PREFECT_API_AUTH_STRING" not in os.environ
     creds = p.credentials
+    monkeypatch.setenv("PREFECT_API_URL", f"{p.prefect_url}1/api")  # another port that starts the same
+    credentials.adopt(p.state_dir, p.prefect_url)
+    assert "PREFECT_API_AUTH_STRING" not in os.environ
+    monkeypatch.setenv("PREFECT_API_URL", f"{p.prefect_url}/api")
     credentials.adopt(p.state_dir, p.prefect_url)
     assert os.environ["PREFECT_API_AUTH_STRING"] == creds.prefect_auth_string
     monkeypatch.setenv("PREFECT_API_AUTH_STRING", "someone:else")  # the shell's own setting wins
