@@ -721,6 +721,12 @@ def review_reject(
     _answer(flow_run_id, "reject", comment, key_file)
 
 
+def _fresh_key_file(path: Path) -> None:
+    """Refuse before anything is registered or made: a key file is never overwritten."""
+    if path.exists():
+        _fail(f"{path} exists: lensflow does not overwrite it; choose another --key-file")
+
+
 def _store():
     return _settings().reviewer_store()
 
@@ -749,8 +755,8 @@ def reviewers_add(
             typer.echo(f"reviewer {name} registered with their own key ({store.path})")
             return
         key = ReviewerKey.generate(name)
-        if key_file is not None and key_file.exists():
-            _fail(f"{key_file} exists: lensflow does not overwrite it; choose another --key-file")
+        if key_file is not None:
+            _fresh_key_file(key_file)
         store.add(key.public_text(), replace=rotate)
     except SignoffError as exc:
         _fail(str(exc))
@@ -778,8 +784,7 @@ def reviewers_keygen(
     `lensflow reviewers add NAME --public-key ...` (the admin never sees your key)."""
     from lensflow.core.signoff import ReviewerKey, SignoffError
 
-    if key_file.exists():
-        _fail(f"{key_file} exists: lensflow does not overwrite it; choose another --key-file")
+    _fresh_key_file(key_file)
     try:
         key = ReviewerKey.generate(name)
     except SignoffError as exc:

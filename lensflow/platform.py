@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -63,9 +64,9 @@ class Platform:
     def mlflow_url(self) -> str:
         return f"http://{HOST}:{self.settings.mlflow_port}"
 
-    @property
+    @cached_property
     def credentials(self) -> Credentials:
-        """The platform's credentials, made on first use (owner-only in .platform/credentials.json)."""
+        """The platform's credentials, made on first use (owner-only in .platform/credentials.json); read once."""
         return credentials.load_or_create(self.state_dir)
 
     def auth_header(self) -> dict[str, str]:
