@@ -84,6 +84,7 @@ def main() -> None:
     import pandas as pd
 
     from lensflow.core.complements import complements_of
+    from models.colours import dominant_colours
     from serving import describe as D
     from serving import recommend as R
     from serving import search as S
@@ -176,7 +177,7 @@ def main() -> None:
     for i, path in enumerate(test["image_path"]):
         name = list(palette)[i % len(palette)]
         with Image.open(s.data_path / path) as im:
-            got = D.dominant_colours(recolour(im, palette[name]))
+            got = dominant_colours(recolour(im, palette[name]))
         ok = bool(got) and got[0]["name"] == name
         named += ok
         total += 1

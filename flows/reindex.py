@@ -1,10 +1,10 @@
 """The reindex flow: bring the champion's index up to a new catalog version without retraining.
 
 version data -> validate (only new or changed images are decoded) -> diff against the data version the
-index reflects -> embed only added and image-changed products with the champion -> apply to a copy of
-the table (new name) with an incremental ANN update, or a full rebuild when the drift policy says so ->
-DVC-track it -> verify -> record it on the champion's version in one tag write. The served table is
-never modified; the service swaps to the new one when the tag changes.
+index reflects -> embed only added and image-changed products with the champion -> enrich them (predicted
+category, colour tags) -> apply to a copy of the table (new name) with an incremental ANN update, or a full
+rebuild when the drift policy says so -> DVC-track it -> verify -> record it on the champion's version in one
+tag write. The served table is never modified; the service swaps to the new one when the tag changes.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from flows.common import begin, writing
 from flows.shard import embed_catalog
 from lensflow.core.champion import model_dir
 from tasks import stage_seconds
+from tasks.enrich import enrich_changes_task
 from tasks.reindex import (
     IndexPolicy,
     apply_changes_task,
@@ -67,6 +68,9 @@ def reindex(params: ReindexParams = ReindexParams()) -> dict:
         plan = plan_reindex_task(s, champ, data.md5, checked.valid)
         log.info("catalog %s -> %s: %s", base["data_md5"], data.md5, plan.diff.as_dict())
         vectors = embed_catalog(s, model_dir(champ.source), plan.todo, progress=params.progress)
+        enrichment = enrich_changes_task(
+            base["uri"], base["table"], checked.valid, plan.todo, vectors, s.data_path, params.progress
+        )
         applied = apply_changes_task(
             base["uri"],
             base["table"],
@@ -77,6 +81,7 @@ def reindex(params: ReindexParams = ReindexParams()) -> dict:
             params.policy,
             int(base.get("changes_since_build") or 0),
             plan.fresh_recall,
+            enrichment,
         )
         record = publish_reindex_task(s, plan, applied, params.push_data)
     create_markdown_artifact(

@@ -1,5 +1,5 @@
-"""The retrain flow: version data -> validate -> fine-tune -> register -> embed -> index -> evaluate (challenger and
-champion on the same eval set) -> review -> promote."""
+"""The retrain flow: version data -> validate -> fine-tune -> register -> embed -> enrich (predicted category,
+colour tags) -> index -> evaluate (challenger and champion on the same eval set) -> review -> promote."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from models.train import load_strategy
 from tasks import stage_seconds
 from tasks.baseline import EvalPlan
 from tasks.challenger import evaluate_challenger_task
+from tasks.enrich import enrich_catalog_task
 from tasks.index import build_index_task
 from tasks.promote import ReviewPolicy
 from tasks.review import challenger_page, review_and_promote
@@ -120,8 +121,16 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict:
             vectors = embed_catalog(
                 s, trained.model_dir, checked.valid, run.work, params.progress, trained.encoder, trained.tower_features
             )
+            enriched = enrich_catalog_task(checked.valid, s.data_path, vectors, params.progress)
             index = build_index_task(
-                s, run, data.md5, checked.valid, vectors, trained.encoder.embed_dim, index_config, params.push_data
+                s,
+                run,
+                data.md5,
+                enriched.catalog,
+                enriched.vectors,
+                trained.encoder.embed_dim,
+                index_config,
+                params.push_data,
             )
             plan = EvalPlan(params.shopper_queries, params.heldout_photos, params.heldout_combined, params.progress)
             compared = evaluate_challenger_task(s, run, trained.encoder, checked.valid, data.md5, index, plan)

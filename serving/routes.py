@@ -94,7 +94,7 @@ async def filters(
         alias="filter",
         max_length=10,
         description="COLUMN:VALUE, repeatable: only products with that value in an optional catalog column "
-        "(color, brand), e.g. filter=color:red",
+        "(color, brand) or enrichment column (predicted_category; colours: one colour tag), e.g. filter=color:red",
     ),
 ) -> S.Filters:
     """The filter query parameters of every search route (checked against the catalog by the search itself)."""

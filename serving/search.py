@@ -14,14 +14,17 @@ from PIL import Image
 from lensflow.core.index import best_of, table_metadata
 from lensflow.core.settings import Settings
 from lensflow.core.storage import sql_quote
+from models.colours import NAMES
 from models.preprocess import draft, to_rgb
 from serving.served import Served
 
 RESULT_COLUMNS = ("product_id", "title", "category", "price")
 ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
 DEFAULT_LIMITS = {k: Settings.model_fields[k].default for k in ("max_image_pixels", "max_image_side")}
-FACET_COLUMNS = ("category", "color", "brand")  # optional catalog columns counted for facets
-FILTER_COLUMNS = ("color", "brand")  # optional catalog columns `filter=COLUMN:VALUE` may name
+# optional columns (the catalog's own and the enrichment's: tasks/enrich.py) counted for facets
+FACET_COLUMNS = ("category", "color", "brand", "colours")
+FILTER_COLUMNS = ("color", "brand", "predicted_category", "colours")  # what `filter=COLUMN:VALUE` may name
+TAG_COLUMNS = {"colours": NAMES}  # space-separated tags from a fixed vocabulary: filtered and counted per tag
 FACET_POOL = 100  # candidates the facet counts are taken over
 RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al. 2009)
 
@@ -120,7 +123,14 @@ def where_clause(filters: Filters, catalog: Catalog, exclude_id: str | None = No
         if column not in FILTER_COLUMNS or column not in catalog.columns:
             usable = [c for c in FILTER_COLUMNS if c in catalog.columns]
             raise BadQuery(f"cannot filter on {column!r}; this catalog's filterable columns: {', '.join(usable)}")
-        parts.append(f"{column} = {sql_quote(value)}")  # the column from a fixed list, the value a quoted literal
+        if column == "predicted_category" and value not in catalog.categories:
+            raise BadQuery(f"filter {column}:{value}: unknown category; known: {', '.join(catalog.categories)}")
+        if column in TAG_COLUMNS:  # one tag among the row's tags
+            if value not in TAG_COLUMNS[column]:
+                raise BadQuery(f"filter {column}:{value}: unknown tag; known: {', '.join(TAG_COLUMNS[column])}")
+            parts.append(f"array_has(string_to_array({column}, ' '), {sql_quote(value)})")
+        else:
+            parts.append(f"{column} = {sql_quote(value)}")  # the column from a fixed list, the value a quoted literal
     if exclude_id is not None:
         parts.append(f"product_id != {sql_quote(exclude_id)}")
     return " AND ".join(parts) or None
@@ -265,13 +275,15 @@ def result_row(r: dict) -> dict:
 
 
 def facet_counts(rows: list[dict], columns: tuple[str, ...]) -> dict[str, dict[str, int]]:
-    """{column: {value: count}} over candidate rows, most frequent first (missing values not counted)."""
+    """{column: {value: count}} over candidate rows, most frequent first (missing values not counted; a tag column
+    counts each tag)."""
     out = {}
     for c in columns:
         counts: dict[str, int] = {}
         for r in rows:
             if r.get(c) is not None:
-                counts[str(r[c])] = counts.get(str(r[c]), 0) + 1
+                for value in str(r[c]).split() if c in TAG_COLUMNS else [str(r[c])]:
+                    counts[value] = counts.get(value, 0) + 1
         out[c] = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     return out
 

@@ -16,7 +16,7 @@ from tasks.baseline import Baseline, EvalPlan, champion_on_eval_set, measure
 from tasks.evaluate import EvalResult, Gallery
 from tasks.helpers.report import write_report
 from tasks.index import IndexInfo, index_record
-from tasks.mislabel import likely_mislabelled
+from tasks.mislabel import likely_mislabelled, mislabelled
 from tasks.tracking import TrackedRun
 from tasks.validate import report_dir
 
@@ -59,7 +59,7 @@ def evaluate_challenger(
         run.log_metrics(baseline.result.metrics, prefix="champion.")
     report = run.work / "eval"
     report.mkdir(parents=True, exist_ok=True)
-    flagged = likely_mislabelled(gallery.ids, gallery.categories, gallery.vectors)
+    flagged = flagged_rows(table, gallery)
     for folder in (report, report_dir(s, data_md5)):  # with the evaluation, and beside the validation report
         folder.mkdir(parents=True, exist_ok=True)
         flagged.to_csv(folder / "likely_mislabelled.csv", index=False)
@@ -87,6 +87,14 @@ def evaluate_challenger(
     )
     run.c.set_registered_model_alias(s.registered_model, registry.CHALLENGER, str(run.version))
     return compared
+
+
+def flagged_rows(table, gallery: Gallery) -> pd.DataFrame:
+    """The likely mislabelled rows: from the table's enrichment columns, or voted now for a table without them."""
+    if "predicted_category" not in table.schema.names:
+        return likely_mislabelled(gallery.ids, gallery.categories, gallery.vectors)
+    t = table.to_arrow().select(["product_id", "category", "predicted_category", "category_confidence"]).to_pydict()
+    return mislabelled(t["product_id"], t["category"], t["predicted_category"], t["category_confidence"])
 
 
 def _slug(text: str) -> str:

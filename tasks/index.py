@@ -1,4 +1,5 @@
-"""Build a model version's LanceDB table: vectors + metadata, the ANN index IndexConfig chooses, FTS on title."""
+"""Build a model version's LanceDB table: vectors + metadata (the catalog's columns and the enrichment's), the ANN
+index IndexConfig chooses, full-text indexes on the title and the enrichment tags."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ from lensflow.core.index import META_KEY, IndexConfig, connect, table_dir, table
 from lensflow.core.settings import Settings
 from lensflow.core.storage import is_remote
 from tasks import stage
+from tasks.enrich import ENRICH_COLUMNS
 from tasks.helpers.catalog import cell_text
 from tasks.tracking import TrackedRun
 from tasks.versioning import track_dir
 
-TABLE_COLUMNS = ("product_id", "title", "category", "image_path", "split", "description", "color", "price", "brand")
+CATALOG_COLUMNS = ("product_id", "title", "category", "image_path", "split", "description", "color", "price", "brand")
+TABLE_COLUMNS = (*CATALOG_COLUMNS, *ENRICH_COLUMNS)
+FLOAT_COLUMNS = ("price", "category_confidence")
+FTS_COLUMNS = ("title", "predicted_category", "colours")  # full-text indexed, when the table has them
 
 
 @dataclass
@@ -54,7 +59,7 @@ def index_record(index: IndexInfo, data_md5: str, built: str = "full", **extra) 
 
 
 def arrow_column(values: pd.Series, name: str) -> pa.Array:
-    if name == "price":
+    if name in FLOAT_COLUMNS:
         return pa.array(pd.to_numeric(values), type=pa.float64(), from_pandas=True)
     return pa.array([cell_text(v) for v in values], type=pa.string())
 
@@ -118,7 +123,9 @@ def build_index(
         )
     ann = config.ann(len(catalog), dim)
     meta = {**metadata, "embed_dim": dim, "rows": len(catalog), "ann": ann, "query": config.query()}
-    fields = [pa.field(c, pa.float64() if c == "price" else pa.string()) for c in TABLE_COLUMNS if c in catalog.columns]
+    fields = [
+        pa.field(c, pa.float64() if c in FLOAT_COLUMNS else pa.string()) for c in TABLE_COLUMNS if c in catalog.columns
+    ]
     schema = pa.schema(
         [*fields, pa.field("vector", pa.list_(pa.float32(), dim))],
         metadata={META_KEY: json.dumps(meta, sort_keys=True)},
@@ -134,7 +141,8 @@ def build_index(
                 tbl.add(chunk)
         if ann:
             create_ann(tbl, ann)
-        tbl.create_fts_index("title", replace=True)
+        for column in (c for c in FTS_COLUMNS if c in catalog.columns):
+            tbl.create_fts_index(column, replace=True)
     except BaseException:
         if name in db.list_tables().tables:  # never leave a half-written table behind under a version's name
             db.drop_table(name)

@@ -22,6 +22,7 @@ from lensflow.core.index import IndexConfig, connect, table_dir, table_fingerpri
 from lensflow.core.settings import Settings
 from lensflow.core.storage import is_remote, sql_list
 from tasks import stage
+from tasks.enrich import ENRICH_COLUMNS
 from tasks.evaluate import Gallery, ann_recall
 from tasks.helpers.approval import now
 from tasks.helpers.diff import CatalogDiff, catalog_at, diff_catalogs, manifest
@@ -112,9 +113,11 @@ def apply_changes(
     policy: IndexPolicy,
     changes_since_build: int,
     fresh_recall: float | None,
+    enrichment: pd.DataFrame | None = None,
 ) -> Applied:
     """Copy `base_table` to `new_table` and bring it to `catalog`: `vectors` are the new embeddings of
-    `diff.to_embed` (in that order); text-only changes keep their vectors. Returns the new index."""
+    `diff.to_embed` (in that order) and `enrichment` their enrichment columns (tasks.enrich.enrich_changes);
+    text-only changes keep their vectors and enrichment. Returns the new index."""
     if len(vectors) != len(diff.to_embed):
         raise ValueError(f"{len(vectors)} vectors for {len(diff.to_embed)} products to embed")
     took: dict[str, float] = {}
@@ -131,23 +134,24 @@ def apply_changes(
             tbl.delete(f"product_id IN ({sql_list(diff.removed[i : i + 1000])})")
         by_id = catalog.set_index("product_id", drop=False)
         parts = []
+        enriched = [c for c in ENRICH_COLUMNS if c in tbl.schema.names]
         if diff.to_embed:
-            parts.append(_rows(tbl, by_id.loc[diff.to_embed], vectors))
+            rows = by_id.loc[diff.to_embed]
+            if enriched and enrichment is not None:
+                rows = rows.assign(**{c: enrichment.loc[diff.to_embed, c].to_numpy() for c in enriched})
+            parts.append(_rows(tbl, rows, vectors))
         if diff.changed_text:
             kept = (
                 tbl.search()
                 .where(f"product_id IN ({sql_list(diff.changed_text)})")
-                .select(["product_id", "vector"])
+                .select(["product_id", "vector", *enriched])
                 .limit(len(diff.changed_text))
-                .to_arrow()
-                .to_pydict()
+                .to_pandas()
+                .set_index("product_id")
+                .loc[diff.changed_text]
             )
-            vec = dict(zip(kept["product_id"], kept["vector"]))
-            parts.append(
-                _rows(
-                    tbl, by_id.loc[diff.changed_text], np.asarray([vec[p] for p in diff.changed_text], dtype=np.float32)
-                )
-            )
+            rows = by_id.loc[diff.changed_text].assign(**{c: kept[c].to_numpy() for c in enriched})
+            parts.append(_rows(tbl, rows, np.stack(kept["vector"].to_numpy()).astype(np.float32)))
         if parts:
             tbl.merge_insert("product_id").when_matched_update_all().when_not_matched_insert_all().execute(
                 pa.concat_tables(parts)

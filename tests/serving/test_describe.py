@@ -3,7 +3,8 @@
 import numpy as np
 from PIL import Image
 
-from serving.describe import category_scores, colour_name, dominant_colours, suggest
+from models.colours import colour_name, dominant_colours
+from serving.describe import category_scores, suggest
 
 
 def test_category_vote_is_similarity_weighted():

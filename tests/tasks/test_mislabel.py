@@ -1,6 +1,7 @@
 import numpy as np
 
-from tasks.mislabel import likely_mislabelled, neighbours
+from tasks.enrich import neighbours
+from tasks.mislabel import likely_mislabelled
 
 
 def test_flipped_labels_are_found_and_nothing_else():
@@ -20,7 +21,7 @@ def test_flipped_labels_are_found_and_nothing_else():
 def test_neighbours_are_exact_and_exclude_the_row_itself():
     rng = np.random.default_rng(1)
     v = rng.normal(size=(300, 8)).astype(np.float32)
-    idx, sim = neighbours(v, k=5, chunk=64)
+    idx, sim = neighbours(v, v, k=5, exclude=np.arange(len(v)), chunk=64)
     unit = v / np.linalg.norm(v, axis=1, keepdims=True)
     full = unit @ unit.T
     np.fill_diagonal(full, -np.inf)
