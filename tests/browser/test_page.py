@@ -264,3 +264,37 @@ def test_a_session_gets_recommendations_the_look_and_facets(real_service, browse
     wait_status(browser, 'results for "ankle boots"')
     WebDriverWait(browser, 30).until(lambda d: set(categories_shown(d)) == {value})
     assert parse_qs(urlparse(browser.current_url).query) == {"q": ["ankle boots"], "category": [value]}
+
+    # a colour facet (the enrichment's tags): a click filters by it, the link carries it, a reload keeps it
+    colour = next(b for b in browser.find_elements(By.CSS_SELECTOR, "#facets button.attr"))
+    column, tag = colour.get_attribute("data-column"), colour.get_attribute("data-value")
+    assert column == "colours" and colour.text.startswith(f"colour: {tag} (")
+    forget_results(browser)
+    colour.click()
+    wait_status(browser, 'results for "ankle boots"')
+    query = parse_qs(urlparse(browser.current_url).query)
+    assert query == {"q": ["ankle boots"], "category": [value], "filter": [f"colours:{tag}"]}
+    import httpx
+
+    api = httpx.get(
+        f"{service.url}/search/text",
+        params={"q": "ankle boots", "mode": "hybrid", "category": value, "filter": f"colours:{tag}", "limit": 24},
+        timeout=30,
+    ).json()
+    assert shown_ids(browser) == [h["product_id"] for h in api["results"]] and api["results"]
+    assert all(tag in r["colours"] for r in served_rows(root, shown_ids(browser)))
+    browser.refresh()
+    wait_status(browser, 'results for "ankle boots"')
+    assert browser.find_element(By.CSS_SELECTOR, "#facets button.attr.active").get_attribute("data-value") == tag
+
+
+def served_rows(root, ids: list[str]) -> list[dict]:
+    """The served table's rows for these products (what the index stored for them)."""
+    from lensflow.core.champion import resolve_champion
+    from lensflow.core.index import connect
+    from lensflow.core.settings import get_settings
+
+    assert get_settings().root == root
+    index = resolve_champion(get_settings()).index
+    rows = connect(index["uri"]).open_table(index["table"]).to_pandas().set_index("product_id")
+    return [rows.loc[i].to_dict() for i in ids]

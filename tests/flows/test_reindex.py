@@ -123,6 +123,13 @@ def test_reindex_embeds_and_applies_only_the_changes(project, prefect_harness):
         by_id["p0001"]["vector"], vec[0].detach().numpy(), atol=1e-5
     )  # p0001 re-embedded from its new photo
 
+    # enrichment: computed for the embedded products from their new photos, carried over for the rest
+    table = served.table.to_pandas().set_index("product_id")
+    assert table.predicted_category.notna().all() and table.colours.notna().all()
+    assert [table.loc[f"new{i}", "colours"] for i in range(3)] == ["green"] * 3
+    assert table.loc["p0001", "colours"] == "white"
+    assert set(table.predicted_category) <= set(new_catalog.category)
+
     again = reindex(params=ReindexParams(progress=False))
     assert again["outcome"] == "unchanged"
 

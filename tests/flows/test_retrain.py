@@ -30,7 +30,8 @@ def tiny_params(**kw):
 def test_retrain_end_to_end_then_second_version(project, tiny_catalog, prefect_harness):
     first = retrain(params=tiny_params())
     assert first["outcome"] == "promoted" and first["version"] == 1
-    steps = {"version-data", "validate-catalog", "fine-tune", "embed-catalog", "build-index", "evaluate"}
+    steps = {"version-data", "validate-catalog", "fine-tune", "embed-catalog", "enrich-catalog", "build-index"}
+    steps |= {"evaluate"}
     assert steps <= set(first["stage_seconds"]) and all(v >= 0 for v in first["stage_seconds"].values())
     flagged = project.path(project.reports_dir) / "validation" / first["data_md5"].removesuffix(".dir")
     assert (flagged / "likely_mislabelled.csv").read_text().startswith("product_id,category,predicted,confidence")
@@ -51,6 +52,8 @@ def test_retrain_end_to_end_then_second_version(project, tiny_catalog, prefect_h
     for key in ("data_md5", "git_commit", "index", "metrics", "approval"):
         assert tags.get(key), key
     served = load_champion(project)
+    enriched = served.table.to_pandas()  # every product's predicted category and colour tags, from its photo
+    assert enriched.predicted_category.isin(tiny_catalog.category).all() and enriched.colours.str.len().gt(0).all()
     hits = search(served, text="Blue shoe", k=5)
     assert len(hits) == 5 and hits == sorted(hits, key=lambda h: -h["score"])
     assert set(hits[0]) == {"product_id", "title", "category", "score"}
