@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_
 export PREFECT_HOME := $(CURDIR)/.prefect
 export TQDM_MININTERVAL ?= 2
 
-.PHONY: help install system-deps browser-deps lint demo test test-fast bench bench-embed bench-index bench-retrain bench-serve bench-soak bench-quality up down clean
+.PHONY: help install system-deps browser-deps lint demo test test-fast bench bench-embed bench-index bench-retrain bench-serve bench-soak bench-enrich bench-quality up down clean
 
 help:
 	@echo "make demo       install, build the sample catalog, run the retrain flow, print a summary"
@@ -94,6 +94,9 @@ bench-serve: install
 # Reliability soak (not part of `make bench`): MINUTES (default 10) of mixed load on `lensflow serve`, RSS sampled
 bench-soak: install
 	$(BIN)/python -m benchmarks.soak $(if $(MINUTES),--minutes $(MINUTES)) $(if $(CLIENTS),--clients $(CLIENTS))
+
+bench-enrich: install
+	$(BIN)/python -m benchmarks.enrich
 
 bench-quality: install
 	$(BIN)/python -m benchmarks.quality --strategies $(or $(STRATEGIES),heads,partial)

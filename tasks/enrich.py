@@ -26,29 +26,32 @@ TAG_BATCH = 512
 
 
 def neighbours(
-    queries: np.ndarray, base: np.ndarray, k: int = NEIGHBOURS, exclude: np.ndarray | None = None, chunk: int = 512
+    queries: np.ndarray, base: np.ndarray, k: int = NEIGHBOURS, exclude: np.ndarray | None = None, chunk: int = 1024
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(indices [Q, k] into `base`, cosine scores [Q, k]) of each query's k nearest base rows, exact (chunked
-    matmul), best first; `exclude[q]` is a base row query q must not get (itself), or -1."""
-    unit_b = _unit(base)
+    """(indices [Q, k] into `base`, cosine scores [Q, k]) of each query's k nearest base rows, exact, best first;
+    `exclude[q]` is a base row query q must not get (itself), or -1. Chunked matmul + top-k in torch (both
+    multi-threaded: 70k x 70k in ~8x less time than numpy's single-threaded argpartition)."""
+    import torch
+
+    unit_b = torch.from_numpy(_unit(base))
     k = min(k, len(unit_b) - (0 if exclude is None else 1))
     idx = np.empty((len(queries), k), np.int64)
     sim = np.empty((len(queries), k), np.float32)
-    for a in range(0, len(queries), chunk):
-        s = _unit(queries[a : a + chunk]) @ unit_b.T
-        if exclude is not None:
-            rows, cols = np.arange(len(s)), exclude[a : a + chunk]
-            s[rows[cols >= 0], cols[cols >= 0]] = -np.inf
-        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(s, top, 1), axis=1, kind="stable")
-        idx[a : a + chunk] = np.take_along_axis(top, order, 1)
-        sim[a : a + chunk] = np.take_along_axis(s, idx[a : a + chunk], 1)
+    with torch.inference_mode():
+        for a in range(0, len(queries), chunk):
+            s = torch.from_numpy(_unit(queries[a : a + chunk])) @ unit_b.T
+            if exclude is not None:
+                cols = torch.from_numpy(np.asarray(exclude[a : a + chunk], np.int64))
+                rows = torch.arange(len(s))[cols >= 0]
+                s[rows, cols[cols >= 0]] = -torch.inf
+            top = torch.topk(s, k, dim=1, sorted=True)
+            idx[a : a + chunk], sim[a : a + chunk] = top.indices.numpy(), top.values.numpy()
     return idx, sim
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, np.float32)
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
 
 
 def vote_categories(
