@@ -22,7 +22,7 @@ from PIL import Image
 from benchmarks.machine import save_results
 from lensflow.core.runtime import offline_env
 from lensflow.core.settings import get_settings
-from models.preprocess import has_alpha, to_rgb
+from lensflow.models.preprocess import has_alpha, to_rgb
 
 
 def plain_rgb(image: Image.Image) -> Image.Image:
@@ -73,7 +73,7 @@ def ranks(queries: np.ndarray, gallery: np.ndarray, truth: np.ndarray) -> np.nda
 
 
 def main() -> None:
-    from serving.served import load_champion
+    from lensflow.serving.served import load_champion
 
     s = get_settings()
     offline_env(s.root)

@@ -49,7 +49,7 @@ def image_sets(work: Path, n: int, side: int) -> dict:
     import pandas as pd
     from PIL import Image
 
-    from tasks.sample import build_sample_catalog
+    from lensflow.tasks.sample import build_sample_catalog
 
     png_dir = work / f"fmnist-{n}"
     built = png_dir / "catalog.parquet"
@@ -77,7 +77,7 @@ def timed(fn) -> tuple[float, float | None, object]:
 def model_only(encoder, catalog, data_dir: Path, batch: int) -> tuple[float, float | None]:
     import torch
 
-    from tasks.helpers.images import CatalogImages
+    from lensflow.tasks.helpers.images import CatalogImages
 
     images = CatalogImages(data_dir, catalog["image_path"].tolist(), encoder.preprocess)
     arrays = np.stack([images[i] for i in range(len(images))])
@@ -94,8 +94,8 @@ def model_only(encoder, catalog, data_dir: Path, batch: int) -> tuple[float, flo
 
 def end_to_end(encoder, catalog, data_dir: Path, batch: int, workers: int, uri: str) -> tuple[float, float | None]:
     from lensflow.core.index import IndexConfig
-    from tasks.embed import embedding_batches
-    from tasks.index import build_index
+    from lensflow.tasks.embed import embedding_batches
+    from lensflow.tasks.index import build_index
 
     def run():
         batches = embedding_batches(
@@ -135,7 +135,7 @@ def naive(encoder, catalog, data_dir: Path, n: int) -> tuple[float, float | None
 def text_rates(encoder, texts: list[str], naive_n: int) -> dict:
     import torch
 
-    from tasks.embed import embed_texts
+    from lensflow.tasks.embed import embed_texts
 
     batched_s, batched_rss, _ = timed(lambda: embed_texts(encoder, texts))
 
@@ -169,7 +169,7 @@ def main() -> None:
     tune_malloc()
     import torch
 
-    from models.encoder import build_encoder
+    from lensflow.models.encoder import build_encoder
 
     encoder = build_encoder(args.preset).eval()
     work = s.path(s.cache_dir) / "bench"

@@ -29,12 +29,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--photos", type=int, default=500, help="test photos recoloured per colour")
     args = ap.parse_args()
-    from models.colours import colour_tags
-    from models.preprocess import to_rgb
-    from serving.served import load_champion
-    from tasks.enrich import catalog_colours, vote_categories
-    from tasks.evaluate import Gallery
-    from tasks.mislabel import mislabelled
+    from lensflow.models.colours import colour_tags
+    from lensflow.models.preprocess import to_rgb
+    from lensflow.serving.served import load_champion
+    from lensflow.tasks.enrich import catalog_colours, vote_categories
+    from lensflow.tasks.evaluate import Gallery
+    from lensflow.tasks.mislabel import mislabelled
 
     s = get_settings()
     offline_env(s.root)

@@ -61,7 +61,7 @@ def resampled(real: np.ndarray, n: int, seed: int, noise: float = 0.5) -> np.nda
 def champion_vectors() -> np.ndarray | None:
     """The served index's vectors, when this project has a champion."""
     try:
-        from serving.served import load_champion
+        from lensflow.serving.served import load_champion
 
         served = load_champion(get_settings())
         return np.stack(served.table.to_arrow().column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)

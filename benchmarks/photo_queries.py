@@ -20,8 +20,8 @@ from lensflow.core.settings import get_settings
 
 
 def main(folder: Path) -> None:
-    from serving.search import search
-    from serving.served import load_champion
+    from lensflow.serving.search import search
+    from lensflow.serving.served import load_champion
 
     s = get_settings()
     offline_env(s.root)

@@ -20,15 +20,15 @@ from benchmarks.machine import describe, save_results
 from lensflow.core.dvc import dir_md5
 from lensflow.core.runtime import offline_env
 from lensflow.core.settings import get_settings
-from models.augment import ShopperAugment
-from models.device import resolve_device
-from models.encoder import build_encoder
-from models.train import embed_inputs, load_strategy
-from tasks.evaluate import Gallery, ShopperQueries, evaluate_vectors
-from tasks.helpers.catalog import load_catalog
-from tasks.helpers.features import suffix_inputs
-from tasks.shopper import SHOPPER_SEED, shopper_queries, shopper_rows
-from tasks.train import train_encoder
+from lensflow.models.augment import ShopperAugment
+from lensflow.models.device import resolve_device
+from lensflow.models.encoder import build_encoder
+from lensflow.models.train import embed_inputs, load_strategy
+from lensflow.tasks.evaluate import Gallery, ShopperQueries, evaluate_vectors
+from lensflow.tasks.helpers.catalog import load_catalog
+from lensflow.tasks.helpers.features import suffix_inputs
+from lensflow.tasks.shopper import SHOPPER_SEED, shopper_queries, shopper_rows
+from lensflow.tasks.train import train_encoder
 
 COLUMNS = (
     "image_precision_at_10",

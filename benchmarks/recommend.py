@@ -84,13 +84,13 @@ def main() -> None:
     import pandas as pd
 
     from lensflow.core.complements import complements_of
-    from models.colours import dominant_colours
-    from serving import describe as D
-    from serving import recommend as R
-    from serving import search as S
-    from serving.served import load_champion
-    from tasks.robustness import heldout_photos
-    from tasks.sample import SAMPLE_COMPLEMENTS
+    from lensflow.models.colours import dominant_colours
+    from lensflow.serving import describe as D
+    from lensflow.serving import recommend as R
+    from lensflow.serving import search as S
+    from lensflow.serving.served import load_champion
+    from lensflow.tasks.robustness import heldout_photos
+    from lensflow.tasks.sample import SAMPLE_COMPLEMENTS
 
     served = load_champion(s)
     catalog = S.Catalog.of(served.table)
@@ -190,8 +190,8 @@ def main() -> None:
     }
 
     # --- likely mislabelled rows: 1% of the catalog's categories flipped on purpose --------------------------------
-    from tasks.evaluate import Gallery
-    from tasks.mislabel import likely_mislabelled
+    from lensflow.tasks.evaluate import Gallery
+    from lensflow.tasks.mislabel import likely_mislabelled
 
     gallery = Gallery.from_table(served.table)
     rng = np.random.default_rng(0)
@@ -218,8 +218,8 @@ def main() -> None:
     # --- latency through the app ------------------------------------------------------------------------------
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
-    from serving.watcher import ChampionWatcher, load_live
+    from lensflow.serving.app import create_app
+    from lensflow.serving.watcher import ChampionWatcher, load_live
 
     looks = complements_of(SAMPLE_COMPLEMENTS, catalog.categories)
     watcher = ChampionWatcher(s, 3600, loader=lambda st: replace(load_live(st), complements=looks))

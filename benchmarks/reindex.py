@@ -21,7 +21,7 @@ from benchmarks.machine import describe, save_results
 from lensflow.core.runtime import offline_env, tune_malloc
 from lensflow.core.settings import get_settings
 from lensflow.core.storage import sql_list
-from models.device import resolve_device
+from lensflow.models.device import resolve_device
 
 
 def mutate(data_dir: Path, added: float, changed: float, removed: float, seed: int = 0) -> dict:
@@ -75,15 +75,15 @@ def main() -> None:
     tune_malloc()
     import lancedb
 
-    from flows.reindex import ReindexParams, reindex
     from lensflow.core.champion import model_dir, resolve_champion
     from lensflow.core.index import table_metadata, vector_search
-    from models.encoder import load_encoder
-    from serving.served import load_champion
-    from tasks.embed import embed_catalog
-    from tasks.evaluate import Gallery, ann_recall
-    from tasks.index import build_index
-    from tasks.validate import validate_catalog
+    from lensflow.flows.reindex import ReindexParams, reindex
+    from lensflow.models.encoder import load_encoder
+    from lensflow.serving.served import load_champion
+    from lensflow.tasks.embed import embed_catalog
+    from lensflow.tasks.evaluate import Gallery, ann_recall
+    from lensflow.tasks.index import build_index
+    from lensflow.tasks.validate import validate_catalog
 
     champ = resolve_champion(s)
     ids = mutate(s.data_path, args.added, args.changed, args.removed)

@@ -31,12 +31,12 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from models.encoder import load_encoder
-    from models.localize import LocalizeConfig, Localizer
-    from serving.served import load_champion
-    from tasks.evaluate import Gallery
-    from tasks.helpers.catalog import load_catalog
-    from tasks.robustness import robustness
+    from lensflow.models.encoder import load_encoder
+    from lensflow.models.localize import LocalizeConfig, Localizer
+    from lensflow.serving.served import load_champion
+    from lensflow.tasks.evaluate import Gallery
+    from lensflow.tasks.helpers.catalog import load_catalog
+    from lensflow.tasks.robustness import robustness
 
     s = get_settings()
     offline_env(s.root)
@@ -46,7 +46,7 @@ def main() -> None:
     if args.model:  # the gallery in this encoder's space
         import numpy as np
 
-        from tasks.embed import embed_catalog
+        from lensflow.tasks.embed import embed_catalog
 
         catalog_rows = load_catalog(s.data_path).set_index("product_id").loc[gallery.ids].reset_index()
         gallery.vectors = np.asarray(embed_catalog(encoder, catalog_rows, s.data_path))

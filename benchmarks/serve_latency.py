@@ -126,8 +126,8 @@ def time_http(url: str, n: int, pics: list[bytes]) -> dict:
 def time_in_process(s, n: int, pics: list[bytes]) -> dict:
     from PIL import Image
 
-    from serving import search as S
-    from serving.served import load_champion
+    from lensflow.serving import search as S
+    from lensflow.serving.served import load_champion
 
     served = load_champion(s)
     catalog = S.Catalog.of(served.table)

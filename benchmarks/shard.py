@@ -62,8 +62,8 @@ def sharded(
 ) -> dict:
     from distributed import Client, LocalCluster
 
-    from flows.shard import embed_sharded
-    from tasks.shard import shard_vectors
+    from lensflow.flows.shard import embed_sharded
+    from lensflow.tasks.shard import shard_vectors
 
     t0 = time.perf_counter()
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
@@ -115,9 +115,9 @@ def main() -> None:
     tune_malloc()
     import torch
 
-    from flows.shard import shared_api
-    from models.encoder import build_encoder, load_encoder
-    from tasks.embed import embedding_batches
+    from lensflow.flows.shard import shared_api
+    from lensflow.models.encoder import build_encoder, load_encoder
+    from lensflow.tasks.embed import embedding_batches
 
     work = Path(tempfile.mkdtemp(prefix="shard-bench-"))
     try:

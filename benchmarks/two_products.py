@@ -23,7 +23,7 @@ from lensflow.core.settings import get_settings
 
 
 def composite(left: Image.Image, right: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, list[tuple]]:
-    from tasks.helpers.heldout_photos import BACKGROUND_MAKERS, cutout
+    from lensflow.tasks.helpers.heldout_photos import BACKGROUND_MAKERS, cutout
 
     w, h = 480, 320
     bg = BACKGROUND_MAKERS[str(rng.choice(["dark", "bright", "textured", "photographic"]))](w, h, rng)
@@ -49,11 +49,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from lensflow.core.index import best_of
-    from models.preprocess import to_rgb
-    from serving.search import image_vector
-    from serving.served import load_champion
-    from tasks.helpers.catalog import load_catalog
-    from tasks.robustness import heldout_rows
+    from lensflow.models.preprocess import to_rgb
+    from lensflow.serving.search import image_vector
+    from lensflow.serving.served import load_champion
+    from lensflow.tasks.helpers.catalog import load_catalog
+    from lensflow.tasks.robustness import heldout_rows
 
     s = get_settings()
     offline_env(s.root)

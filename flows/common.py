@@ -13,9 +13,9 @@ from prefect import get_run_logger
 from lensflow.core import registry
 from lensflow.core.redact import install_log_redaction
 from lensflow.core.settings import Settings, get_settings
-from tasks.lock import project_lock
-from tasks.recover import recover
-from tasks.writer_slot import writer_slot
+from lensflow.tasks.lock import project_lock
+from lensflow.tasks.recover import recover
+from lensflow.tasks.writer_slot import writer_slot
 
 
 def begin(approval: str | None = None) -> Settings:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from flows.common import begin
 from lensflow.core import registry
 from lensflow.core.champion import resolve_version
-from tasks.baseline import EvalPlan, record_evaluation_task, version_on_eval_set_task
-from tasks.robustness import DEFAULT_COMBINED, DEFAULT_PER_CONDITION
-from tasks.validate import report_dir, validate_catalog_task
-from tasks.versioning import version_data_task
+from lensflow.flows.common import begin
+from lensflow.tasks.baseline import EvalPlan, record_evaluation_task, version_on_eval_set_task
+from lensflow.tasks.robustness import DEFAULT_COMBINED, DEFAULT_PER_CONDITION
+from lensflow.tasks.validate import report_dir, validate_catalog_task
+from lensflow.tasks.versioning import version_data_task
 
 
 class EvaluateParams(BaseModel):

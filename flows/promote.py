@@ -10,10 +10,10 @@ from prefect import flow
 from prefect.states import Completed
 from pydantic import Field
 
-from flows.common import begin
 from lensflow.core import registry
-from tasks.promote import ReviewPolicy, review_candidate_task
-from tasks.review import review_and_promote, review_page
+from lensflow.flows.common import begin
+from lensflow.tasks.promote import ReviewPolicy, review_candidate_task
+from lensflow.tasks.review import review_and_promote, review_page
 
 
 class ApprovalTimedOut(RuntimeError):

@@ -13,12 +13,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
-from flows.common import begin, writing
-from flows.shard import embed_catalog
 from lensflow.core.champion import model_dir
-from tasks import stage_seconds
-from tasks.enrich import enrich_changes_task
-from tasks.reindex import (
+from lensflow.flows.common import begin, writing
+from lensflow.flows.shard import embed_catalog
+from lensflow.tasks import stage_seconds
+from lensflow.tasks.enrich import enrich_changes_task
+from lensflow.tasks.reindex import (
     IndexPolicy,
     apply_changes_task,
     plan_reindex_task,
@@ -27,8 +27,8 @@ from tasks.reindex import (
     served_base,
     unchanged_images,
 )
-from tasks.validate import report_dir, validate_catalog_task
-from tasks.versioning import version_data_task
+from lensflow.tasks.validate import report_dir, validate_catalog_task
+from lensflow.tasks.versioning import version_data_task
 
 
 class ReindexParams(BaseModel):

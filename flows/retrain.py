@@ -9,25 +9,25 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from flows.common import begin, writing
-from flows.promote import finish
-from flows.shard import embed_catalog
 from lensflow.core import registry
 from lensflow.core.index import IndexConfig
-from models.device import resolve_device
-from models.train import load_strategy
-from tasks import stage_seconds
-from tasks.baseline import EvalPlan
-from tasks.challenger import evaluate_challenger_task
-from tasks.enrich import enrich_catalog_task
-from tasks.index import build_index_task
-from tasks.promote import ReviewPolicy
-from tasks.review import challenger_page, review_and_promote
-from tasks.robustness import DEFAULT_COMBINED, DEFAULT_PER_CONDITION
-from tasks.tracking import mlflow_run, register_task
-from tasks.train import train_encoder_task
-from tasks.validate import report_dir, validate_catalog_task
-from tasks.versioning import git_commit, version_data_task
+from lensflow.flows.common import begin, writing
+from lensflow.flows.promote import finish
+from lensflow.flows.shard import embed_catalog
+from lensflow.models.device import resolve_device
+from lensflow.models.train import load_strategy
+from lensflow.tasks import stage_seconds
+from lensflow.tasks.baseline import EvalPlan
+from lensflow.tasks.challenger import evaluate_challenger_task
+from lensflow.tasks.enrich import enrich_catalog_task
+from lensflow.tasks.index import build_index_task
+from lensflow.tasks.promote import ReviewPolicy
+from lensflow.tasks.review import challenger_page, review_and_promote
+from lensflow.tasks.robustness import DEFAULT_COMBINED, DEFAULT_PER_CONDITION
+from lensflow.tasks.tracking import mlflow_run, register_task
+from lensflow.tasks.train import train_encoder_task
+from lensflow.tasks.validate import report_dir, validate_catalog_task
+from lensflow.tasks.versioning import git_commit, version_data_task
 
 
 class RetrainParams(ReviewPolicy):

@@ -16,10 +16,10 @@ import pyarrow as pa
 from prefect import flow, get_run_logger
 
 from lensflow.core.settings import Settings
-from models.device import resolve_device
-from models.encoder import DualEncoder, load_encoder
-from tasks.embed import embed_catalog_task
-from tasks.shard import ShardResult, embed_shard_task, shard_bounds, shard_vectors
+from lensflow.models.device import resolve_device
+from lensflow.models.encoder import DualEncoder, load_encoder
+from lensflow.tasks.embed import embed_catalog_task
+from lensflow.tasks.shard import ShardResult, embed_shard_task, shard_bounds, shard_vectors
 
 
 def embed_catalog(

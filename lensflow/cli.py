@@ -81,7 +81,7 @@ def _fail(message: str, code: int = 1) -> None:
 def build_sample(limit: int | None, force: bool = False, err: bool = False) -> str:
     """Build the sample catalog and `dvc add` it; the summary line goes to stderr when `err` (stdout is JSON)."""
     from lensflow.core.dvc import ensure_dvc, read_dvc_md5, run_dvc
-    from tasks.sample import build_sample_catalog
+    from lensflow.tasks.sample import build_sample_catalog
 
     s = _settings()
     s.data_path.mkdir(parents=True, exist_ok=True)
@@ -143,9 +143,9 @@ def data_import(
 
     Prints what was read and which rows validation will quarantine (and why); then `lensflow retrain`."""
     from lensflow.core.dvc import ensure_dvc, read_dvc_md5, run_dvc
-    from tasks.helpers.catalog import CatalogError
-    from tasks.ingest import import_catalog, summary_lines
-    from tasks.validate import validate_catalog
+    from lensflow.tasks.helpers.catalog import CatalogError
+    from lensflow.tasks.ingest import import_catalog, summary_lines
+    from lensflow.tasks.validate import validate_catalog
 
     s = _settings()
     try:
@@ -215,7 +215,7 @@ GATE_METRIC = re.compile(
 
 def _gate(floors: list[str], tolerance: float | None):
     """GateConfig from --floor METRIC=VALUE (VALUE `none` drops that floor) and --tolerance."""
-    from tasks.promote import GateConfig
+    from lensflow.tasks.promote import GateConfig
 
     gate = GateConfig()
     merged = dict(gate.floors)
@@ -308,14 +308,14 @@ def retrain(
 
     Exit code: 0 promoted, 1 failed, 2 usage error, 3 not promoted (rejected by the gate or a reviewer, timed out,
     superseded), 4 waiting for approval (--approval later)."""
-    from tasks.sample import foreign_files, sample_meta
+    from lensflow.tasks.sample import foreign_files, sample_meta
 
     s = _settings()
     approval = _approval(approval, auto_approve)
     gate = _gate(floor, tolerance)
     if limit is not None:
         if foreign := foreign_files(s.data_path):
-            from tasks.sample import describe_files
+            from lensflow.tasks.sample import describe_files
 
             _fail(
                 f"--limit rebuilds the bundled sample catalog, but {s.data_path} holds files lensflow did not create "
@@ -325,11 +325,11 @@ def retrain(
         meta = sample_meta(s.data_path)
         if meta is None or meta.get("limit") != limit:
             build_sample(limit, err=json_out)
-    from flows.retrain import RetrainParams
-    from flows.retrain import retrain as retrain_flow
-    from tasks.helpers.catalog import CatalogError
-    from tasks.lock import RunInProgress
-    from tasks.validate import ValidationFailed
+    from lensflow.flows.retrain import RetrainParams
+    from lensflow.flows.retrain import retrain as retrain_flow
+    from lensflow.tasks.helpers.catalog import CatalogError
+    from lensflow.tasks.lock import RunInProgress
+    from lensflow.tasks.validate import ValidationFailed
 
     chosen = {
         k: v
@@ -408,10 +408,10 @@ def promote(
     """Gate a registered version again (e.g. one the gate rejected) and promote it, without retraining.
 
     Exit code: as `lensflow retrain`."""
-    from flows.promote import PromoteParams
-    from flows.promote import promote as promote_flow
     from lensflow.core.champion import IndexMismatch, NoChampion
-    from tasks.lock import RunInProgress
+    from lensflow.flows.promote import PromoteParams
+    from lensflow.flows.promote import promote as promote_flow
+    from lensflow.tasks.lock import RunInProgress
 
     _settings()
     params = PromoteParams(version=version, approval=_approval(approval, auto_approve), gate=_gate(floor, tolerance))
@@ -429,12 +429,12 @@ def promote(
 @app.command()
 def reindex(json_out: bool = typer.Option(False, "--json", help="print the run summary as JSON")) -> None:
     """Bring the champion's index up to the catalog in data/ without retraining (only changes are embedded)."""
-    from flows.reindex import ReindexParams
-    from flows.reindex import reindex as reindex_flow
     from lensflow.core.champion import IndexMismatch, NoChampion
-    from tasks.helpers.catalog import CatalogError
-    from tasks.lock import RunInProgress
-    from tasks.validate import ValidationFailed
+    from lensflow.flows.reindex import ReindexParams
+    from lensflow.flows.reindex import reindex as reindex_flow
+    from lensflow.tasks.helpers.catalog import CatalogError
+    from lensflow.tasks.lock import RunInProgress
+    from lensflow.tasks.validate import ValidationFailed
 
     _settings()
     try:
@@ -495,8 +495,8 @@ def status(json_out: bool = typer.Option(False, "--json", help="print JSON")) ->
 
 def heldout_lines(metrics: dict) -> list[str]:
     """The held-out shopper-photo figures for `status`: combined, each condition's R@1, and the gap."""
-    from tasks.helpers.report import gap_line
-    from tasks.robustness import table_of
+    from lensflow.tasks.helpers.report import gap_line
+    from lensflow.tasks.robustness import table_of
 
     table = table_of(metrics)
     if "combined" not in table:
@@ -531,8 +531,8 @@ def search(
 
     Each call loads the champion's encoder and verifies its index first (~5-10 s on a 2-core CPU) for one
     query of a few ms: for more than a handful of searches run `lensflow serve` and use its API or page."""
-    from serving.search import search as do_search
-    from serving.served import load_champion
+    from lensflow.serving.search import search as do_search
+    from lensflow.serving.served import load_champion
 
     if (text is None) == (image is None):
         _fail("give exactly one of --text or --image", 2)
@@ -570,14 +570,14 @@ def describe(
 ) -> None:
     """Describe a photo with the champion: category and confidence, colours, a suggested title and description,
     and the most similar products (what the service's POST /describe returns)."""
-    from serving.describe import describe_file
-    from serving.served import load_champion
+    from lensflow.serving.describe import describe_file
+    from lensflow.serving.served import load_champion
 
     s = _settings()
     with _champion_errors(image):
         captioner = None
         if s.caption_model:
-            from models.caption import Captioner
+            from lensflow.models.caption import Captioner
 
             captioner = Captioner.load(s.path(s.caption_model))
         out = describe_file(load_champion(s), image, (s.max_image_pixels, s.max_image_side), captioner)
@@ -608,7 +608,7 @@ def _review_api():
 @review_app.command("list")
 def review_list(json_out: bool = typer.Option(False, "--json", help="print JSON (with the full review pages)")) -> None:
     """Paused runs waiting for a decision, with what they compare."""
-    from tasks.helpers.approval import pending_reviews
+    from lensflow.tasks.helpers.approval import pending_reviews
 
     _review_api()
     try:
@@ -656,7 +656,7 @@ def _reviewer_key(key_file: Path | None):
 
 def _code(flow_run_id: str, decision: str, key_file: Path | None) -> tuple[str, str]:
     """(reviewer name, the one-run code) for this paused run, signed locally with the reviewer's key."""
-    from tasks.helpers.approval import review_code
+    from lensflow.tasks.helpers.approval import review_code
 
     key = _reviewer_key(key_file)
     _review_api()
@@ -671,7 +671,7 @@ def _code(flow_run_id: str, decision: str, key_file: Path | None) -> tuple[str, 
 def _answer(flow_run_id: str, decision: str, comment: str, key_file: Path | None) -> None:
     from prefect.exceptions import FlowPauseTimeout, NotPausedError, PrefectHTTPStatusError
 
-    from tasks.helpers.approval import answer_review
+    from lensflow.tasks.helpers.approval import answer_review
 
     name, code = _code(flow_run_id, decision, key_file)
     try:
@@ -831,8 +831,8 @@ def serve(
     """Serve the search API and page for the champion; swaps to a new champion without a restart."""
     import uvicorn
 
-    from serving import logs
-    from serving.app import create_app
+    from lensflow.serving import logs
+    from lensflow.serving.app import create_app
 
     s = _settings()
     update = {"swap_poll_s": poll} if poll is not None else {}

@@ -24,7 +24,7 @@ from typing import Any, Literal, TypedDict, TypeVar, Unpack
 import httpx
 from pydantic import BaseModel
 
-from serving.schemas import (
+from lensflow.serving.schemas import (
     PHOTO_FIELD,
     DescribeResponse,
     Health,

@@ -292,7 +292,7 @@ class Platform:
         from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
         from lensflow import notify
-        from tasks.writer_slot import NAME, ensure_limit
+        from lensflow.tasks.writer_slot import NAME, ensure_limit
 
         secret = lambda v: v.get_secret_value() if v is not None else None  # noqa: E731
         with temporary_settings(

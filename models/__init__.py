@@ -3,6 +3,6 @@
 Nothing here imports Prefect, MLflow or LanceDB.
 """
 
-from models.encoder import DualEncoder, build_encoder, load_encoder, load_preset
+from lensflow.models.encoder import DualEncoder, build_encoder, load_encoder, load_preset
 
 __all__ = ["DualEncoder", "build_encoder", "load_encoder", "load_preset"]

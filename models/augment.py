@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
-from models.localize import edge_colour
-from models.preprocess import draft, to_rgb
+from lensflow.models.localize import edge_colour
+from lensflow.models.preprocess import draft, to_rgb
 
 SCENES = ("studio", "surface", "noise", "clutter", "stripes")
 

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.heads import ProjectionHead
-from models.localize import Localizer
-from models.towers import Tower, build_tower
+from lensflow.models.heads import ProjectionHead
+from lensflow.models.localize import Localizer
+from lensflow.models.towers import Tower, build_tower
 
 FORMAT = 1
 CONFIG_FILE = "lensflow.json"

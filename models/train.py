@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.encoder import DualEncoder, read_preset
-from models.loss import instance_contrastive, multi_positive_contrastive
+from lensflow.models.encoder import DualEncoder, read_preset
+from lensflow.models.loss import instance_contrastive, multi_positive_contrastive
 
 STRATEGIES = ("heads", "partial", "full")
 STRATEGIES_DIR = Path(__file__).parent / "configs" / "strategies"

@@ -13,11 +13,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 
 from lensflow.core.settings import Settings
-from serving import errors, middleware
-from serving.metrics import Metrics
-from serving.ratelimit import RateLimiter
-from serving.routes import router
-from serving.watcher import ChampionWatcher
+from lensflow.serving import errors, middleware
+from lensflow.serving.metrics import Metrics
+from lensflow.serving.ratelimit import RateLimiter
+from lensflow.serving.routes import router
+from lensflow.serving.watcher import ChampionWatcher
 
 PAGE = Path(__file__).with_name("page.html")
 

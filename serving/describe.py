@@ -12,8 +12,8 @@ from __future__ import annotations
 from PIL import Image
 
 from lensflow.core.index import best_of, category_vote
-from models.colours import dominant_colours
-from serving.served import Served
+from lensflow.models.colours import dominant_colours
+from lensflow.serving.served import Served
 
 NEIGHBOURS = 20  # catalog products that vote on the category
 
@@ -65,7 +65,7 @@ def describe_file(served: Served, path, limits: tuple[int, int], captioner=None)
     """`describe` for a photo file, decoded exactly as an upload to /describe is (`lensflow describe`)."""
     from pathlib import Path
 
-    from serving.search import RESULT_COLUMNS, decode_image, photo_side
+    from lensflow.serving.search import RESULT_COLUMNS, decode_image, photo_side
 
     image = decode_image(Path(path).read_bytes(), *limits, photo_side(served.encoder))
     return describe(served, image, tuple(c for c in RESULT_COLUMNS if c in served.table.schema.names), captioner)

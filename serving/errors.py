@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from lensflow.core.redact import format_exception
-from serving import logs
-from serving import search as S
+from lensflow.serving import logs
+from lensflow.serving import search as S
 
 log = logging.getLogger("lensflow.serving")
 

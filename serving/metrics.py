@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from serving.watcher import ChampionWatcher
+from lensflow.serving.watcher import ChampionWatcher
 
 # request latency buckets, seconds: a text search is ~10-20 ms, a photo ~30 ms, /describe ~0.5 s on 2 cores
 BUCKETS = (0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

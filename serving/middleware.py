@@ -14,9 +14,9 @@ import uuid
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from serving import logs
-from serving.errors import internal_error
-from serving.ratelimit import client_id
+from lensflow.serving import logs
+from lensflow.serving.errors import internal_error
+from lensflow.serving.ratelimit import client_id
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # reachable without the API key: the page, probes, and the API's own documentation

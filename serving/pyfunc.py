@@ -32,7 +32,7 @@ class EncoderModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         from lensflow.core.settings import Settings
-        from models.encoder import load_encoder
+        from lensflow.models.encoder import load_encoder
 
         self.encoder = load_encoder(context.artifacts[ENCODER])
         self.limits = Settings.model_fields  # the service's photo limits, from their one home
@@ -40,7 +40,7 @@ class EncoderModel(mlflow.pyfunc.PythonModel):
     def embed(self, image: bytes | None, text: str | None) -> list[list[float]]:
         import torch
 
-        from serving.search import decode_image, photo_side
+        from lensflow.serving.search import decode_image, photo_side
 
         with torch.inference_mode():
             if present(image):

@@ -15,8 +15,8 @@ import numpy as np
 
 from lensflow.core.index import best_of
 from lensflow.core.storage import sql_list, sql_quote
-from serving.search import BadQuery, Catalog, Filters, facet_counts, product_vector, result_row, where_clause
-from serving.served import Served
+from lensflow.serving.search import BadQuery, Catalog, Filters, facet_counts, product_vector, result_row, where_clause
+from lensflow.serving.served import Served
 
 
 @dataclass(frozen=True)

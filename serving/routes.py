@@ -17,11 +17,11 @@ from starlette.concurrency import run_in_threadpool
 
 from lensflow.core.redact import public_message
 from lensflow.core.settings import Settings
-from serving import describe as D
-from serving import recommend as R
-from serving import search as S
-from serving import uploads
-from serving.schemas import (
+from lensflow.serving import describe as D
+from lensflow.serving import recommend as R
+from lensflow.serving import search as S
+from lensflow.serving import uploads
+from lensflow.serving.schemas import (
     ERRORS,
     PHOTO_BODY,
     DescribeResponse,
@@ -37,7 +37,7 @@ from serving.schemas import (
     SearchResponse,
     VersionInfo,
 )
-from serving.watcher import ChampionWatcher, Live
+from lensflow.serving.watcher import ChampionWatcher, Live
 
 router = APIRouter()
 MEDIA = {

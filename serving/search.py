@@ -14,9 +14,9 @@ from PIL import Image
 from lensflow.core.index import best_of, table_metadata
 from lensflow.core.settings import Settings
 from lensflow.core.storage import sql_quote
-from models.colours import NAMES
-from models.preprocess import draft, to_rgb
-from serving.served import Served
+from lensflow.models.colours import NAMES
+from lensflow.models.preprocess import draft, to_rgb
+from lensflow.serving.served import Served
 
 RESULT_COLUMNS = ("product_id", "title", "category", "price")
 ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}

@@ -22,7 +22,7 @@ def load_champion(settings: Settings, device: str = "cpu") -> Served:
     do not match."""
     import mlflow
 
-    from models.encoder import load_encoder
+    from lensflow.models.encoder import load_encoder
 
     champ = resolve_champion(settings)
     try:

@@ -14,9 +14,9 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from serving.schemas import IMAGE_TYPES
-from serving.schemas import PHOTO_FIELD as FIELD
-from serving.search import BadQuery
+from lensflow.serving.schemas import IMAGE_TYPES
+from lensflow.serving.schemas import PHOTO_FIELD as FIELD
+from lensflow.serving.search import BadQuery
 
 MULTIPART = "multipart/form-data"
 JSON = "application/json"

@@ -13,8 +13,8 @@ from lensflow.core.champion import IndexMismatch, NoChampion, resolve_version
 from lensflow.core.complements import complements_of, read_complements
 from lensflow.core.redact import format_exception, redact
 from lensflow.core.settings import Settings
-from serving import search as S
-from serving.served import Served, load_champion
+from lensflow.serving import search as S
+from lensflow.serving.served import Served, load_champion
 
 log = logging.getLogger("lensflow.serving")
 
@@ -50,7 +50,7 @@ def load_live(settings: Settings) -> Live:
         complements = {}
     captioner = None
     if settings.caption_model:
-        from models.caption import Captioner
+        from lensflow.models.caption import Captioner
 
         captioner = Captioner.load(settings.path(settings.caption_model))
     return Live(served, catalog, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), complements, captioner)

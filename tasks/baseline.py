@@ -10,16 +10,16 @@ from lensflow.core import registry
 from lensflow.core.champion import Champion, model_dir
 from lensflow.core.registry import CHAMPION, get_alias
 from lensflow.core.settings import Settings
-from models.device import resolve_device
-from models.encoder import load_encoder
-from models.train import embed_inputs
-from tasks import stage
-from tasks.evaluate import EvalResult, Gallery, evaluate, evaluate_vectors
-from tasks.helpers.approval import now
-from tasks.helpers.features import suffix_inputs
-from tasks.helpers.report import HEADLINE, comparison_table
-from tasks.robustness import DEFAULT_COMBINED, DEFAULT_PER_CONDITION, add_robustness
-from tasks.shopper import shopper_queries
+from lensflow.models.device import resolve_device
+from lensflow.models.encoder import load_encoder
+from lensflow.models.train import embed_inputs
+from lensflow.tasks import stage
+from lensflow.tasks.evaluate import EvalResult, Gallery, evaluate, evaluate_vectors
+from lensflow.tasks.helpers.approval import now
+from lensflow.tasks.helpers.features import suffix_inputs
+from lensflow.tasks.helpers.report import HEADLINE, comparison_table
+from lensflow.tasks.robustness import DEFAULT_COMBINED, DEFAULT_PER_CONDITION, add_robustness
+from lensflow.tasks.shopper import shopper_queries
 
 
 @dataclass

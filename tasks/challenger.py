@@ -10,15 +10,15 @@ import pandas as pd
 from lensflow.core import registry
 from lensflow.core.index import connect
 from lensflow.core.settings import Settings
-from models.encoder import DualEncoder
-from tasks import stage
-from tasks.baseline import Baseline, EvalPlan, champion_on_eval_set, measure
-from tasks.evaluate import EvalResult, Gallery
-from tasks.helpers.report import write_report
-from tasks.index import IndexInfo, index_record
-from tasks.mislabel import likely_mislabelled, mislabelled
-from tasks.tracking import TrackedRun
-from tasks.validate import report_dir
+from lensflow.models.encoder import DualEncoder
+from lensflow.tasks import stage
+from lensflow.tasks.baseline import Baseline, EvalPlan, champion_on_eval_set, measure
+from lensflow.tasks.evaluate import EvalResult, Gallery
+from lensflow.tasks.helpers.report import write_report
+from lensflow.tasks.index import IndexInfo, index_record
+from lensflow.tasks.mislabel import likely_mislabelled, mislabelled
+from lensflow.tasks.tracking import TrackedRun
+from lensflow.tasks.validate import report_dir
 
 
 @dataclass

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.encoder import DualEncoder
-from tasks import stage
-from tasks.helpers.images import iter_encoded
-from tasks.helpers.progress import progress_bar
+from lensflow.models.encoder import DualEncoder
+from lensflow.tasks import stage
+from lensflow.tasks.helpers.images import iter_encoded
+from lensflow.tasks.helpers.progress import progress_bar
 
 
 def embedding_batches(

@@ -15,10 +15,10 @@ import pandas as pd
 from PIL import Image
 
 from lensflow.core.index import category_vote, connect
-from models.colours import colour_tags
-from models.preprocess import to_rgb
-from tasks import stage
-from tasks.helpers.progress import progress_bar
+from lensflow.models.colours import colour_tags
+from lensflow.models.preprocess import to_rgb
+from lensflow.tasks import stage
+from lensflow.tasks.helpers.progress import progress_bar
 
 ENRICH_COLUMNS = ("predicted_category", "category_confidence", "colours")
 NEIGHBOURS = 20  # products that vote on a product's category

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from lensflow.core.index import table_metadata, vector_search
-from models.encoder import DualEncoder
-from tasks.embed import embed_texts
-from tasks.helpers.catalog import category_text
-from tasks.helpers.metrics import grouped_metrics, label_relevance, ranking_metrics, recall_curve, topk
+from lensflow.models.encoder import DualEncoder
+from lensflow.tasks.embed import embed_texts
+from lensflow.tasks.helpers.catalog import category_text
+from lensflow.tasks.helpers.metrics import grouped_metrics, label_relevance, ranking_metrics, recall_curve, topk
 
 PROMPTS = ("{}", "a photo of a {}", "a product photo of a {}", "a {} for sale", "a close-up photo of a {}")
 

@@ -14,11 +14,11 @@ import pyarrow as pa
 from lensflow.core.index import META_KEY, IndexConfig, connect, table_dir, table_fingerprint, table_name
 from lensflow.core.settings import Settings
 from lensflow.core.storage import is_remote
-from tasks import stage
-from tasks.enrich import ENRICH_COLUMNS
-from tasks.helpers.catalog import cell_text
-from tasks.tracking import TrackedRun
-from tasks.versioning import track_dir
+from lensflow.tasks import stage
+from lensflow.tasks.enrich import ENRICH_COLUMNS
+from lensflow.tasks.helpers.catalog import cell_text
+from lensflow.tasks.tracking import TrackedRun
+from lensflow.tasks.versioning import track_dir
 
 CATALOG_COLUMNS = ("product_id", "title", "category", "image_path", "split", "description", "color", "price", "brand")
 TABLE_COLUMNS = (*CATALOG_COLUMNS, *ENRICH_COLUMNS)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.helpers.catalog import CATALOG_FILES, CatalogError, read_catalog_table
-from tasks.helpers.progress import progress_bar
-from tasks.sample import describe_files, foreign_files, remove_files, sample_files
-from tasks.validate import POLICY, case_variant
+from lensflow.tasks.helpers.catalog import CATALOG_FILES, CatalogError, read_catalog_table
+from lensflow.tasks.helpers.progress import progress_bar
+from lensflow.tasks.sample import describe_files, foreign_files, remove_files, sample_files
+from lensflow.tasks.validate import POLICY, case_variant
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tasks.enrich import vote_categories
+from lensflow.tasks.enrich import vote_categories
 
 MIN_CONFIDENCE = 0.9  # share of the vote the other category must reach
 COLUMNS = ["product_id", "category", "predicted", "confidence"]

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 from lensflow.core.champion import Champion, IndexMismatch, index_problems, resolve_version, restore_index
 from lensflow.core.registry import CHALLENGER, CHAMPION, get_alias, json_tag, set_tags, version_tags
 from lensflow.core.settings import Settings
-from tasks import stage
-from tasks.helpers.approval import ApprovalPolicy, Review, now
+from lensflow.tasks import stage
+from lensflow.tasks.helpers.approval import ApprovalPolicy, Review, now
 
 
 class GateConfig(BaseModel):

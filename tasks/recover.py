@@ -13,7 +13,7 @@ import shutil
 from lensflow.core.index import connect, table_dir, table_name
 from lensflow.core.registry import CHAMPION, get_alias, set_tags, version_tags
 from lensflow.core.storage import is_remote, sql_quote
-from tasks.helpers.approval import now
+from lensflow.tasks.helpers.approval import now
 
 RUN_PREFIXES = ("retrain-",)  # MLflow runs written under the lock (evaluate runs are not: they may be live)
 

@@ -21,13 +21,13 @@ from lensflow.core.champion import Champion, IndexMismatch, index_problems, reso
 from lensflow.core.index import IndexConfig, connect, table_dir, table_fingerprint, table_ids, table_metadata
 from lensflow.core.settings import Settings
 from lensflow.core.storage import is_remote, sql_list
-from tasks import stage
-from tasks.enrich import ENRICH_COLUMNS
-from tasks.evaluate import Gallery, ann_recall
-from tasks.helpers.approval import now
-from tasks.helpers.diff import CatalogDiff, catalog_at, diff_catalogs, manifest
-from tasks.index import TABLE_COLUMNS, IndexInfo, arrow_column, create_ann, index_record
-from tasks.versioning import track_dir
+from lensflow.tasks import stage
+from lensflow.tasks.enrich import ENRICH_COLUMNS
+from lensflow.tasks.evaluate import Gallery, ann_recall
+from lensflow.tasks.helpers.approval import now
+from lensflow.tasks.helpers.diff import CatalogDiff, catalog_at, diff_catalogs, manifest
+from lensflow.tasks.index import TABLE_COLUMNS, IndexInfo, arrow_column, create_ann, index_record
+from lensflow.tasks.versioning import track_dir
 
 
 class IndexPolicy(BaseModel):

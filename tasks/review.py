@@ -8,11 +8,11 @@ from prefect.artifacts import create_markdown_artifact
 
 from lensflow.core import registry
 from lensflow.core.settings import Settings
-from tasks.helpers.approval import Sought, await_review
-from tasks.helpers.report import comparison_table, robustness_table
-from tasks.lock import project_lock
-from tasks.promote import ReviewPolicy, accept_hint, gate, promote_task
-from tasks.recover import recover
+from lensflow.tasks.helpers.approval import Sought, await_review
+from lensflow.tasks.helpers.report import comparison_table, robustness_table
+from lensflow.tasks.lock import project_lock
+from lensflow.tasks.promote import ReviewPolicy, accept_hint, gate, promote_task
+from lensflow.tasks.recover import recover
 
 REVIEW_ARTIFACT = "promotion-review"
 

@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from models.encoder import DualEncoder
-from models.preprocess import to_rgb
-from tasks.evaluate import EvalResult, Gallery
-from tasks.helpers.heldout_photos import (
+from lensflow.models.encoder import DualEncoder
+from lensflow.models.preprocess import to_rgb
+from lensflow.tasks.evaluate import EvalResult, Gallery
+from lensflow.tasks.helpers.heldout_photos import (
     COMBINED,
     CONDITIONS,
     GENERATOR,
@@ -31,8 +31,8 @@ from tasks.helpers.heldout_photos import (
     shopper_photo,
     upright,
 )
-from tasks.helpers.metrics import topk
-from tasks.helpers.progress import progress_bar
+from lensflow.tasks.helpers.metrics import topk
+from lensflow.tasks.helpers.progress import progress_bar
 
 DEFAULT_PER_CONDITION = 50  # photos per single condition (R@1 to about +-0.07)
 DEFAULT_COMBINED = 300  # photos with every condition at once (the gated figure, R@1 to about +-0.03)

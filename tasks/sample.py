@@ -14,7 +14,7 @@ import pandas as pd
 from PIL import Image
 
 from lensflow.core.complements import COMPLEMENTS_FILE
-from tasks.helpers.progress import progress_bar
+from lensflow.tasks.helpers.progress import progress_bar
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

@@ -29,10 +29,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from models.device import resolve_device
-from models.encoder import DualEncoder, load_encoder
-from tasks import stage
-from tasks.embed import embedding_batches
+from lensflow.models.device import resolve_device
+from lensflow.models.encoder import DualEncoder, load_encoder
+from lensflow.tasks import stage
+from lensflow.tasks.embed import embedding_batches
 
 _cache: dict[tuple, DualEncoder] = {}
 _cache_lock = Lock()

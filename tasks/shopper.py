@@ -12,12 +12,12 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from models.augment import ShopperAugment
-from models.encoder import DualEncoder
-from models.preprocess import to_rgb
-from models.train import embed_inputs
-from tasks.evaluate import ShopperQueries
-from tasks.helpers.features import suffix_inputs
+from lensflow.models.augment import ShopperAugment
+from lensflow.models.encoder import DualEncoder
+from lensflow.models.preprocess import to_rgb
+from lensflow.models.train import embed_inputs
+from lensflow.tasks.evaluate import ShopperQueries
+from lensflow.tasks.helpers.features import suffix_inputs
 
 SHOPPER_SEED = 1_000_003  # training views use seeds 1..V: never the evaluation draws
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lensflow.core import registry
 from lensflow.core.settings import Settings
-from tasks import stage
+from lensflow.tasks import stage
 
 
 @dataclass
@@ -77,7 +77,7 @@ def save_pyfunc(encoder_dir: Path, path: Path) -> Path:
         inputs=Schema([ColSpec("binary", "image", required=False), ColSpec("string", "text", required=False)]),
         outputs=Schema([ColSpec(Array(Array("float")), "embeddings")]),
     )
-    code = importlib.util.find_spec("serving.pyfunc").origin  # a file MLflow copies, not an import of serving
+    code = importlib.util.find_spec("lensflow.serving.pyfunc").origin  # a file MLflow copies, not an import of serving
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "no input example": the signature is given explicitly
         mlflow.pyfunc.save_model(

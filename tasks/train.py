@@ -16,15 +16,15 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from models.augment import ShopperAugment
-from models.encoder import DualEncoder, build_encoder
-from models.localize import Localizer, catalog_look
-from models.preprocess import to_rgb
-from models.train import TrainConfig, TrainData, Trainer, tower_outputs, validation_scores
-from tasks import stage
-from tasks.helpers.catalog import category_text
-from tasks.helpers.features import suffix_inputs
-from tasks.helpers.progress import StageProgress
+from lensflow.models.augment import ShopperAugment
+from lensflow.models.encoder import DualEncoder, build_encoder
+from lensflow.models.localize import Localizer, catalog_look
+from lensflow.models.preprocess import to_rgb
+from lensflow.models.train import TrainConfig, TrainData, Trainer, tower_outputs, validation_scores
+from lensflow.tasks import stage
+from lensflow.tasks.helpers.catalog import category_text
+from lensflow.tasks.helpers.features import suffix_inputs
+from lensflow.tasks.helpers.progress import StageProgress
 
 
 @dataclass

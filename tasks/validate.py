@@ -16,9 +16,9 @@ from pydantic import BaseModel, Field
 
 from lensflow.core.complements import COMPLEMENTS_FILE, complement_problems, read_complements
 from lensflow.core.settings import Settings
-from tasks import stage
-from tasks.helpers.catalog import SPLITS, load_catalog
-from tasks.helpers.progress import progress_bar
+from lensflow.tasks import stage
+from lensflow.tasks.helpers.catalog import SPLITS, load_catalog
+from lensflow.tasks.helpers.progress import progress_bar
 
 
 class CatalogPolicy(BaseModel):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lensflow.core.dvc import DvcError, dvc_pointer, ensure_dvc, read_dvc_md5, run_dvc
-from tasks import stage
+from lensflow.tasks import stage
 
 
 @dataclass

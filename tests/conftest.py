@@ -89,7 +89,7 @@ class ServiceThread:
 
         import uvicorn
 
-        from serving.app import create_app
+        from lensflow.serving.app import create_app
 
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -126,9 +126,9 @@ def served_project(
     for each of `later_seeds`, a version deferred with approval=later; served by ServiceThread. `complements`
     is written as data/complements.json ("complete the look"). Yields (service, settings, catalog). Needs the
     Prefect harness."""
-    from flows.retrain import RetrainParams, retrain
     from lensflow.core.settings import get_settings
-    from tasks.promote import GateConfig
+    from lensflow.flows.retrain import RetrainParams, retrain
+    from lensflow.tasks.promote import GateConfig
 
     mp = pytest.MonkeyPatch()
     for k, v in {"LENSFLOW_ROOT": str(root), "LENSFLOW_LOADER_WORKERS": "0", **env}.items():
@@ -187,7 +187,7 @@ def reviewer():
     import threading
     import time
 
-    from tasks.helpers.approval import answer_review, pending_reviews
+    from lensflow.tasks.helpers.approval import answer_review, pending_reviews
 
     stop = threading.Event()
     answered: list[tuple[str, dict]] = []

@@ -2,10 +2,10 @@
 SIGKILL the process at a chosen call, so the crash-safety tests kill a run at a known point
 (a real SIGKILL: no exception, no `finally`, no atexit; whatever was on disk stays as it was).
 
-    python -m tests.killer tasks.helpers.features:iter_encoded yields=2 \
-        [tasks.helpers.features:PART_ROWS=128] -- retrain ...
+    python -m tests.killer lensflow.tasks.helpers.features:iter_encoded yields=2 \
+        [lensflow.tasks.helpers.features:PART_ROWS=128] -- retrain ...
     python -m tests.killer lancedb.table:LanceTable.create_fts_index calls=1 -- retrain ...
-    python -m tests.killer tasks.helpers.features:iter_encoded pause=/tmp/go -- retrain ...   (waits, not killed)
+    python -m tests.killer lensflow.tasks.helpers.features:iter_encoded pause=/tmp/go -- retrain ...  (waits)
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def promote_killed_at_each_write(db: Path, out: Path, name: str, version: int, c
     The parent never opens the database, so no connection crosses a fork."""
     from mlflow.tracking import MlflowClient
 
-    from tasks.promote import GateConfig, gate, promote
+    from lensflow.tasks.promote import GateConfig, gate, promote
 
     codes: list[int] = []
     while not codes or codes[-1] == -signal.SIGKILL:

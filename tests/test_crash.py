@@ -90,7 +90,13 @@ def test_killed_retrains_resume_and_never_touch_what_is_served(project, tmp_path
 
     # 1. killed while encoding images, after two parts of 128 rows were saved
     lensflow(
-        root, *RETRAIN, kill=("tasks.helpers.features:iter_encoded", "yields=2", "tasks.helpers.features:PART_ROWS=128")
+        root,
+        *RETRAIN,
+        kill=(
+            "lensflow.tasks.helpers.features:iter_encoded",
+            "yields=2",
+            "lensflow.tasks.helpers.features:PART_ROWS=128",
+        ),
     )
     state = registry_state(project)
     assert state["versions"] == {} and list(state["runs"].values()) == ["RUNNING"]  # died before registering anything
@@ -104,8 +110,8 @@ def test_killed_retrains_resume_and_never_touch_what_is_served(project, tmp_path
     assert summary["outcome"] == "promoted" and summary["version"] == 1 and summary["index"]["rows"] == len(catalog)
     state = registry_state(project)
     assert sorted(state["runs"].values()) == ["FINISHED", "KILLED"]  # the dead run's MLflow run is closed as KILLED
-    from models.encoder import build_encoder
-    from tasks.helpers.features import feature_cache_key, suffix_inputs
+    from lensflow.models.encoder import build_encoder
+    from lensflow.tasks.helpers.features import feature_cache_key, suffix_inputs
 
     split, fresh, hit = suffix_inputs(
         build_encoder("tiny", seed=0),
@@ -142,12 +148,12 @@ def test_killed_retrains_resume_and_never_touch_what_is_served(project, tmp_path
 
 
 def test_promotion_killed_between_any_two_writes(project, tiny_catalog, prefect_harness, tmp_path):
-    from flows.retrain import retrain
     from lensflow.core.champion import status
     from lensflow.core.registry import CHAMPION, client, get_alias, version_tags
     from lensflow.core.settings import Settings
-    from tasks.promote import GateConfig, gate, promote
-    from tasks.recover import recover
+    from lensflow.flows.retrain import retrain
+    from lensflow.tasks.promote import GateConfig, gate, promote
+    from lensflow.tasks.recover import recover
     from tests.flows.test_retrain import tiny_params
 
     retrain(params=tiny_params())
@@ -216,7 +222,7 @@ def test_two_retrains_at_once_the_second_is_refused_and_changes_nothing(project,
     first = lensflow(
         root,
         *RETRAIN,
-        kill=("tasks.helpers.features:iter_encoded", f"pause={gate}"),
+        kill=("lensflow.tasks.helpers.features:iter_encoded", f"pause={gate}"),
         expect=0,
         started=second_while_first_holds_the_lock,
     )

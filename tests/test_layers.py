@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FIRST_PARTY = ("lensflow", "models", "tasks", "flows", "serving")
+LAYERED = ("models", "tasks", "flows", "serving")  # the repo's folders, installed as lensflow.<name>
+FIRST_PARTY = ("lensflow", *LAYERED)
 # what each layer may import (first-party), bottom to top; the CLI and `lensflow up` sit on everything
 ALLOWED = {
     "lensflow/core": {"lensflow.core"},
@@ -39,7 +40,10 @@ def imports(path: Path) -> list[tuple[int, str]]:
 
 
 def layer_of(module: str) -> str:
-    return "lensflow.core" if module.startswith("lensflow.core") else module.split(".")[0]
+    parts = module.split(".")
+    if module.startswith("lensflow.core"):
+        return "lensflow.core"
+    return parts[1] if parts[0] == "lensflow" and len(parts) > 1 and parts[1] in LAYERED else parts[0]
 
 
 @pytest.mark.parametrize("layer", sorted(ALLOWED))
@@ -49,7 +53,9 @@ def test_imports_point_down(layer):
         for line, module in imports(path):
             top = module.split(".")[0]
             rel = f"{path.relative_to(ROOT)}:{line} imports {module}"
-            if top in FIRST_PARTY:
+            if top in LAYERED:  # a bare `models`/`tasks`/...: the installed names are lensflow.<name>
+                wrong.append(f"{rel} (import it as lensflow.{module})")
+            elif top in FIRST_PARTY:
                 target = layer_of(module)
                 if module == "lensflow" or (target not in ALLOWED[layer] and module not in ALLOWED[layer]):
                     wrong.append(rel)
@@ -59,19 +65,60 @@ def test_imports_point_down(layer):
 
 
 def test_the_search_service_imports_without_orchestration():
-    """`import serving.app` (what `lensflow serve` and a container run) loads no Prefect, Dask, Great
+    """`import lensflow.serving.app` (what `lensflow serve` and a container run) loads no Prefect, Dask, Great
     Expectations, DVC, nor the tasks/flows layers."""
-    code = "import sys, json; import serving.app; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
-    loaded = set(json.loads(subprocess.check_output([sys.executable, "-c", code], cwd=ROOT, text=True)))
-    banned = {"prefect", "prefect_dask", "dask", "distributed", "great_expectations", "dvc", "tasks", "flows"}
+    loaded = loaded_by("import lensflow.serving.app")
+    banned = {"prefect", "prefect_dask", "dask", "distributed", "great_expectations", "dvc"}
+    banned |= {"lensflow.tasks", "lensflow.flows"}
     assert not loaded & banned, sorted(loaded & banned)
-    assert {"fastapi", "lensflow", "serving"} <= loaded  # the check itself imported what it should
+    assert {"fastapi", "lensflow", "lensflow.serving"} <= loaded  # the check itself imported what it should
 
 
 def test_the_client_needs_neither_torch_nor_orchestration():
     """`lensflow.client` is for storefront backends: httpx and pydantic, no model or platform stack."""
-    code = "import sys, json; import lensflow.client; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
-    loaded = set(json.loads(subprocess.check_output([sys.executable, "-c", code], cwd=ROOT, text=True)))
-    banned = {"torch", "transformers", "lancedb", "mlflow", "prefect", "dask", "dvc", "tasks", "flows", "models"}
+    loaded = loaded_by("import lensflow.client")
+    banned = {"torch", "transformers", "lancedb", "mlflow", "prefect", "dask", "dvc"}
+    banned |= {"lensflow.tasks", "lensflow.flows", "lensflow.models"}
     assert not loaded & banned, sorted(loaded & banned)
     assert {"httpx", "pydantic"} <= loaded
+
+
+def loaded_by(statement: str) -> set[str]:
+    """Top-level modules (and lensflow's subpackages, as lensflow.<name>) a fresh interpreter has loaded after
+    `statement`, run outside the repo (so only the installed names resolve)."""
+    code = (
+        f"import sys, json; {statement}; "
+        "print(json.dumps(sorted({'.'.join(m.split('.')[:2]) if m.startswith('lensflow.') else m.split('.')[0] "
+        "for m in sys.modules})))"
+    )
+    return set(json.loads(subprocess.check_output([sys.executable, "-c", code], cwd="/", text=True)))
+
+
+def test_one_top_level_name_is_installed(tmp_path):
+    """The wheel puts everything under `lensflow/` (models/, tasks/, flows/ and serving/ as lensflow.<name>),
+    with the presets and the page, so a user's own `models` or `tasks` package never collides with ours."""
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src"  # built from a copy: setuptools writes build/ and *.egg-info/ beside the sources
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("lensflow", "models", "tasks", "flows", "serving"):
+        shutil.copytree(ROOT / folder, src / folder, ignore=ignore)
+    for file in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / file, src / file)
+    out = tmp_path / "dist"
+    wheel_cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out)]
+    subprocess.run([*wheel_cmd, str(src)], check=True, capture_output=True, cwd=src)
+    (wheel,) = out.glob("lensflow-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names if not n.startswith("lensflow-")} == {"lensflow"}
+    for expected in (
+        "lensflow/models/encoder.py",
+        "lensflow/models/configs/tiny.json",
+        "lensflow/models/configs/strategies/heads.json",
+        "lensflow/tasks/helpers/catalog.py",
+        "lensflow/flows/retrain.py",
+        "lensflow/serving/page.html",
+        "lensflow/core/configs/index.json",
+    ):
+        assert expected in names, expected

@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.real, needs_fashion_mnist]
 
 
 def test_batchnorm_folding_keeps_the_features():
-    from models.towers.efficientnet import EfficientNetLiteTower
+    from lensflow.models.towers.efficientnet import EfficientNetLiteTower
 
     x = torch.randn(4, 3, 96, 96)
     plain, folded = EfficientNetLiteTower(fold_bn=False).eval(), EfficientNetLiteTower(fold_bn=True).eval()
@@ -21,9 +21,9 @@ def test_batchnorm_folding_keeps_the_features():
 
 
 def test_bf16_precision_keeps_the_features_and_is_part_of_the_identity():
-    from models.towers import build_tower
-    from models.towers.efficientnet import EfficientNetLiteTower
-    from models.towers.precision import bf16_native_cpu
+    from lensflow.models.towers import build_tower
+    from lensflow.models.towers.efficientnet import EfficientNetLiteTower
+    from lensflow.models.towers.precision import bf16_native_cpu
 
     x = torch.randn(8, 3, 96, 96)
     fp32, bf16 = EfficientNetLiteTower().eval(), EfficientNetLiteTower(precision="bf16").eval()
@@ -42,11 +42,11 @@ def test_bf16_precision_keeps_the_features_and_is_part_of_the_identity():
 
 
 def test_real_towers_on_real_products(project, prefect_harness):
-    from flows.retrain import RetrainParams, retrain
     from lensflow.core.champion import status
-    from serving.search import search
-    from serving.served import load_champion
-    from tasks.sample import build_sample_catalog
+    from lensflow.flows.retrain import RetrainParams, retrain
+    from lensflow.serving.search import search
+    from lensflow.serving.served import load_champion
+    from lensflow.tasks.sample import build_sample_catalog
 
     catalog = build_sample_catalog(project.data_path, limit=1400)
     out = retrain(

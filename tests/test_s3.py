@@ -10,11 +10,11 @@ import shutil
 import httpx
 import pytest
 
-from flows.retrain import retrain
 from lensflow.core.champion import IndexMismatch, resolve_champion, status
 from lensflow.core.dvc import dir_md5, run_dvc
 from lensflow.core.settings import get_settings
-from serving.served import load_champion
+from lensflow.flows.retrain import retrain
+from lensflow.serving.served import load_champion
 from tests.conftest import ServiceThread, free_port
 from tests.flows.test_retrain import tiny_params
 
@@ -117,7 +117,7 @@ def test_recovery_drops_a_half_built_table_in_the_bucket(project, s3):
 
     from lensflow.core import registry
     from lensflow.core.index import connect
-    from tasks.recover import recover
+    from lensflow.tasks.recover import recover
 
     c = registry.client(project.tracking_uri)
     run_id = registry.start_run(c, project.mlflow_experiment, f"s3://{BUCKET}/mlflow", "retrain-killed", {})

@@ -193,7 +193,7 @@ def test_links_carry_no_credentials(monkeypatch):
 
 def test_review_page_shows_no_credentials(monkeypatch):
     from lensflow.core.settings import Settings
-    from tasks.review import review_page
+    from lensflow.tasks.review import review_page
 
     monkeypatch.setenv("LENSFLOW_MLFLOW_UI_URL", f"https://admin:{SECRET}@mlflow.example.com")
     client = SimpleNamespace(get_run=lambda run_id: SimpleNamespace(info=SimpleNamespace(experiment_id="3")))

@@ -106,7 +106,7 @@ def test_the_platform_keeps_only_public_keys_owner_only(store, tmp_path):
 
 
 def test_a_form_answer_is_checked_against_the_name_typed(store):
-    from tasks.helpers.approval import Approval, Sought, proof_problem
+    from lensflow.tasks.helpers.approval import Approval, Sought, proof_problem
 
     alice, bob = ReviewerKey.generate("alice"), ReviewerKey.generate("bob")
     store.add(alice.public_text())

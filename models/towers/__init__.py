@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.towers.base import Tower, TowerSplit, weights_digest
-from models.towers.efficientnet import EfficientNetLiteTower
-from models.towers.hf_clip import HFClipTextTower, HFClipVisionTower
-from models.towers.hf_text import HFMeanPoolTextTower
-from models.towers.tiny import HashTextTower, TinyConvTower
+from lensflow.models.towers.base import Tower, TowerSplit, weights_digest
+from lensflow.models.towers.efficientnet import EfficientNetLiteTower
+from lensflow.models.towers.hf_clip import HFClipTextTower, HFClipVisionTower
+from lensflow.models.towers.hf_text import HFMeanPoolTextTower
+from lensflow.models.towers.tiny import HashTextTower, TinyConvTower
 
 __all__ = ["TOWERS", "Tower", "TowerSplit", "build_tower", "weights_digest"]
 

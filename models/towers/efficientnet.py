@@ -11,10 +11,10 @@ import importlib
 import torch
 from torch import nn
 
-from models.preprocess import ImagePreprocess
-from models.towers.base import Tower
-from models.towers.fold import fold_batchnorm
-from models.towers.precision import PRECISIONS, computes_in, reduced_precision
+from lensflow.models.preprocess import ImagePreprocess
+from lensflow.models.towers.base import Tower
+from lensflow.models.towers.fold import fold_batchnorm
+from lensflow.models.towers.precision import PRECISIONS, computes_in, reduced_precision
 
 
 class EfficientNetLiteTower(Tower):

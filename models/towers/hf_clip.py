@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.preprocess import ImagePreprocess
-from models.towers.base import Tower
-from models.towers.sources import resolve_source
+from lensflow.models.preprocess import ImagePreprocess
+from lensflow.models.towers.base import Tower
+from lensflow.models.towers.sources import resolve_source
 
 
 def load_hf_half(cls, folder: str, half: str):

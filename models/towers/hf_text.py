@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.towers.base import Tower
-from models.towers.sources import resolve_source
+from lensflow.models.towers.base import Tower
+from lensflow.models.towers.sources import resolve_source
 
 
 class HFMeanPoolTextTower(Tower):

@@ -7,8 +7,8 @@ import hashlib
 import torch
 from torch import nn
 
-from models.preprocess import ImagePreprocess
-from models.towers.base import Tower
+from lensflow.models.preprocess import ImagePreprocess
+from lensflow.models.towers.base import Tower
 
 
 class TinyConvTower(Tower):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from lensflow.core.dvc import DvcError, run_dvc
-from tasks.helpers.catalog import CATALOG_FILES, cell_text, load_catalog_file
+from lensflow.tasks.helpers.catalog import CATALOG_FILES, cell_text, load_catalog_file
 
 TEXT_COLUMNS = ("title", "category", "description", "color", "brand", "price", "split")
 

@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.augment import ShopperAugment
-from models.encoder import DualEncoder
-from models.preprocess import ImagePreprocess
-from models.towers import TowerSplit
-from models.train import TrainConfig
-from tasks.helpers.images import iter_encoded
+from lensflow.models.augment import ShopperAugment
+from lensflow.models.encoder import DualEncoder
+from lensflow.models.preprocess import ImagePreprocess
+from lensflow.models.towers import TowerSplit
+from lensflow.models.train import TrainConfig
+from lensflow.tasks.helpers.images import iter_encoded
 
 PART_ROWS = 4096  # rows per saved part: ~5 s of encoding on 2 CPU cores, the most a killed run loses
 

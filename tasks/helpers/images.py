@@ -13,9 +13,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from lensflow.core.runtime import tune_malloc
-from models.augment import ShopperAugment
-from models.preprocess import ImagePreprocess
-from tasks.helpers.progress import progress_bar
+from lensflow.models.augment import ShopperAugment
+from lensflow.models.preprocess import ImagePreprocess
+from lensflow.tasks.helpers.progress import progress_bar
 
 
 class CatalogImages(Dataset):

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from models.augment import ShopperAugment
-from models.preprocess import to_rgb
-from tasks.evaluate import EvalResult
-from tasks.helpers.metrics import CURVE_KS
-from tasks.robustness import table_of
-from tasks.shopper import example_sheet, shopper_photo
+from lensflow.models.augment import ShopperAugment
+from lensflow.models.preprocess import to_rgb
+from lensflow.tasks.evaluate import EvalResult
+from lensflow.tasks.helpers.metrics import CURVE_KS
+from lensflow.tasks.robustness import table_of
+from lensflow.tasks.shopper import example_sheet, shopper_photo
 
 HEADLINE = (
     "image_precision_at_10",

@@ -26,9 +26,9 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 @pytest.fixture(scope="module")
 def real_service(tmp_path_factory, prefect_harness):
-    from flows.retrain import RetrainParams, retrain
     from lensflow.core.settings import get_settings
-    from tasks.sample import build_sample_catalog
+    from lensflow.flows.retrain import RetrainParams, retrain
+    from lensflow.tasks.sample import build_sample_catalog
 
     root = tmp_path_factory.mktemp("browser")
     mp = pytest.MonkeyPatch()
@@ -76,7 +76,7 @@ def browser():
 
 def unseen_photo(catalog, out: Path) -> tuple[Path, str]:
     """A Fashion-MNIST test image whose product is not in the catalog, saved as a shopper would send it."""
-    from tasks.sample import CATEGORIES, TEST_FILES, read_idx
+    from lensflow.tasks.sample import CATEGORIES, TEST_FILES, read_idx
 
     images, labels = read_idx(FASHION_MNIST.parent / TEST_FILES[0], FASHION_MNIST.parent / TEST_FILES[1])
     in_catalog = set(catalog.product_id)
@@ -225,7 +225,7 @@ def test_a_session_gets_recommendations_the_look_and_facets(real_service, browse
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from tasks.sample import SAMPLE_COMPLEMENTS
+    from lensflow.tasks.sample import SAMPLE_COMPLEMENTS
 
     service, catalog, root = real_service
     browser.get(service.url + "/?q=ankle+boots")  # a deep link: the search runs on arrival

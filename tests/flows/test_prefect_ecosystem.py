@@ -18,7 +18,7 @@ def test_writer_slot_waits_for_another_holder_then_times_out_clearly(prefect_har
     from prefect import get_client
     from prefect.concurrency.sync import concurrency
 
-    from tasks.writer_slot import NAME, ensure_limit, writer_slot
+    from lensflow.tasks.writer_slot import NAME, ensure_limit, writer_slot
 
     name = f"{NAME}-test"
     ensure_limit(name)
@@ -63,7 +63,7 @@ def test_writer_slot_waits_for_another_holder_then_times_out_clearly(prefect_har
 def test_writer_slot_is_a_no_op_in_the_embedded_mode():
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tasks.writer_slot import writer_slot
+    from lensflow.tasks.writer_slot import writer_slot
 
     with temporary_settings({PREFECT_API_URL: None}), writer_slot("retrain", 1, print) as slot:
         assert slot is False
@@ -73,7 +73,7 @@ def test_long_stages_report_progress_artifacts(prefect_harness):
     from prefect import flow, get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from tasks.helpers import progress
+    from lensflow.tasks.helpers import progress
 
     progress.EVERY_S = 0.0  # every update reaches the API in this test
 
@@ -106,7 +106,7 @@ def test_long_stages_report_progress_artifacts(prefect_harness):
 
 
 def test_outside_a_run_the_bar_is_plain_tqdm():
-    from tasks.helpers.progress import StageProgress, progress_bar
+    from lensflow.tasks.helpers.progress import StageProgress, progress_bar
 
     assert StageProgress("x", 10).id is None
     assert sum(1 for _ in progress_bar(range(7), desc="x", disable=True)) == 7

@@ -6,16 +6,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from flows.reindex import ReindexParams, reindex
-from flows.retrain import RetrainParams, retrain
 from lensflow.core.champion import resolve_champion, status
 from lensflow.core.dvc import dir_md5
 from lensflow.core.index import IndexConfig, table_dir
 from lensflow.core.settings import get_settings
-from serving.search import search
-from serving.served import load_champion
-from tasks.promote import GateConfig
-from tasks.reindex import IndexPolicy
+from lensflow.flows.reindex import ReindexParams, reindex
+from lensflow.flows.retrain import RetrainParams, retrain
+from lensflow.serving.search import search
+from lensflow.serving.served import load_champion
+from lensflow.tasks.promote import GateConfig
+from lensflow.tasks.reindex import IndexPolicy
 from tests.conftest import write_synthetic_catalog
 
 pytestmark = pytest.mark.flow
@@ -71,7 +71,7 @@ def test_reindex_embeds_and_applies_only_the_changes(project, prefect_harness):
     base = before["champion"]["index"]
     base_md5 = dir_md5(table_dir(base["uri"], base["table"]))
     new_catalog = change_catalog(project, catalog)
-    from serving.watcher import ChampionWatcher
+    from lensflow.serving.watcher import ChampionWatcher
 
     watcher = ChampionWatcher(project, poll_s=60)
     assert watcher.check() and watcher.live.served.champion.index["table"] == "lensflow-encoder-v1"
@@ -139,7 +139,7 @@ def test_failed_reindex_leaves_the_served_index_untouched(project, prefect_harne
     before = status(project)
     tags_before = resolve_champion(project).tags
     change_catalog(project, catalog)
-    import tasks.reindex as module
+    import lensflow.tasks.reindex as module
 
     def broken(*a, **k):
         raise OSError("disk full while pushing to the DVC remote")
@@ -190,7 +190,7 @@ def test_reindex_on_dask_shards_embeds_the_changes_as_one_process_would(project,
     change_catalog(project, catalog)
     monkeypatch.setenv("LENSFLOW_EMBED_RUNNER", "dask")
     get_settings.cache_clear()
-    monkeypatch.setattr("flows.shard.embed_catalog_task", lambda *a, **k: pytest.fail("embedded in-process"))
+    monkeypatch.setattr("lensflow.flows.shard.embed_catalog_task", lambda *a, **k: pytest.fail("embedded in-process"))
     out = reindex(params=ReindexParams(progress=False))
     assert out["outcome"] == "reindexed" and out["embedded"] == 4 and out["rows"] == len(catalog) + 1
     served = load_champion(get_settings())

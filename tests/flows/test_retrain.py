@@ -3,14 +3,14 @@
 import lancedb
 import pytest
 
-from flows.promote import PromoteParams, promote
-from flows.retrain import RetrainParams, retrain
 from lensflow.core.champion import IndexMismatch, status
 from lensflow.core.registry import client, version_tags
 from lensflow.core.settings import get_settings
-from serving.search import search
-from serving.served import load_champion
-from tasks.promote import GateConfig
+from lensflow.flows.promote import PromoteParams, promote
+from lensflow.flows.retrain import RetrainParams, retrain
+from lensflow.serving.search import search
+from lensflow.serving.served import load_champion
+from lensflow.tasks.promote import GateConfig
 
 pytestmark = pytest.mark.flow
 
@@ -113,7 +113,7 @@ def test_failed_run_leaves_the_champion_untouched(project, tiny_catalog, prefect
     retrain(params=tiny_params())
     before = status(project)
     tiny_catalog.assign(image_path="images/missing.png").to_parquet(project.data_path / "catalog.parquet", index=False)
-    from tasks.validate import ValidationFailed
+    from lensflow.tasks.validate import ValidationFailed
 
     with pytest.raises(ValidationFailed):
         retrain(params=tiny_params())
@@ -276,7 +276,7 @@ def test_another_versions_index_is_refused(project, tiny_catalog, prefect_harnes
 
 
 def test_evaluate_flow_remeasures_a_version_on_the_current_catalog(project, tiny_catalog, prefect_harness):
-    from flows.evaluate import EvaluateParams, evaluate
+    from lensflow.flows.evaluate import EvaluateParams, evaluate
 
     first = retrain(params=tiny_params())
     same = evaluate(params=EvaluateParams(progress=False))
@@ -300,13 +300,13 @@ def test_retrain_with_dask_shards_indexes_what_one_process_embeds(project, tiny_
     import numpy as np
 
     from lensflow.core.champion import model_dir, resolve_champion
-    from models.encoder import load_encoder
-    from tasks.embed import embed_catalog
+    from lensflow.models.encoder import load_encoder
+    from lensflow.tasks.embed import embed_catalog
 
     monkeypatch.setenv("LENSFLOW_EMBED_RUNNER", "dask")
     monkeypatch.setenv("LENSFLOW_EMBED_SHARDS", "3")
     get_settings.cache_clear()
-    monkeypatch.setattr("flows.shard.embed_catalog_task", lambda *a, **k: pytest.fail("embedded in-process"))
+    monkeypatch.setattr("lensflow.flows.shard.embed_catalog_task", lambda *a, **k: pytest.fail("embedded in-process"))
     out = retrain(params=tiny_params())
     assert out["outcome"] == "promoted" and out["index"]["rows"] == len(tiny_catalog)
     champ = resolve_champion(get_settings())

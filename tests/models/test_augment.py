@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image
 
-from models.augment import ShopperAugment
+from lensflow.models.augment import ShopperAugment
 
 
 def product_on_black(size=28):

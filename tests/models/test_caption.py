@@ -95,7 +95,7 @@ def blip_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["checkpoint", "blip_checkpoint"])
 def test_a_local_checkpoint_captions_deterministically(kind, request):
-    from models.caption import Captioner
+    from lensflow.models.caption import Captioner
 
     cap = Captioner.load(request.getfixturevalue(kind), max_new_tokens=6)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))
@@ -104,7 +104,7 @@ def test_a_local_checkpoint_captions_deterministically(kind, request):
 
 
 def test_not_a_checkpoint_is_named(tmp_path):
-    from models.caption import Captioner
+    from lensflow.models.caption import Captioner
 
     with pytest.raises(FileNotFoundError, match="no config.json"):
         Captioner.load(tmp_path)

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from models.colours import NAMES, colour_name, colour_tags, dominant_colours, name_pixels, pixel_names
+from lensflow.models.colours import NAMES, colour_name, colour_tags, dominant_colours, name_pixels, pixel_names
 
 
 def product(colour, backdrop=(255, 255, 255), second=None, size=90, seed=0):

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from models.encoder import build_encoder, load_encoder, load_preset
+from lensflow.models.encoder import build_encoder, load_encoder, load_preset
 
 
 def test_tiny_encoder_outputs_normalised_float32():

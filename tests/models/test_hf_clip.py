@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from models.encoder import build_encoder, load_encoder
+from lensflow.models.encoder import build_encoder, load_encoder
 
 
 def _tokenizer_files(folder):

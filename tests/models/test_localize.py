@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from models.encoder import build_encoder, load_encoder
-from models.localize import LocalizeConfig, Localizer, regions_of, square_crop, tilt
+from lensflow.models.encoder import build_encoder, load_encoder
+from lensflow.models.localize import LocalizeConfig, Localizer, regions_of, square_crop, tilt
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_square_crop_pads_with_the_edge_colour_outside_the_photo():
 
 
 def test_encoder_saves_its_localizer_and_photos_embed_the_same_after_loading(tmp_path, localizer):
-    from models.encoder import load_preset
+    from lensflow.models.encoder import load_preset
 
     config = load_preset("tiny") | {"localize": {"side": 160}}
     enc = build_encoder(config)
@@ -123,7 +123,7 @@ def test_views_are_the_crop_and_its_turned_copies(localizer):
 
 
 def test_catalog_look_and_a_crop_made_to_match_it(localizer):
-    from models.localize import catalog_look
+    from lensflow.models.localize import catalog_look
 
     grey_studio = [Image.new("RGB", (28, 28), (0, 0, 0)) for _ in range(9)]
     for im in grey_studio:

@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image
 
-from models.preprocess import ImagePreprocess
+from lensflow.models.preprocess import ImagePreprocess
 
 
 def test_non_square_grayscale_is_cropped_to_rgb_square_in_range():
@@ -33,7 +33,7 @@ def _jpeg(side: int) -> bytes:
 def test_large_jpeg_decodes_at_reduced_scale_with_the_same_pixels():
     import io
 
-    from models.preprocess import draft
+    from lensflow.models.preprocess import draft
 
     pre = ImagePreprocess(size=96)
     data = _jpeg(640)
@@ -50,7 +50,7 @@ def test_large_jpeg_decodes_at_reduced_scale_with_the_same_pixels():
 def test_small_jpeg_and_png_are_not_drafted():
     import io
 
-    from models.preprocess import draft
+    from lensflow.models.preprocess import draft
 
     assert draft(Image.open(io.BytesIO(_jpeg(150))), 96).size == (150, 150)  # < 2x the side: full decode
     assert draft(Image.new("RGB", (640, 640)), 96).size == (640, 640)
@@ -73,7 +73,7 @@ def _with_hidden_colour(rgba: np.ndarray, colour) -> Image.Image:
 
 
 def test_transparent_pixels_are_composited_onto_the_documented_background():
-    from models.preprocess import BACKGROUND
+    from lensflow.models.preprocess import BACKGROUND
 
     pre = ImagePreprocess(size=48)
     rgba = _product()
@@ -133,9 +133,9 @@ def test_every_decoder_applies_orientation_and_alpha_the_same_way(tmp_path):
     """Catalog loading, training views and query uploads all see the same upright, composited pixels."""
     import io
 
-    from models.augment import ShopperAugment
-    from serving.search import decode_image
-    from tasks.helpers.images import CatalogImages
+    from lensflow.models.augment import ShopperAugment
+    from lensflow.serving.search import decode_image
+    from lensflow.tasks.helpers.images import CatalogImages
 
     pre = ImagePreprocess(size=48)
     upright = _with_hidden_colour(_product(), (255, 0, 255))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models.encoder import build_encoder
+from lensflow.models.encoder import build_encoder
 
 
 @pytest.mark.parametrize("blocks", [0, 1, 2, None])

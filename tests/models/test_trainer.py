@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from models.encoder import build_encoder
-from models.towers import weights_digest
-from models.train import (
+from lensflow.models.encoder import build_encoder
+from lensflow.models.towers import weights_digest
+from lensflow.models.train import (
     TrainConfig,
     TrainData,
     Trainer,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.search import BadQuery, decode_image
+from lensflow.serving.search import BadQuery, decode_image
 
 
 def _jpeg(side: int) -> bytes:
@@ -34,7 +34,7 @@ def test_a_pixel_box_is_read_in_the_photo_as_sent_even_when_decoded_smaller():
 
     from PIL import Image
 
-    from serving.search import decode_image, photo_box
+    from lensflow.serving.search import decode_image, photo_box
 
     buf = io.BytesIO()
     Image.new("RGB", (1600, 800), (200, 30, 30)).save(buf, "JPEG")

@@ -3,8 +3,8 @@
 import numpy as np
 from PIL import Image
 
-from models.colours import colour_name, dominant_colours
-from serving.describe import category_scores, suggest
+from lensflow.models.colours import colour_name, dominant_colours
+from lensflow.serving.describe import category_scores, suggest
 
 
 def test_category_vote_is_similarity_weighted():

@@ -137,7 +137,7 @@ def test_metrics_count_requests_latency_errors_and_what_is_served(svc):
 @contextmanager
 def json_logs() -> Iterator[io.StringIO]:
     """`lensflow serve`'s logging config (JSON) for the duration, its output into a buffer."""
-    from serving import logs
+    from lensflow.serving import logs
 
     buf = io.StringIO()
     cfg = logs.config("json")
@@ -209,7 +209,7 @@ def test_cors_allows_only_configured_origins(svc):
 def test_optional_api_key(svc):
     from pydantic import SecretStr
 
-    from serving.middleware import key_ok
+    from lensflow.serving.middleware import key_ok
 
     service, s, _ = svc
     assert httpx.get(f"{service.url}/search/text", params={"q": "shoe"}).status_code == 200  # off by default

@@ -36,7 +36,7 @@ def photo() -> bytes:
 
 def lensflow_vectors(service, s, text: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     """What the running service searches with (serving.search, the served pair)."""
-    from serving import search as S
+    from lensflow.serving import search as S
 
     cur = service.app.state.watcher.live
     image = S.decode_image(data, s.max_image_pixels, s.max_image_side, S.photo_side(cur.served.encoder))

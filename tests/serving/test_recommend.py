@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lensflow.core.complements import complement_problems, complements_of, read_complements
-from serving.recommend import RecommendConfig, mmr, session_vector
+from lensflow.serving.recommend import RecommendConfig, mmr, session_vector
 
 
 def unit(*v):
@@ -46,7 +46,7 @@ def test_complements_file_is_checked_against_the_catalog(tmp_path):
 
 
 def test_validation_stops_on_an_unknown_complement(tmp_path):
-    from tasks.validate import ValidationFailed, validate_catalog
+    from lensflow.tasks.validate import ValidationFailed, validate_catalog
     from tests.conftest import write_synthetic_catalog
 
     write_synthetic_catalog(tmp_path / "data")
@@ -58,7 +58,7 @@ def test_validation_stops_on_an_unknown_complement(tmp_path):
 
 
 def test_attribute_filters_are_validated_and_quoted():
-    from serving.search import BadQuery, Catalog, Filters, parse_attributes, where_clause
+    from lensflow.serving.search import BadQuery, Catalog, Filters, parse_attributes, where_clause
 
     catalog = Catalog({}, ["Bag"], False, ["product_id", "category", "color", "brand"])
     attrs = parse_attributes(["color:red", "brand: O'Neill "])

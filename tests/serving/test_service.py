@@ -245,8 +245,8 @@ def test_openapi_documents_every_endpoint(svc):
 def test_hot_swap_under_load(svc):
     """Concurrent text and photo searches while `champion` moves v1 -> v2: no failures, each response labelled
     with the version that answered, and no client sees v1 again after it saw v2."""
-    from flows.promote import PromoteParams, promote
-    from tasks.promote import GateConfig
+    from lensflow.flows.promote import PromoteParams, promote
+    from lensflow.tasks.promote import GateConfig
 
     service, s, catalog = svc
     photo = (s.data_path / catalog.image_path.iloc[3]).read_bytes()

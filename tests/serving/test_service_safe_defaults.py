@@ -282,7 +282,7 @@ def server_log():
 def test_internal_error_is_a_generic_500_with_an_id(served, monkeypatch, server_log, where):
     """An exception whose message holds a path and a password: the client gets 'internal error' and an id; the
     server log has the details under that id, with the password masked."""
-    import serving.search as S
+    import lensflow.serving.search as S
 
     service, s, catalog = served
     password = "hunter2-xyz"

@@ -3,9 +3,9 @@
 import lancedb
 import pytest
 
-from flows.retrain import RetrainParams, retrain
-from serving.watcher import ChampionWatcher
-from tasks.promote import GateConfig
+from lensflow.flows.retrain import RetrainParams, retrain
+from lensflow.serving.watcher import ChampionWatcher
+from lensflow.tasks.promote import GateConfig
 
 pytestmark = pytest.mark.flow
 

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from tasks.helpers.catalog import CatalogError, hash_split, load_catalog
+from lensflow.tasks.helpers.catalog import CatalogError, hash_split, load_catalog
 
 
 def test_csv_catalog_gets_rows_and_hash_splits(tmp_path):

@@ -1,7 +1,7 @@
 import pandas as pd
 
-from tasks.helpers.diff import diff_catalogs
-from tasks.reindex import next_table_name
+from lensflow.tasks.helpers.diff import diff_catalogs
+from lensflow.tasks.reindex import next_table_name
 
 
 def cat(rows):

@@ -1,8 +1,8 @@
 import numpy as np
 
-from models.encoder import build_encoder
-from tasks.embed import embed_catalog
-from tasks.helpers.features import suffix_inputs
+from lensflow.models.encoder import build_encoder
+from lensflow.tasks.embed import embed_catalog
+from lensflow.tasks.helpers.features import suffix_inputs
 
 
 def image_tower_features(*args, **kwargs):
@@ -26,7 +26,7 @@ def test_cached_tower_features_give_the_same_embeddings(project, tiny_catalog):
 
 
 def test_feature_cache_key_covers_data_tower_preprocessing_augmentation_and_seed(project, tiny_catalog):
-    from models.augment import ShopperAugment
+    from lensflow.models.augment import ShopperAugment
 
     data, cache = project.data_path, project.path(project.cache_dir)
     enc = build_encoder("tiny")
@@ -52,7 +52,7 @@ def test_feature_cache_key_covers_data_tower_preprocessing_augmentation_and_seed
 def test_embedding_batches_stream_in_order_and_leave_grad_mode_alone(project, tiny_catalog):
     import torch
 
-    from tasks.embed import embedding_batches
+    from lensflow.tasks.embed import embedding_batches
 
     enc = build_encoder("tiny")
     stream = embedding_batches(enc, tiny_catalog, project.data_path, batch_size=4, progress=False)

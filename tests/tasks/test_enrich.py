@@ -6,12 +6,12 @@ import pandas as pd
 from PIL import Image
 
 from lensflow.core.index import connect
-from serving.search import Catalog, Filters, facet_counts, where_clause
-from tasks.enrich import ENRICH_COLUMNS, enrich_catalog, enrich_changes
-from tasks.helpers.diff import CatalogDiff
-from tasks.index import build_index
-from tasks.mislabel import mislabelled
-from tasks.reindex import IndexPolicy, apply_changes
+from lensflow.serving.search import Catalog, Filters, facet_counts, where_clause
+from lensflow.tasks.enrich import ENRICH_COLUMNS, enrich_catalog, enrich_changes
+from lensflow.tasks.helpers.diff import CatalogDiff
+from lensflow.tasks.index import build_index
+from lensflow.tasks.mislabel import mislabelled
+from lensflow.tasks.reindex import IndexPolicy, apply_changes
 
 COLOURS = {"Bag": (40, 60, 210), "Coat": (200, 30, 30), "Shoe": (30, 170, 60)}
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from models.encoder import build_encoder
-from tasks.evaluate import Gallery, ShopperQueries, category_queries, eval_set_md5, evaluate_vectors
+from lensflow.models.encoder import build_encoder
+from lensflow.tasks.evaluate import Gallery, ShopperQueries, category_queries, eval_set_md5, evaluate_vectors
 
 
 def toy_gallery(enc, per_category=8):
@@ -78,8 +78,8 @@ def test_without_an_encoder_only_image_and_shopper_metrics():
 
 
 def test_precision_bounds_show_what_a_small_catalog_allows():
-    from tasks.evaluate import precision_bounds
-    from tasks.helpers.metrics import label_relevance
+    from lensflow.tasks.evaluate import precision_bounds
+    from lensflow.tasks.helpers.metrics import label_relevance
 
     gallery = np.array(["a"] * 20 + ["b"] * 4 + ["c"] * 1)
     _, n_rel = label_relevance(np.zeros((4, 10), int), np.array(["a", "b", "c", "d"]), gallery)

@@ -10,9 +10,9 @@ from tests.faults import FILE_FAULTS, ROW_FAULTS
 
 
 def test_each_row_fault_is_quarantined_with_its_reason_and_nothing_is_lost(project, tmp_path):
-    from models.encoder import build_encoder
-    from tasks.embed import embed_catalog
-    from tasks.validate import validate_catalog
+    from lensflow.models.encoder import build_encoder
+    from lensflow.tasks.embed import embed_catalog
+    from lensflow.tasks.validate import validate_catalog
 
     data = project.data_path
     df = write_synthetic_catalog(data, per_category=14)
@@ -51,7 +51,7 @@ def test_each_row_fault_is_quarantined_with_its_reason_and_nothing_is_lost(proje
 
 @pytest.mark.parametrize("name", FILE_FAULTS)
 def test_an_unusable_catalog_file_stops_with_the_file_named(project, name):
-    from tasks.helpers.catalog import CatalogError, load_catalog
+    from lensflow.tasks.helpers.catalog import CatalogError, load_catalog
 
     data = project.data_path
     df = write_synthetic_catalog(data, per_category=2)
@@ -62,7 +62,7 @@ def test_an_unusable_catalog_file_stops_with_the_file_named(project, name):
 
 
 def test_wrong_column_types_are_read_as_text_not_dropped(project, tmp_path):
-    from tasks.validate import validate_catalog
+    from lensflow.tasks.validate import validate_catalog
 
     data = project.data_path
     df = write_synthetic_catalog(data, per_category=4)

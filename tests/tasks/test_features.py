@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.preprocess import ImagePreprocess
-from tasks.helpers.features import ResumableParts, cached_image_features
+from lensflow.models.preprocess import ImagePreprocess
+from lensflow.tasks.helpers.features import ResumableParts, cached_image_features
 
 
 def mean_colour(pixels: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tasks.helpers.catalog import OPTIONAL, REQUIRED, SPLITS, CatalogError, hash_split, load_catalog
+from lensflow.tasks.helpers.catalog import OPTIONAL, REQUIRED, SPLITS, CatalogError, hash_split, load_catalog
 
 N = int(os.environ.get("LENSFLOW_FUZZ_EXAMPLES", "200"))
 N_VALIDATE = max(10, N // 10)
@@ -432,7 +432,7 @@ def make_images(data: Path) -> None:
 
 
 def test_fuzz_validation_accounts_for_every_row(tmp_path, monkeypatch):
-    from tasks.validate import ValidationFailed, image_problem, validate_catalog
+    from lensflow.tasks.validate import ValidationFailed, image_problem, validate_catalog
 
     gx_tmp = tmp_path / "gx-tmp"  # Great Expectations' ephemeral docs dirs, kept out of the shared /tmp
     gx_tmp.mkdir()
@@ -521,6 +521,6 @@ def test_fuzz_findings_stay_fixed(tmp_path, raw, outcome, message):
 @pytest.mark.parametrize("image_path", ["images/a\x00b.png", "x" * 300])
 def test_fuzz_findings_in_image_paths_are_quarantine_reasons(tmp_path, image_path):
     """A NUL byte or an over-long name in image_path made validation raise (ValueError, OSError) before the fix."""
-    from tasks.validate import image_problem
+    from lensflow.tasks.validate import image_problem
 
     assert "is not a usable file name" in image_problem(tmp_path, image_path)

@@ -1,7 +1,7 @@
 import torch
 
-from models.augment import ShopperAugment
-from tasks.helpers import images
+from lensflow.models.augment import ShopperAugment
+from lensflow.tasks.helpers import images
 
 
 def test_auto_workers_start_a_loader_only_for_long_augmented_passes(monkeypatch):

@@ -4,7 +4,7 @@ import pytest
 
 from lensflow.core.dvc import dir_md5
 from lensflow.core.index import IndexConfig, table_metadata, vector_search
-from tasks.index import build_index
+from lensflow.tasks.index import build_index
 
 
 def config(min_rows):
@@ -115,7 +115,7 @@ def test_batches_of_the_wrong_width_name_the_row(tmp_path):
 
 def test_best_of_ranks_each_product_by_its_best_view(tmp_path):
     from lensflow.core.index import best_of
-    from tasks.robustness import best_ranking
+    from lensflow.tasks.robustness import best_ranking
 
     df, vecs = _catalog(300)
     build_index(str(tmp_path), "m-v1", df, vecs, {}, config(1000))

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tasks.helpers.catalog import CatalogError, load_catalog
-from tasks.ingest import import_catalog, read_categories
+from lensflow.tasks.helpers.catalog import CatalogError, load_catalog
+from lensflow.tasks.ingest import import_catalog, read_categories
 
 
 def _shop(root):
@@ -94,7 +94,7 @@ def test_import_refuses_to_replace_files_it_did_not_create_unless_forced(tmp_pat
 
 
 def test_import_replaces_lensflows_own_sample_without_asking(tmp_path):
-    from tasks.sample import SAMPLE_MARK
+    from lensflow.tasks.sample import SAMPLE_MARK
 
     shop, data = tmp_path / "shop", tmp_path / "data"
     _shop(shop)

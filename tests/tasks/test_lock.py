@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tasks.lock import RunInProgress, project_lock
+from lensflow.tasks.lock import RunInProgress, project_lock
 
 
 def test_second_writer_is_refused_naming_the_first(tmp_path):
@@ -55,7 +55,7 @@ def test_waiting_writer_gets_the_lock_when_the_holder_finishes(tmp_path):
 
 def test_a_sigkilled_holder_leaves_no_stale_lock(tmp_path):
     script = (
-        "import sys, time; from pathlib import Path; from tasks.lock import project_lock\n"
+        "import sys, time; from pathlib import Path; from lensflow.tasks.lock import project_lock\n"
         f"with project_lock(Path({str(tmp_path)!r}), 'retrain'):\n    print('held', flush=True); time.sleep(600)"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tasks.helpers.metrics import grouped_metrics, label_relevance, ranking_metrics, recall_curve, topk
+from lensflow.tasks.helpers.metrics import grouped_metrics, label_relevance, ranking_metrics, recall_curve, topk
 
 
 def test_ranking_metrics_by_hand():

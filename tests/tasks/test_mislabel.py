@@ -1,7 +1,7 @@
 import numpy as np
 
-from tasks.enrich import neighbours
-from tasks.mislabel import likely_mislabelled
+from lensflow.tasks.enrich import neighbours
+from lensflow.tasks.mislabel import likely_mislabelled
 
 
 def test_flipped_labels_are_found_and_nothing_else():

@@ -1,5 +1,5 @@
 from lensflow.core.registry import CHAMPION, client, get_alias, register_version, set_tags, start_run, version_tags
-from tasks.promote import GateConfig, champion_metrics, gate, promote
+from lensflow.tasks.promote import GateConfig, champion_metrics, gate, promote
 
 
 def test_gate_floors_and_regressions():
@@ -82,7 +82,7 @@ def test_champion_index_reads_the_record_and_older_per_field_tags():
 
 
 def test_a_refused_first_model_says_which_floor_what_the_catalog_allows_and_how_to_accept_it():
-    from tasks.promote import accept_hint
+    from lensflow.tasks.promote import accept_hint
 
     cfg = GateConfig()  # the default floors
     d = gate({"image_precision_at_10": 0.4167, "text_precision_at_10": 0.62, "image_ndcg_at_10": 0.5}, None, cfg)
@@ -107,7 +107,7 @@ def test_a_refused_first_model_says_which_floor_what_the_catalog_allows_and_how_
 
 
 def test_the_gate_refuses_a_challenger_whose_held_out_photos_got_worse():
-    from tasks.promote import GateConfig, gate
+    from lensflow.tasks.promote import GateConfig, gate
 
     base = {"image_precision_at_10": 0.9, "text_precision_at_10": 0.9, "image_ndcg_at_10": 0.9}
     champion = base | {"heldout_combined_recall_at_1": 0.60}

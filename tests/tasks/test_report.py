@@ -1,7 +1,7 @@
 from PIL import Image
 
-from tasks.evaluate import EvalResult
-from tasks.helpers.report import comparison_table, per_category_plot, recall_curves_plot, worst_queries_sheet
+from lensflow.tasks.evaluate import EvalResult
+from lensflow.tasks.helpers.report import comparison_table, per_category_plot, recall_curves_plot, worst_queries_sheet
 
 
 def result(shift=0.0):
@@ -36,7 +36,7 @@ def test_worst_queries_sheet_has_a_row_per_query(project, tiny_catalog, tmp_path
 
 def test_robustness_table_and_the_generalisation_gap_line():
     from lensflow.cli import heldout_lines
-    from tasks.helpers.report import robustness_table
+    from lensflow.tasks.helpers.report import robustness_table
 
     metrics = {"shopper_recall_at_1": 0.8}
     for cond, r1 in (("framing", 0.7), ("rotation", 0.5), ("combined", 0.4)):

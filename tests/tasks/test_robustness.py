@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from tasks.helpers.heldout_photos import COMBINED, CONDITIONS, cutout, other_product, shopper_photo, upright
+from lensflow.tasks.helpers.heldout_photos import COMBINED, CONDITIONS, cutout, other_product, shopper_photo, upright
 
 
 def _product(size=(40, 56)):
@@ -68,10 +68,10 @@ def test_unknown_condition_lists_the_known_ones():
 
 
 def test_robustness_reports_every_condition_and_caches_the_localized_pixels(project, tiny_catalog, monkeypatch):
-    import tasks.robustness as R
-    from models.encoder import build_encoder
-    from tasks.embed import embed_catalog
-    from tasks.evaluate import EvalResult, Gallery
+    import lensflow.tasks.robustness as R
+    from lensflow.models.encoder import build_encoder
+    from lensflow.tasks.embed import embed_catalog
+    from lensflow.tasks.evaluate import EvalResult, Gallery
 
     enc = build_encoder("tiny")
     vecs = np.asarray(embed_catalog(enc, tiny_catalog, project.data_path))
@@ -134,8 +134,8 @@ def test_robustness_reports_every_condition_and_caches_the_localized_pixels(proj
 
 
 def test_condition_metrics_count_the_photographed_product_and_its_category():
-    from tasks.evaluate import Gallery
-    from tasks.robustness import condition_metrics
+    from lensflow.tasks.evaluate import Gallery
+    from lensflow.tasks.robustness import condition_metrics
 
     ids = np.array(["a", "b", "c", "d"])
     vectors = np.eye(4, dtype=np.float32)

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from lensflow.core.dvc import dir_md5
-from tasks.sample import CATEGORIES, build_sample_catalog, split_counts
+from lensflow.tasks.sample import CATEGORIES, build_sample_catalog, split_counts
 from tests.conftest import needs_fashion_mnist
 
 

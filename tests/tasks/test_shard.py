@@ -2,10 +2,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from flows.shard import embed_sharded
-from models.encoder import build_encoder
-from tasks.embed import embed_catalog
-from tasks.shard import embed_shard, shard_bounds, shard_vectors
+from lensflow.flows.shard import embed_sharded
+from lensflow.models.encoder import build_encoder
+from lensflow.tasks.embed import embed_catalog
+from lensflow.tasks.shard import embed_shard, shard_bounds, shard_vectors
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,7 @@ def test_local_cluster_shards_give_the_single_process_vectors_and_index(
 ):
     import lancedb
 
-    from tasks.index import build_index
+    from lensflow.tasks.index import build_index
 
     enc, model_dir = model
     ref = _reference(enc, tiny_catalog, project.data_path)

@@ -6,7 +6,7 @@ import time
 def test_a_run_records_system_metrics(tmp_path):
     from mlflow import MlflowClient
 
-    from tasks.tracking import system_metrics
+    from lensflow.tasks.tracking import system_metrics
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     c = MlflowClient(uri)

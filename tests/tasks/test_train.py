@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-import tasks.helpers.features
-from models.encoder import load_encoder
-from models.train import load_strategy
-from tasks.embed import embed_catalog
-from tasks.train import train_encoder
+import lensflow.tasks.helpers.features as features_module
+from lensflow.models.encoder import load_encoder
+from lensflow.models.train import load_strategy
+from lensflow.tasks.embed import embed_catalog
+from lensflow.tasks.train import train_encoder
 
 
 @pytest.mark.parametrize("strategy", ["heads", "partial", "full"])
@@ -34,7 +34,7 @@ def test_heads_retrain_on_unchanged_data_never_runs_the_tower(project, tiny_cata
     def no_tower(*a, **k):
         raise AssertionError("the image tower ran although its features were cached")
 
-    monkeypatch.setattr(tasks.helpers.features, "iter_encoded", no_tower)
+    monkeypatch.setattr(features_module, "iter_encoded", no_tower)
     second = train_encoder("tiny", tiny_catalog, project.data_path, "md5-a", cache, tmp_path / "b", cfg, progress=False)
     assert second.feature_cache_hit
     assert torch.equal(

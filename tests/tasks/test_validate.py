@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.validate import ValidationFailed, validate_catalog
+from lensflow.tasks.validate import ValidationFailed, validate_catalog
 
 
 def _break(data_dir, df):

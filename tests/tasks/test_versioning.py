@@ -1,7 +1,7 @@
 import subprocess
 
 from lensflow.core.dvc import dir_md5, ensure_dvc, read_dvc_md5
-from tasks.versioning import version_data
+from lensflow.tasks.versioning import version_data
 
 
 def test_dir_md5_matches_dvc_and_push_fills_the_remote(project, tiny_catalog):
