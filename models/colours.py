@@ -87,10 +87,10 @@ def product_mask(thumbs: np.ndarray) -> np.ndarray:
     return np.where(thick[:, None], inner, mask)
 
 
-def colour_shares(thumbs: np.ndarray) -> np.ndarray:
-    """[B, len(NAMES)]: the share of each photo's product pixels that each colour name covers."""
+def colour_shares(thumbs: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """[B, len(NAMES)]: the share of each photo's product pixels (`product_mask`) that each colour name covers."""
     b, n = len(thumbs), len(NAMES)
-    mask = product_mask(thumbs)
+    mask = product_mask(thumbs) if mask is None else mask
     names = pixel_names(thumbs.reshape(-1, 3)).reshape(b, -1) + n * np.arange(b)[:, None]
     counts = np.bincount(names.ravel(), weights=mask.ravel(), minlength=b * n).reshape(b, n)
     return counts / counts.sum(1, keepdims=True)
@@ -104,8 +104,9 @@ def named(shares: np.ndarray) -> list[int]:
 def dominant_colours(image: Image.Image, side: int = 64) -> list[dict]:
     """The product's main colours, [{name, share, rgb}] by share; `rgb` is the mean of the pixels with that name."""
     thumbs = thumbnails([image], side)
-    shares = colour_shares(thumbs)[0]
-    pixels, mask = thumbs.reshape(-1, 3), product_mask(thumbs)[0]
+    mask = product_mask(thumbs)
+    shares = colour_shares(thumbs, mask)[0]
+    pixels, mask = thumbs.reshape(-1, 3), mask[0]
     names = pixel_names(pixels)
     return [
         {"name": NAMES[i], "share": round(float(shares[i]), 3), "rgb": mean_rgb(pixels[mask & (names == i)])}

@@ -16,7 +16,7 @@ from PIL import Image
 
 from lensflow.core.index import category_vote, connect
 from lensflow.models.colours import colour_tags
-from lensflow.models.preprocess import to_rgb
+from lensflow.models.preprocess import draft, to_rgb
 from lensflow.tasks import stage
 from lensflow.tasks.helpers.progress import progress_bar
 
@@ -73,8 +73,7 @@ def catalog_colours(data_dir: Path, image_paths: list[str], progress: bool = Tru
 
     def one(path: str) -> Image.Image:
         with Image.open(data_dir / path) as im:
-            im.draft("RGB", (64, 64))  # a large JPEG decodes at reduced scale: colours need no detail
-            return to_rgb(im)
+            return to_rgb(draft(im, 64))  # a large JPEG decodes at reduced scale: colours need no detail
 
     out: list[str] = []
     with (
