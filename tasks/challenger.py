@@ -93,8 +93,9 @@ def flagged_rows(table, gallery: Gallery) -> pd.DataFrame:
     """The likely mislabelled rows: from the table's enrichment columns, or voted now for a table without them."""
     if "predicted_category" not in table.schema.names:
         return likely_mislabelled(gallery.ids, gallery.categories, gallery.vectors)
-    t = table.to_arrow().select(["product_id", "category", "predicted_category", "category_confidence"]).to_pydict()
-    return mislabelled(t["product_id"], t["category"], t["predicted_category"], t["category_confidence"])
+    columns = ["product_id", "category", "predicted_category", "category_confidence"]  # not the vectors again
+    t = table.search().select(columns).limit(len(gallery.ids)).to_arrow().to_pydict()
+    return mislabelled(*(t[c] for c in columns))
 
 
 def _slug(text: str) -> str:

@@ -18,6 +18,7 @@ from lensflow.core.index import category_vote, connect
 from lensflow.models.colours import colour_tags
 from lensflow.models.preprocess import draft, to_rgb
 from lensflow.tasks import stage
+from lensflow.tasks.evaluate import Gallery
 from lensflow.tasks.helpers.progress import progress_bar
 
 ENRICH_COLUMNS = ("predicted_category", "category_confidence", "colours")
@@ -128,9 +129,8 @@ def enrich_changes(
         return None
     if not len(todo):
         return pd.DataFrame(columns=list(ENRICH_COLUMNS), index=pd.Index([], name="product_id"))
-    data = table.to_arrow().select(["product_id", "vector"])
-    base_ids = np.asarray(data["product_id"].to_pylist())
-    base_vectors = data["vector"].combine_chunks().flatten().to_numpy().reshape(len(base_ids), -1)
+    base = Gallery.from_table(table)
+    base_ids, base_vectors = base.ids, base.vectors
     category_of = catalog.set_index("product_id")["category"].astype(str)
     # the products the new catalog keeps, unchanged images: removed ones and re-embedded ones do not vote
     keep = np.isin(base_ids, category_of.index.to_numpy()) & ~np.isin(base_ids, todo["product_id"].to_numpy())
