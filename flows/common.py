@@ -10,12 +10,9 @@ from contextlib import contextmanager
 
 from prefect import get_run_logger
 
-from lensflow.core import registry
 from lensflow.core.redact import install_log_redaction
 from lensflow.core.settings import Settings, get_settings
-from lensflow.tasks.lock import project_lock
-from lensflow.tasks.recover import recover
-from lensflow.tasks.writer_slot import writer_slot
+from lensflow.tasks.exclusive import exclusive
 
 
 def begin(approval: str | None = None) -> Settings:
@@ -39,12 +36,6 @@ def begin(approval: str | None = None) -> Settings:
 
 @contextmanager
 def writing(s: Settings, what: str, wait_s: float = 0) -> Iterator[None]:
-    """Hold the global writer slot and the writer lock for `what`, and repair what a killed run left behind
-    (tasks/recover.py)."""
-    log = get_run_logger()
-    with (
-        writer_slot(what, s.writer_slot_timeout_s, log.info),
-        project_lock(s.lock_dir, what, wait_s=wait_s, log=log.info),
-    ):
-        recover(registry.client(s.tracking_uri), s.registered_model, s.mlflow_experiment, s.lancedb_path, log.warning)
+    """`tasks.exclusive.exclusive` for `what`, logging to the run."""
+    with exclusive(s, what, get_run_logger(), wait_s):
         yield

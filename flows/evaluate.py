@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from lensflow.core import registry
 from lensflow.core.champion import resolve_version
 from lensflow.flows.common import begin
-from lensflow.tasks.baseline import EvalPlan, record_evaluation_task, version_on_eval_set_task
+from lensflow.tasks.baseline import DEFAULT_SHOPPER_QUERIES, EvalPlan, record_evaluation_task, version_on_eval_set_task
 from lensflow.tasks.robustness import DEFAULT_COMBINED, DEFAULT_PER_CONDITION
 from lensflow.tasks.validate import report_dir, validate_catalog_task
 from lensflow.tasks.versioning import version_data_task
@@ -23,7 +23,7 @@ class EvaluateParams(BaseModel):
 
     version: int | None = Field(None, ge=1, description="model version to evaluate; empty: the champion")
     shopper_queries: int | None = Field(
-        2000, ge=1, description="training-recipe shopper-photo queries (test products); empty: all"
+        DEFAULT_SHOPPER_QUERIES, ge=1, description="training-recipe shopper-photo queries (test products); empty: all"
     )
     heldout_photos: int = Field(DEFAULT_PER_CONDITION, ge=0, description="held-out shopper photos per single condition")
     heldout_combined: int = Field(

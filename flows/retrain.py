@@ -17,7 +17,7 @@ from lensflow.flows.shard import embed_catalog
 from lensflow.models.device import resolve_device
 from lensflow.models.train import load_strategy
 from lensflow.tasks import stage_seconds
-from lensflow.tasks.baseline import EvalPlan
+from lensflow.tasks.baseline import DEFAULT_SHOPPER_QUERIES, EvalPlan
 from lensflow.tasks.challenger import evaluate_challenger_task
 from lensflow.tasks.enrich import enrich_catalog_task
 from lensflow.tasks.index import build_index_task
@@ -51,7 +51,7 @@ class RetrainParams(ReviewPolicy):
     )
     seed: int = Field(0, description="random seed (heads init, batch order, augmentation draws)")
     shopper_queries: int | None = Field(
-        2000, ge=1, description="training-recipe shopper-photo queries (test products); empty: all"
+        DEFAULT_SHOPPER_QUERIES, ge=1, description="training-recipe shopper-photo queries (test products); empty: all"
     )
     heldout_photos: int = Field(
         DEFAULT_PER_CONDITION,

@@ -19,6 +19,7 @@ from lensflow.core.settings import Settings
 from lensflow.models.device import resolve_device
 from lensflow.models.encoder import DualEncoder, load_encoder
 from lensflow.tasks.embed import embed_catalog_task
+from lensflow.tasks.helpers.images import BATCH
 from lensflow.tasks.shard import ShardResult, embed_shard_task, shard_bounds, shard_vectors
 
 
@@ -71,7 +72,7 @@ def embed_shards_flow(
     out_dir: str,
     shards: int,
     device: str = "auto",
-    batch_size: int = 128,
+    batch_size: int = BATCH,
     threads: int | None = None,
     resources: dict | None = None,
     progress: bool = True,
@@ -130,7 +131,7 @@ def embed_sharded(
     shards: int,
     address: str | None = None,
     device: str = "auto",
-    batch_size: int = 128,
+    batch_size: int = BATCH,
     progress: bool = True,
     workers: int | None = None,
     threads: int | None = None,

@@ -1,5 +1,6 @@
 """The `lensflow` command, the top layer: catalog data (sample, import), the flows (retrain, reindex, promote),
-reviews, status, one-off search, the search service (serve) and the local platform (up, down)."""
+reviewers and reviews, status, one-off search and describe, the search service (serve) and the local platform
+(up, down)."""
 
 from __future__ import annotations
 
@@ -245,10 +246,12 @@ FLOOR_HELP = (
 TOLERANCE_HELP = "how far a gated metric may fall below the champion's (absolute) [default: GateConfig.tolerance]"
 
 
-def _approval(approval: str | None, auto_approve: bool, default: str = "reviewer") -> str:
+def _approval(approval: str | None, auto_approve: bool) -> str:
+    from lensflow.tasks.promote import ReviewPolicy
+
     if auto_approve and approval not in (None, "auto-approve"):
         _fail(f"--auto-approve contradicts --approval {approval}", EXIT_CODES["usage"])
-    approval = "auto-approve" if auto_approve else approval or default
+    approval = "auto-approve" if auto_approve else approval or ReviewPolicy.model_fields["approval"].default
     if approval not in ("reviewer", "auto-approve", "later"):
         _fail(f"--approval must be reviewer, auto-approve or later, not {approval!r}", EXIT_CODES["usage"])
     if approval == "reviewer" and not _prefect_api_url():
@@ -529,8 +532,8 @@ def search(
     """Search the champion's index by text or by photo, once. A photo's product is located and cropped first,
     as the service does.
 
-    Each call loads the champion's encoder and verifies its index first (~5-10 s on a 2-core CPU) for one
-    query of a few ms: for more than a handful of searches run `lensflow serve` and use its API or page."""
+    Each call imports the model stack, loads the champion's encoder and verifies its index (~10-15 s on 2
+    cores) for one query of a few ms: for more than a handful of searches run `lensflow serve` and use its API."""
     from lensflow.serving.search import search as do_search
     from lensflow.serving.served import load_champion
 

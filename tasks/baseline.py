@@ -21,12 +21,14 @@ from lensflow.tasks.helpers.report import HEADLINE, comparison_table
 from lensflow.tasks.robustness import DEFAULT_COMBINED, DEFAULT_PER_CONDITION, add_robustness
 from lensflow.tasks.shopper import shopper_queries
 
+DEFAULT_SHOPPER_QUERIES = 2000  # training-recipe shopper-photo queries (test products) per evaluation
+
 
 @dataclass
 class EvalPlan:
     """How many queries of each kind an evaluation runs (the retrain and evaluate flows' parameters)."""
 
-    shopper_queries: int | None
+    shopper_queries: int | None = DEFAULT_SHOPPER_QUERIES
     heldout_photos: int = DEFAULT_PER_CONDITION
     heldout_combined: int = DEFAULT_COMBINED
     progress: bool = True

@@ -11,7 +11,7 @@ import torch
 
 from lensflow.models.encoder import DualEncoder
 from lensflow.tasks import stage
-from lensflow.tasks.helpers.images import iter_encoded
+from lensflow.tasks.helpers.images import BATCH, iter_encoded
 from lensflow.tasks.helpers.progress import progress_bar
 
 
@@ -20,7 +20,7 @@ def embedding_batches(
     catalog: pd.DataFrame,
     data_dir: Path,
     tower_features: np.ndarray | None = None,
-    batch_size: int = 128,
+    batch_size: int = BATCH,
     loader_workers: int | None = None,
     progress: bool = True,
 ) -> Iterator[np.ndarray]:
@@ -59,7 +59,7 @@ def embed_catalog(
     catalog: pd.DataFrame,
     data_dir: Path,
     tower_features: np.ndarray | None = None,
-    batch_size: int = 128,
+    batch_size: int = BATCH,
     loader_workers: int | None = None,
     progress: bool = True,
 ) -> np.ndarray:

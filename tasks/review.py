@@ -8,12 +8,10 @@ from prefect.artifacts import create_markdown_artifact
 
 from lensflow.core import registry
 from lensflow.core.settings import Settings
+from lensflow.tasks.exclusive import exclusive
 from lensflow.tasks.helpers.approval import Sought, await_review
 from lensflow.tasks.helpers.report import comparison_table, robustness_table
-from lensflow.tasks.lock import project_lock
 from lensflow.tasks.promote import ReviewPolicy, accept_hint, gate, promote_task
-from lensflow.tasks.recover import recover
-from lensflow.tasks.writer_slot import writer_slot
 
 REVIEW_ARTIFACT = "promotion-review"
 
@@ -107,11 +105,7 @@ def review_and_promote(
         )
     # a reviewer's decision waits for a running retrain or reindex rather than being lost; the global writer slot
     # too, so that a reindex from another worker waits for the promotion instead of finding the lock taken
-    with (
-        writer_slot("promotion", s.writer_slot_timeout_s, log.info),
-        project_lock(s.lock_dir, "promotion", wait_s=params.approval_timeout_s, log=log.info),
-    ):
-        recover(c, s.registered_model, s.mlflow_experiment, s.lancedb_path, log.warning)
+    with exclusive(s, "promotion", log, wait_s=params.approval_timeout_s):
         outcome = promote_task(c, s.registered_model, version, decision, params.approval, review, hint)
     record = {
         "passed": decision.passed,

@@ -33,6 +33,7 @@ from lensflow.models.device import resolve_device
 from lensflow.models.encoder import DualEncoder, load_encoder
 from lensflow.tasks import stage
 from lensflow.tasks.embed import embedding_batches
+from lensflow.tasks.helpers.images import BATCH
 
 _cache: dict[tuple, DualEncoder] = {}
 _cache_lock = Lock()
@@ -97,7 +98,7 @@ def embed_shard(
     data_dir: str,
     out_path: str,
     device: str = "auto",
-    batch_size: int = 128,
+    batch_size: int = BATCH,
     threads: int | None = None,
     progress: bool = False,
 ) -> ShardResult:

@@ -18,6 +18,7 @@ from lensflow.models.preprocess import to_rgb
 from lensflow.models.train import embed_inputs
 from lensflow.tasks.evaluate import ShopperQueries
 from lensflow.tasks.helpers.features import suffix_inputs
+from lensflow.tasks.helpers.images import BATCH
 
 SHOPPER_SEED = 1_000_003  # training views use seeds 1..V: never the evaluation draws
 
@@ -41,7 +42,7 @@ def shopper_queries(
     data_md5: str,
     augment: ShopperAugment | None = None,
     limit: int | None = None,
-    batch_size: int = 128,
+    batch_size: int = BATCH,
     workers: int | None = None,
     progress: bool = True,
 ) -> ShopperQueries:

@@ -24,6 +24,7 @@ from lensflow.models.train import TrainConfig, TrainData, Trainer, tower_outputs
 from lensflow.tasks import stage
 from lensflow.tasks.helpers.catalog import category_text
 from lensflow.tasks.helpers.features import suffix_inputs
+from lensflow.tasks.helpers.images import BATCH
 from lensflow.tasks.helpers.progress import StageProgress
 
 
@@ -50,7 +51,7 @@ def train_encoder(
     out_dir: Path,
     cfg: TrainConfig,
     device: str = "cpu",
-    batch_size: int = 128,
+    batch_size: int = BATCH,
     loader_workers: int | None = None,
     augment: ShopperAugment | None = None,
     progress: bool = True,

@@ -64,6 +64,26 @@ def test_imports_point_down(layer):
     assert not wrong, "upward or forbidden imports:\n" + "\n".join(wrong)
 
 
+def test_tasks_define_no_flow_and_start_no_server():
+    """Flows live in flows/ and only wire; tasks/ holds plain functions and @task wrappers, so it neither defines
+    a @flow nor starts a Prefect API server (a `tasks/shard.py` once did both)."""
+    wrong = []
+    for path in sorted((ROOT / "tasks").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for d in node.decorator_list:
+                    f = d.func if isinstance(d, ast.Call) else d
+                    if (isinstance(f, ast.Name) and f.id == "flow") or (
+                        isinstance(f, ast.Attribute) and f.attr == "flow"
+                    ):
+                        wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} defines the flow {node.name}")
+        for line, module in imports(path):
+            if module.startswith("prefect.server") or module == "prefect.testing.utilities":
+                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {module} (a server belongs in flows/)")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_the_search_service_imports_without_orchestration():
     """`import lensflow.serving.app` (what `lensflow serve` and a container run) loads no Prefect, Dask, Great
     Expectations, DVC, nor the tasks/flows layers."""

@@ -23,7 +23,7 @@ from lensflow.models.encoder import DualEncoder
 from lensflow.models.preprocess import ImagePreprocess
 from lensflow.models.towers import TowerSplit
 from lensflow.models.train import TrainConfig
-from lensflow.tasks.helpers.images import iter_encoded
+from lensflow.tasks.helpers.images import BATCH, iter_encoded
 
 PART_ROWS = 4096  # rows per saved part: ~5 s of encoding on 2 CPU cores, the most a killed run loses
 
@@ -44,7 +44,7 @@ def cached_image_features(
     augment: ShopperAugment | None = None,
     seed: int = 0,
     device: str = "cpu",
-    batch_size: int = 128,
+    batch_size: int = BATCH,
     workers: int | None = None,
     dtype=np.float32,
     desc: str = "image features",
@@ -185,7 +185,7 @@ def suffix_inputs(
     data_md5: str,
     augment: ShopperAugment | None = None,
     seed: int = 0,
-    batch_size: int = 128,
+    batch_size: int = BATCH,
     workers: int | None = None,
     progress: bool = True,
 ) -> tuple[TowerSplit, np.ndarray, bool]:

@@ -17,6 +17,8 @@ from lensflow.models.augment import ShopperAugment
 from lensflow.models.preprocess import ImagePreprocess
 from lensflow.tasks.helpers.progress import progress_bar
 
+BATCH = 128  # images per encoder forward when embedding a catalog or views (a CPU sweet spot; GPUs take more)
+
 
 class CatalogImages(Dataset):
     """Catalog images as uint8 arrays; with `augment`, each re-photographed with its own fixed draw
@@ -68,7 +70,7 @@ def image_batches(
     data_dir: Path,
     image_paths: list[str],
     preprocess: ImagePreprocess,
-    batch_size: int = 128,
+    batch_size: int = BATCH,
     workers: int | None = None,
     augment: ShopperAugment | None = None,
     seed: int = 0,
@@ -96,7 +98,7 @@ def iter_encoded(
     image_paths: list[str],
     preprocess: ImagePreprocess,
     device: str = "cpu",
-    batch_size: int = 128,
+    batch_size: int = BATCH,
     workers: int | None = None,
     desc: str = "encode images",
     progress: bool = True,
