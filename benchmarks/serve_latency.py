@@ -1,14 +1,18 @@
 """Search latency of `lensflow serve` on the champion of the project in LENSFLOW_ROOT (one client, sequential).
 
-Starts the real service (`lensflow serve`, a subprocess on 127.0.0.1), then times text, hybrid-text and
-photo searches over HTTP, and the same searches in-process (encoder + LanceDB, no HTTP) as the baseline
-in the same run. Prints a table; writes benchmarks/results/serve-latency-<time>.json.
+Starts the real service (`lensflow serve`, a subprocess on 127.0.0.1) twice, searching through LanceDB's
+index (LENSFLOW_EXACT_SEARCH_MAX_ROWS=0, the service before serving/exact.py) and with the vectors in memory (the
+default), and times text, hybrid-text and photo searches and /health over HTTP. In the same run, the parts of
+one request in-process: text encode, the in-memory exact search, the LanceDB search, photo decode + locate +
+encode, localization alone. The text limit is encode + exact search + the /health round trip. Prints a table;
+writes benchmarks/results/serve-latency-<time>.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import subprocess
 import sys
 import time
@@ -74,8 +78,9 @@ def champion_and_photos(n: int = 50):
 
 
 @contextmanager
-def running_service(port: int):
-    """`lensflow serve` as a subprocess on 127.0.0.1:port; yields (url, seconds until healthy)."""
+def running_service(port: int, env: dict | None = None):
+    """`lensflow serve` as a subprocess on 127.0.0.1:port (with `env` added to this environment); yields (url,
+    seconds until healthy)."""
     import httpx
 
     url = f"http://127.0.0.1:{port}"
@@ -83,6 +88,7 @@ def running_service(port: int):
         [str(Path(sys.executable).parent / "lensflow"), "serve", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
     try:
         t0 = time.perf_counter()
@@ -104,12 +110,14 @@ def running_service(port: int):
 def time_http(url: str, n: int, pics: list[bytes]) -> dict:
     import httpx
 
-    rows: dict[str, list[float]] = {"text": [], "hybrid text": [], "photo": []}
+    rows: dict[str, list[float]] = {"text": [], "hybrid text": [], "photo": [], "/health": []}
     with httpx.Client(base_url=url, timeout=60) as c:
         for i in range(n + 5):
             for kind in rows:
                 t0 = time.perf_counter()
-                if kind == "photo":
+                if kind == "/health":
+                    r = c.get("/health")
+                elif kind == "photo":
                     r = c.post("/search/image", content=pics[i % len(pics)], headers={"Content-Type": "image/jpeg"})
                 else:
                     r = c.get(
@@ -124,32 +132,43 @@ def time_http(url: str, n: int, pics: list[bytes]) -> dict:
 
 
 def time_in_process(s, n: int, pics: list[bytes]) -> dict:
-    from PIL import Image
-
+    """The parts of one request, in this process: encoders, both searches (FACET_POOL candidates, as a request
+    reads for its facets), photo decode + locate + encode, and localization alone."""
+    from lensflow.core.index import best_of
     from lensflow.serving import search as S
     from lensflow.serving.served import load_champion
 
     served = load_champion(s)
-    catalog = S.Catalog.of(served.table)
-    rows: dict[str, list[float]] = {"text": [], "photo": []}
+    catalog = S.Catalog.of(served.table, s.exact_search_max_rows)
+    if catalog.exact is None:
+        raise SystemExit(f"the index has more than LENSFLOW_EXACT_SEARCH_MAX_ROWS={s.exact_search_max_rows} rows")
+    cols = catalog.ranked_columns
+    rows: dict[str, list[float]] = {
+        "text encode": [],
+        "exact search, in memory": [],
+        "LanceDB search (IVF_PQ)": [],
+        "photo decode + locate + encode": [],
+    }
     localizer = served.encoder.localizer
     if localizer is not None:
-        rows["photo: localize only"] = []
+        rows["localization alone"] = []
     for i in range(n + 5):
-        t0 = time.perf_counter()
-        S.by_vector(served, catalog, S.text_vector(served, QUERIES[i % len(QUERIES)]), 10, 0, S.Filters())
-        t1 = time.perf_counter()
-        img = Image.open(io.BytesIO(pics[i % len(pics)])).convert("RGB")
-        S.by_vector(served, catalog, S.image_vector(served, img), 10, 0, S.Filters())
-        t2 = time.perf_counter()
+        t = [time.perf_counter()]
+        vec = S.text_vector(served, QUERIES[i % len(QUERIES)])
+        t.append(time.perf_counter())
+        catalog.exact.top(vec, S.FACET_POOL)
+        t.append(time.perf_counter())
+        best_of(served.table, vec, S.FACET_POOL, None, columns=cols, meta=catalog.meta)
+        t.append(time.perf_counter())
+        img = S.decode_image(pics[i % len(pics)], s.max_image_pixels, s.max_image_side, S.photo_side(served.encoder))
+        S.image_vector(served, img)
+        t.append(time.perf_counter())
         if localizer is not None:
             localizer.crop(img)
-        t3 = time.perf_counter()
+            t.append(time.perf_counter())
         if i >= 5:
-            rows["text"].append((t1 - t0) * 1000)
-            rows["photo"].append((t2 - t1) * 1000)
-            if localizer is not None:
-                rows["photo: localize only"].append((t3 - t2) * 1000)
+            for k, a, b in zip(rows, t, t[1:]):
+                rows[k].append((b - a) * 1000)
     return {k: pct(v) for k, v in rows.items()}
 
 
@@ -159,26 +178,47 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8765)
     args = ap.parse_args()
     s, champ, pics = champion_and_photos()
-    with running_service(args.port) as (url, startup):
-        http = time_http(url, args.requests, pics)
+    http, startup = {}, {}
+    for label, env in (("LanceDB index", {"LENSFLOW_EXACT_SEARCH_MAX_ROWS": "0"}), ("in memory", {})):
+        with running_service(args.port, env) as (url, startup[label]):
+            http[label] = time_http(url, args.requests, pics)
     local = time_in_process(s, args.requests, pics)
-    rows = [{"path": f"HTTP {k}", **v} for k, v in http.items()] + [
-        {"path": f"in-process {k} (baseline)", **v} for k, v in local.items()
+    rows = [{"path": f"HTTP {k}, {label}", **v} for label, kinds in http.items() for k, v in kinds.items()] + [
+        {"path": f"in-process {k}", **v} for k, v in local.items()
     ]
+    limit = local["text encode"]["p50_ms"] + local["exact search, in memory"]["p50_ms"]
+    limit += http["in memory"]["/health"]["p50_ms"]
+    photo_limit = local["photo decode + locate + encode"]["p50_ms"] + local["exact search, in memory"]["p50_ms"]
+    photo_limit += http["in memory"]["/health"]["p50_ms"]
+    ratios = {
+        "text_limit_ms": round(limit, 2),
+        "text_p50_over_limit": {k: round(v["text"]["p50_ms"] / limit, 2) for k, v in http.items()},
+        "photo_limit_ms": round(photo_limit, 2),
+        "photo_p50_over_limit": {k: round(v["photo"]["p50_ms"] / photo_limit, 2) for k, v in http.items()},
+    }
     print(
         f"\n{champ.name} v{champ.version}, {champ.index['rows']} products, index {champ.index['table']}; "
-        f"service ready in {startup:.1f} s; {describe()['summary']}"
+        f"service ready in {startup['in memory']:.1f} s; {describe()['summary']}"
     )
     print("| path | n | p50 ms | p95 ms | p99 ms | mean ms |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['path']} | {r['n']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['mean_ms']} |")
+    print(
+        f"text limit (encode + exact search + /health) {limit:.2f} ms; HTTP text p50 / limit: "
+        + ", ".join(f"{k} {v}" for k, v in ratios["text_p50_over_limit"].items())
+    )
+    print(
+        f"photo limit (decode + locate + encode + exact search + /health) {photo_limit:.2f} ms; HTTP photo p50 / "
+        "limit: " + ", ".join(f"{k} {v}" for k, v in ratios["photo_p50_over_limit"].items())
+    )
     save_results(
         "serve-latency",
         {
             "model_version": champ.version,
             "rows_in_index": champ.index["rows"],
-            "startup_seconds": round(startup, 1),
+            "startup_seconds": {k: round(v, 1) for k, v in startup.items()},
             "rows": rows,
+            **ratios,
         },
     )
 

@@ -545,7 +545,16 @@ def search(
     with _champion_errors(image):
         served = load_champion(s)
         limits = (s.max_image_pixels, s.max_image_side)
-        results = do_search(served, text=text, image=image, k=k, category=category, box=box, limits=limits)
+        results = do_search(
+            served,
+            text=text,
+            image=image,
+            k=k,
+            category=category,
+            box=box,
+            limits=limits,
+            exact_max_rows=s.exact_search_max_rows,
+        )
     if json_out:
         typer.echo(json.dumps(results, indent=2))
         return

@@ -16,11 +16,13 @@ from lensflow.core.settings import Settings
 from lensflow.core.storage import sql_quote
 from lensflow.models.colours import NAMES
 from lensflow.models.preprocess import draft, to_rgb
+from lensflow.serving.exact import ExactIndex
 from lensflow.serving.served import Served
 
 RESULT_COLUMNS = ("product_id", "title", "category", "price")
 ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
 DEFAULT_LIMITS = {k: Settings.model_fields[k].default for k in ("max_image_pixels", "max_image_side")}
+DEFAULT_EXACT_MAX_ROWS = Settings.model_fields["exact_search_max_rows"].default
 # optional columns (the catalog's own and the enrichment's: tasks/enrich.py) counted for facets
 FACET_COLUMNS = ("category", "color", "brand", "colours")
 FILTER_COLUMNS = ("color", "brand", "predicted_category", "colours")  # what `filter=COLUMN:VALUE` may name
@@ -66,6 +68,7 @@ class Catalog:
     columns: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)  # the table's lensflow metadata (ANN and query settings), read once
     category_of: dict[str, str] = field(default_factory=dict)
+    exact: ExactIndex | None = None  # the vectors in memory for unfiltered queries (serving/exact.py)
 
     @property
     def facet_columns(self) -> tuple[str, ...]:
@@ -81,7 +84,7 @@ class Catalog:
         return tuple(dict.fromkeys((*self.result_columns, *self.facet_columns)))
 
     @classmethod
-    def of(cls, table) -> Catalog:
+    def of(cls, table, exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS) -> Catalog:
         cols = table.schema.names
         t = (
             table.search()
@@ -97,7 +100,18 @@ class Catalog:
             cols,
             table_metadata(table),
             dict(zip(t["product_id"], t["category"])),
-        )
+        ).with_exact(table, exact_max_rows)
+
+    def with_exact(self, table, max_rows: int) -> Catalog:
+        self.exact = ExactIndex.of(table, self.ranked_columns, max_rows)
+        return self
+
+    def nearest(self, table, vec: np.ndarray, n: int, where: str | None, columns: tuple[str, ...]) -> list[dict]:
+        """The n products nearest to `vec` (or to the best of its views): exactly in memory when there is no
+        filter and the table fits, else through LanceDB (prefiltered, the table's own ANN settings)."""
+        if where is None and self.exact is not None:
+            return self.exact.top(vec, n)
+        return best_of(table, vec, n, where, columns=columns, meta=self.meta)
 
 
 def where_clause(filters: Filters, catalog: Catalog, exclude_id: str | None = None) -> str | None:
@@ -301,7 +315,7 @@ def by_vector(
     top FACET_POOL matching candidates (or the page, when deeper)."""
     where = where_clause(filters, catalog, exclude_id)
     n = max(offset + limit, FACET_POOL)
-    rows = best_of(served.table, vec, n, where, columns=catalog.ranked_columns, meta=catalog.meta)
+    rows = catalog.nearest(served.table, vec, n, where, catalog.ranked_columns)
     return [result_row(r) for r in rows[offset : offset + limit]], facet_counts(rows, catalog.facet_columns)
 
 
@@ -313,7 +327,7 @@ def hybrid(
     n = max(50, 2 * (offset + limit))
     where = where_clause(filters, catalog)
     cols = list(catalog.ranked_columns)
-    vec_rows = best_of(served.table, vec, n, where, columns=tuple(cols), meta=catalog.meta)
+    vec_rows = catalog.nearest(served.table, vec, n, where, tuple(cols))
     q = served.table.search(text, query_type="fts")
     if where:
         q = q.where(where, prefilter=True)
@@ -343,15 +357,17 @@ def search(
     category: str | None = None,
     box: str | None = None,
     limits: tuple[int, int] | None = None,
+    exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS,
 ) -> list[dict]:
     """One search by text or by a photo file, ranked exactly as the API ranks it (`lensflow search` uses this).
     The photo is decoded as an upload is (`decode_image`, within `limits` = (max pixels, max side); default:
-    the service's), then located and cropped, inside `box` (as the API's `box=`) when given."""
+    the service's), then located and cropped, inside `box` (as the API's `box=`) when given. Tables up to
+    `exact_max_rows` are searched exactly in memory, as the service does."""
     if (text is None) == (image is None):
         raise BadQuery("give exactly one of text or image")
     if box is not None and image is None:
         raise BadQuery("a box needs a photo")
-    catalog = Catalog.of(served.table)
+    catalog = Catalog.of(served.table, exact_max_rows)
     if text is not None:
         vec = text_vector(served, text_query(text))
     else:

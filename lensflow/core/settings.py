@@ -97,6 +97,13 @@ class Settings(BaseSettings):
         40_000_000, ge=1, description="largest accepted photo, width x height (read before decoding)"
     )
     max_image_side: int = Field(12_000, ge=1, description="largest accepted photo side, pixels")
+    exact_search_max_rows: int = Field(
+        250_000,
+        ge=0,
+        description="the search service holds the served table's vectors in memory and searches them exactly "
+        "(faster than the ANN index, recall 1) up to this many products; filtered queries and bigger tables use "
+        "LanceDB's index (serving/exact.py); 0: always LanceDB",
+    )
     api_key: SecretStr | None = Field(
         None,
         description="when set, the search API answers only requests with X-API-Key: KEY or Authorization: Bearer KEY "

@@ -1,0 +1,53 @@
+"""Exact search over the served table's vectors, held in memory.
+
+Up to `max_rows` products (LENSFLOW_EXACT_SEARCH_MAX_ROWS; 0.5 GB of 512-d vectors at the default 250k), one
+matrix product answers an unfiltered query faster than a LanceDB IVF_PQ probe, and with recall 1 instead of
+~0.98 (BENCHMARKS.md, "Vector index"). The vectors and columns are read once from the same pinned table
+version the service serves, so what is served does not change, only how it is scanned. Filtered queries keep
+LanceDB's prefiltered search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+
+@dataclass
+class ExactIndex:
+    vectors: np.ndarray  # [N, D] float32, unit rows, in table order
+    rows: pa.Table  # the columns a ranking returns, same order
+    order: np.ndarray  # [N] rank of each row's product_id in sorted order (ties break by product id)
+
+    @classmethod
+    def of(cls, table, columns: tuple[str, ...], max_rows: int) -> ExactIndex | None:
+        """The table's vectors and `columns` in memory, or None when it holds more than `max_rows` rows (or none)."""
+        n = table.count_rows()
+        if not n or n > max_rows:
+            return None
+        t = table.search().select(["vector", *columns]).limit(n).to_arrow()
+        col = t.column("vector").combine_chunks()
+        vectors = col.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(t), -1)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        ids = np.asarray(t.column("product_id").to_pylist(), dtype=object)
+        order = np.empty(len(ids), np.int64)
+        order[np.argsort(ids, kind="stable")] = np.arange(len(ids))
+        return cls(np.ascontiguousarray(vectors), t.drop_columns(["vector"]), order)
+
+    def top(self, vectors: np.ndarray, k: int) -> list[dict]:
+        """The k products nearest to one vector [D], or to the best of a photo's views [R, D], as
+        `lensflow.core.index.best_of` ranks them: score = cosine similarity, ties by product id."""
+        q = np.asarray(vectors, dtype=np.float32).reshape(-1, self.vectors.shape[1])
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        scores = q @ self.vectors.T
+        best = scores.max(axis=0) if len(q) > 1 else scores[0]
+        k = min(k, len(best))
+        if k <= 0:
+            return []
+        top = np.argpartition(-best, k - 1)[:k] if k < len(best) else np.arange(len(best))
+        top = top[np.lexsort((self.order[top], -best[top]))]
+        rows = self.rows.take(pa.array(top)).to_pylist()
+        for r, s in zip(rows, best[top]):
+            r["score"] = float(s)
+        return rows

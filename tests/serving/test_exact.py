@@ -1,0 +1,81 @@
+"""The in-memory exact search ranks as LanceDB's exact scan does, and steps aside for filters and big tables."""
+
+from types import SimpleNamespace
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from lensflow.core.index import best_of
+from lensflow.serving.exact import ExactIndex
+from lensflow.serving.search import Catalog, Filters, by_vector
+
+N, D = 400, 32
+
+
+@pytest.fixture
+def table(tmp_path):
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((N, D)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    vecs[7] = vecs[3]  # an exact tie: broken by product id, as best_of does
+    ids = [f"p{(i * 7919) % 1000:04d}" for i in range(N)]  # table order is not id order
+    data = pa.table(
+        {
+            "product_id": ids,
+            "title": [f"product {i}" for i in range(N)],
+            "category": [["Bag", "Shoe", "Coat"][i % 3] for i in range(N)],
+            "image_path": [f"images/{i}.png" for i in range(N)],
+            "price": [float(i) for i in range(N)],
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), D),
+        }
+    )
+    return lancedb.connect(str(tmp_path)).create_table("t", data=data), vecs
+
+
+def ids(rows):
+    """Product ids best first, near ties (1e-4) by product id: LanceDB leaves exact ties in scan order and ranks
+    scores 1e-5 apart by its own float arithmetic, so the comparison allows for that."""
+    return [r["product_id"] for r in sorted(rows, key=lambda r: (-round(r["score"], 4), r["product_id"]))]
+
+
+def lance_exact(tbl, q, k, where=None):
+    return best_of(tbl, q, k, where, exact=True, columns=("product_id", "title", "category", "price"))
+
+
+def test_exact_matches_lancedb_exact_scan(table):
+    tbl, vecs = table
+    exact = ExactIndex.of(tbl, ("product_id", "title", "category", "price"), max_rows=N)
+    rng = np.random.default_rng(1)
+    for q in rng.standard_normal((20, D)).astype(np.float32):
+        mine, theirs = exact.top(q, 25), lance_exact(tbl, q, 25)
+        assert ids(mine) == ids(theirs)
+        assert np.allclose(sorted(r["score"] for r in mine), sorted(r["score"] for r in theirs), atol=1e-5)
+        assert [r["score"] for r in mine] == sorted((r["score"] for r in mine), reverse=True)
+        assert set(mine[0]) == {"product_id", "title", "category", "price", "score"}
+    tied = exact.top(vecs[3], 2)  # two identical vectors: ties go by product id
+    assert [r["product_id"] for r in tied] == ["p0433", "p0757"]
+
+
+def test_views_rank_by_their_best_score(table):
+    tbl, vecs = table
+    exact = ExactIndex.of(tbl, ("product_id",), max_rows=N)
+    views = np.stack([vecs[10], vecs[20] * 0.5 + vecs[30] * 0.5])
+    assert ids(exact.top(views, 30)) == ids(best_of(tbl, views, 30, exact=True, columns=("product_id",)))
+    assert exact.top(views, 0) == [] and len(exact.top(views, N + 5)) == N
+
+
+def test_filters_and_big_tables_go_to_lancedb(table):
+    tbl, vecs = table
+    catalog = Catalog.of(tbl, exact_max_rows=N)
+    assert catalog.exact is not None
+    q = vecs[5]
+    served = SimpleNamespace(table=tbl)
+    rows, _ = by_vector(served, catalog, q, 10, 0, Filters(category="Bag"))
+    assert rows and all(r["category"] == "Bag" for r in rows)
+    unfiltered, facets = by_vector(served, catalog, q, 10, 0, Filters())
+    assert unfiltered[0]["product_id"] == lance_exact(tbl, q, 1)[0]["product_id"]
+    assert sum(facets["category"].values()) == 100  # counted over FACET_POOL candidates, in memory too
+    assert Catalog.of(tbl, exact_max_rows=N - 1).exact is None
+    assert Catalog.of(tbl, exact_max_rows=0).exact is None
