@@ -4,14 +4,17 @@ Up to `max_rows` products (LENSFLOW_EXACT_SEARCH_MAX_ROWS; 0.5 GB of 512-d vecto
 matrix product answers an unfiltered query faster than a LanceDB IVF_PQ probe, and with recall 1 instead of
 ~0.98 (BENCHMARKS.md, "Vector index"). The vectors and columns are read once from the same pinned table
 version the service serves, so what is served does not change, only how it is scanned. Filtered queries keep
-LanceDB's prefiltered search."""
+LanceDB's prefiltered search. Concurrent queries are scored by one matrix product (serving/batching.py), which
+reads the vectors once for all of them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+
+from lensflow.serving.batching import Batcher
 
 
 @dataclass
@@ -19,6 +22,10 @@ class ExactIndex:
     vectors: np.ndarray  # [N, D] float32, unit rows, in table order
     rows: pa.Table  # the columns a ranking returns, same order
     order: np.ndarray  # [N] rank of each row's product_id in sorted order (ties break by product id)
+    batcher: Batcher = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.batcher = Batcher(self.top_many)
 
     @classmethod
     def of(cls, table, columns: tuple[str, ...], max_rows: int) -> ExactIndex | None:
@@ -37,11 +44,25 @@ class ExactIndex:
 
     def top(self, vectors: np.ndarray, k: int) -> list[dict]:
         """The k products nearest to one vector [D], or to the best of a photo's views [R, D], as
-        `lensflow.core.index.best_of` ranks them: score = cosine similarity, ties by product id."""
-        q = np.asarray(vectors, dtype=np.float32).reshape(-1, self.vectors.shape[1])
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        `lensflow.core.index.best_of` ranks them: score = cosine similarity, ties by product id. Scored in one
+        matrix product with the queries of other request threads arriving meanwhile."""
+        return self.batcher((vectors, k))
+
+    def top_many(self, queries: list[tuple[np.ndarray, int]]) -> list[list[dict]]:
+        """`top` for several (vectors, k) queries at once: one matrix product over all their views."""
+        dim = self.vectors.shape[1]
+        qs = [np.asarray(v, dtype=np.float32).reshape(-1, dim) for v, _ in queries]
+        q = np.concatenate(qs)
+        q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
         scores = q @ self.vectors.T
-        best = scores.max(axis=0) if len(q) > 1 else scores[0]
+        out, start = [], 0
+        for views, (_, k) in zip(qs, queries):
+            part = scores[start : start + len(views)]
+            start += len(views)
+            out.append(self._ranked(part.max(axis=0) if len(part) > 1 else part[0], k))
+        return out
+
+    def _ranked(self, best: np.ndarray, k: int) -> list[dict]:
         k = min(k, len(best))
         if k <= 0:
             return []

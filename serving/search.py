@@ -191,10 +191,8 @@ def text_query(q: str) -> str:
 
 
 def text_vector(served: Served, text: str) -> np.ndarray:
-    import torch
-
-    with torch.inference_mode():
-        return served.encoder.encode_texts([text])[0].cpu().numpy()
+    """A query's vector [D], encoded in one forward with the queries other request threads send meanwhile."""
+    return served.text_batcher(text)
 
 
 def parse_box(text: str | None, size: tuple[int, int]) -> tuple[float, float, float, float] | None:

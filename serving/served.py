@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from lensflow.core.champion import Champion, IndexMismatch, index_problems, model_dir, resolve_champion, restore_index
 from lensflow.core.dvc import DvcError
 from lensflow.core.index import connect
 from lensflow.core.settings import Settings
+from lensflow.serving.batching import Batcher
 
 
 @dataclass
@@ -15,6 +18,17 @@ class Served:
     champion: Champion
     encoder: object
     table: object
+    text_batcher: Batcher = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.text_batcher = Batcher(self.encode_texts)
+
+    def encode_texts(self, texts: list[str]) -> list[np.ndarray]:
+        """The query vectors [D] of `texts`, in one forward (`text_batcher(text)` batches concurrent queries)."""
+        import torch
+
+        with torch.inference_mode():
+            return list(self.encoder.encode_texts(texts).cpu().numpy())
 
 
 def load_champion(settings: Settings, device: str = "cpu") -> Served:

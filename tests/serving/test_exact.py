@@ -1,5 +1,6 @@
 """The in-memory exact search ranks as LanceDB's exact scan does, and steps aside for filters and big tables."""
 
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import lancedb
@@ -79,3 +80,26 @@ def test_filters_and_big_tables_go_to_lancedb(table):
     assert sum(facets["category"].values()) == 100  # counted over FACET_POOL candidates, in memory too
     assert Catalog.of(tbl, exact_max_rows=N - 1).exact is None
     assert Catalog.of(tbl, exact_max_rows=0).exact is None
+
+
+def test_concurrent_queries_scored_together_rank_as_one_at_a_time(table):
+    """Text queries [D] and photo queries [R, D] batched into one matrix product each get their own ranking."""
+    tbl, _ = table
+    exact = ExactIndex.of(tbl, ("product_id", "title", "category", "price"), max_rows=N)
+    rng = np.random.default_rng(2)
+    queries = [
+        (rng.standard_normal(D).astype(np.float32) if i % 2 else rng.standard_normal((3, D)).astype(np.float32), k)
+        for i, k in enumerate([5, 10, 1, 25, 400, 3] * 4)
+    ]
+    alone = [exact.top_many([q])[0] for q in queries]
+    together = exact.top_many(queries)
+    assert [ids(r) for r in together] == [ids(r) for r in alone]
+    assert [len(r) for r in together] == [min(k, N) for _, k in queries]
+    for q, rows in zip(queries, together):  # a photo's score is its best view's
+        v = np.atleast_2d(q[0])
+        v = v / np.linalg.norm(v, axis=1, keepdims=True)
+        assert rows[0]["score"] == pytest.approx(float((v @ exact.vectors.T).max()), abs=1e-5)
+    with ThreadPoolExecutor(8) as pool:  # through the batcher, from request threads
+        threaded = list(pool.map(lambda q: exact.top(*q), queries))
+    assert [ids(r) for r in threaded] == [ids(r) for r in alone]
+    assert exact.batcher.items >= len(queries)
