@@ -22,13 +22,14 @@ class ExactIndex:
     vectors: np.ndarray  # [N, D] float32, unit rows, in table order
     rows: pa.Table  # the columns a ranking returns, same order
     order: np.ndarray  # [N] rank of each row's product_id in sorted order (ties break by product id)
+    max_batch: int = 32  # concurrent queries scored in one matrix product (LENSFLOW_SERVE_MAX_BATCH)
     batcher: Batcher = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        self.batcher = Batcher(self.top_many)
+        self.batcher = Batcher(self.top_many, self.max_batch)
 
     @classmethod
-    def of(cls, table, columns: tuple[str, ...], max_rows: int) -> ExactIndex | None:
+    def of(cls, table, columns: tuple[str, ...], max_rows: int, max_batch: int = 32) -> ExactIndex | None:
         """The table's vectors and `columns` in memory, or None when it holds more than `max_rows` rows (or none)."""
         n = table.count_rows()
         if not n or n > max_rows:
@@ -40,7 +41,7 @@ class ExactIndex:
         ids = np.asarray(t.column("product_id").to_pylist(), dtype=object)
         order = np.empty(len(ids), np.int64)
         order[np.argsort(ids, kind="stable")] = np.arange(len(ids))
-        return cls(np.ascontiguousarray(vectors), t.drop_columns(["vector"]), order)
+        return cls(np.ascontiguousarray(vectors), t.drop_columns(["vector"]), order, max_batch)
 
     def top(self, vectors: np.ndarray, k: int) -> list[dict]:
         """The k products nearest to one vector [D], or to the best of a photo's views [R, D], as

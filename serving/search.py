@@ -23,6 +23,7 @@ RESULT_COLUMNS = ("product_id", "title", "category", "price")
 ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
 DEFAULT_LIMITS = {k: Settings.model_fields[k].default for k in ("max_image_pixels", "max_image_side")}
 DEFAULT_EXACT_MAX_ROWS = Settings.model_fields["exact_search_max_rows"].default
+DEFAULT_MAX_BATCH = Settings.model_fields["serve_max_batch"].default
 # optional columns (the catalog's own and the enrichment's: tasks/enrich.py) counted for facets
 FACET_COLUMNS = ("category", "color", "brand", "colours")
 FILTER_COLUMNS = ("color", "brand", "predicted_category", "colours")  # what `filter=COLUMN:VALUE` may name
@@ -84,7 +85,7 @@ class Catalog:
         return tuple(dict.fromkeys((*self.result_columns, *self.facet_columns)))
 
     @classmethod
-    def of(cls, table, exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS) -> Catalog:
+    def of(cls, table, exact_max_rows: int = DEFAULT_EXACT_MAX_ROWS, max_batch: int = DEFAULT_MAX_BATCH) -> Catalog:
         cols = table.schema.names
         t = (
             table.search()
@@ -100,10 +101,10 @@ class Catalog:
             cols,
             table_metadata(table),
             dict(zip(t["product_id"], t["category"])),
-        ).with_exact(table, exact_max_rows)
+        ).with_exact(table, exact_max_rows, max_batch)
 
-    def with_exact(self, table, max_rows: int) -> Catalog:
-        self.exact = ExactIndex.of(table, self.ranked_columns, max_rows)
+    def with_exact(self, table, max_rows: int, max_batch: int = DEFAULT_MAX_BATCH) -> Catalog:
+        self.exact = ExactIndex.of(table, self.ranked_columns, max_rows, max_batch)
         return self
 
     def nearest(self, table, vec: np.ndarray, n: int, where: str | None, columns: tuple[str, ...]) -> list[dict]:

@@ -18,10 +18,11 @@ class Served:
     champion: Champion
     encoder: object
     table: object
+    max_batch: int = 32  # concurrent text queries encoded in one forward (LENSFLOW_SERVE_MAX_BATCH)
     text_batcher: Batcher = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        self.text_batcher = Batcher(self.encode_texts)
+        self.text_batcher = Batcher(self.encode_texts, self.max_batch)
 
     def encode_texts(self, texts: list[str]) -> list[np.ndarray]:
         """The query vectors [D] of `texts`, in one forward (`text_batcher(text)` batches concurrent queries)."""
@@ -51,4 +52,4 @@ def load_champion(settings: Settings, device: str = "cpu") -> Served:
     mlflow.set_tracking_uri(settings.tracking_uri)
     encoder = load_encoder(model_dir(champ.source), device=device)
     table = connect(champ.index["uri"]).open_table(champ.index["table"])
-    return Served(champ, encoder, table)
+    return Served(champ, encoder, table, settings.serve_max_batch)

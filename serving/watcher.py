@@ -42,7 +42,7 @@ class Live:
 def load_live(settings: Settings) -> Live:
     """Load and verify the champion's encoder and index (tasks.champion) and read its catalog, stamped now."""
     served = load_champion(settings)
-    catalog = S.Catalog.of(served.table, settings.exact_search_max_rows)
+    catalog = S.Catalog.of(served.table, settings.exact_search_max_rows, settings.serve_max_batch)
     try:
         complements = complements_of(read_complements(settings.data_path), catalog.categories)
     except ValueError as exc:  # a file edited since the last validation: search keeps working without it

@@ -104,6 +104,13 @@ class Settings(BaseSettings):
         "(faster than the ANN index, recall 1) up to this many products; filtered queries and bigger tables use "
         "LanceDB's index (serving/exact.py); 0: always LanceDB",
     )
+    serve_max_batch: int = Field(
+        32,
+        ge=1,
+        description="the search service answers concurrent text queries with one encoder forward and concurrent "
+        "unfiltered searches with one matrix product, at most this many per batch (serving/batching.py); "
+        "1: one at a time",
+    )
     api_key: SecretStr | None = Field(
         None,
         description="when set, the search API answers only requests with X-API-Key: KEY or Authorization: Bearer KEY "

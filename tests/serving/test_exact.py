@@ -80,6 +80,7 @@ def test_filters_and_big_tables_go_to_lancedb(table):
     assert sum(facets["category"].values()) == 100  # counted over FACET_POOL candidates, in memory too
     assert Catalog.of(tbl, exact_max_rows=N - 1).exact is None
     assert Catalog.of(tbl, exact_max_rows=0).exact is None
+    assert Catalog.of(tbl, exact_max_rows=N, max_batch=3).exact.batcher.max_batch == 3  # LENSFLOW_SERVE_MAX_BATCH
 
 
 def test_concurrent_queries_scored_together_rank_as_one_at_a_time(table):

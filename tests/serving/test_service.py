@@ -242,6 +242,43 @@ def test_openapi_documents_every_endpoint(svc):
     )
 
 
+def test_concurrent_searches_batched_together_answer_as_alone(svc):
+    """16 clients at once (text queries batched into one forward and one matrix product, photos and filtered
+    queries beside them): every response is what the same request gets alone."""
+    service, s, catalog = svc
+    photo = (s.data_path / catalog.image_path.iloc[4]).read_bytes()
+    ctype = "image/jpeg" if catalog.image_path.iloc[4].endswith(".jpg") else "image/png"
+    texts = ["Red shirt", "Blue shoe", "Green bag", "shirt number 3", "a blue shoe", "bag", "red", "number 11"]
+    requests = [("text", {"q": q, "limit": 7}) for q in texts]
+    requests += [("text", {"q": "shoe", "category": "Red shirt", "limit": 4}), ("photo", {"limit": 6})]
+
+    def ask(c: httpx.Client, req):
+        kind, params = req
+        r = (
+            c.get("/search/text", params=params)
+            if kind == "text"
+            else c.post("/search/image", content=photo, headers={"Content-Type": ctype}, params=params)
+        )
+        assert r.status_code == 200, r.text
+        return [(h["product_id"], round(h["score"], 4)) for h in r.json()["results"]]
+
+    with httpx.Client(base_url=service.url, timeout=30) as c:
+        alone = [ask(c, req) for req in requests]
+    together = [None] * (3 * len(requests))
+
+    def client(i: int) -> None:
+        with httpx.Client(base_url=service.url, timeout=30) as c:
+            for j in range(i, len(together), 16):
+                together[j] = ask(c, requests[j % len(requests)])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together == alone * 3
+
+
 def test_hot_swap_under_load(svc):
     """Concurrent text and photo searches while `champion` moves v1 -> v2: no failures, each response labelled
     with the version that answered, and no client sees v1 again after it saw v2."""
