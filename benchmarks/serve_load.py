@@ -1,5 +1,8 @@
 """Load on `lensflow serve` (127.0.0.1) at 1, 8 and 32 concurrent clients: QPS, p50/p99 and errors for
-text and photo search, each level bounded in requests and seconds. Writes benchmarks/results/serve-load-<time>.json."""
+text and photo search, each level bounded in requests and seconds, for each service variant in the same run:
+`baseline` (LanceDB's index, one request at a time: the service before issue 22), `exact` (vectors in memory,
+serving/exact.py) and `batched` (the default: exact, and concurrent queries batched, serving/batching.py).
+Writes benchmarks/results/serve-load-<time>.json."""
 
 from __future__ import annotations
 
@@ -11,6 +14,12 @@ import numpy as np
 
 from benchmarks.machine import describe, save_results
 from benchmarks.serve_latency import QUERIES, champion_and_photos, running_service
+
+VARIANTS = {  # name -> the environment `lensflow serve` runs with
+    "baseline": {"LENSFLOW_EXACT_SEARCH_MAX_ROWS": "0", "LENSFLOW_SERVE_MAX_BATCH": "1"},
+    "exact": {"LENSFLOW_SERVE_MAX_BATCH": "1"},
+    "batched": {},
+}
 
 
 def level(url: str, kind: str, clients: int, max_requests: int, max_seconds: float, pics: list[bytes]) -> dict:
@@ -67,24 +76,33 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--requests", type=int, default=400, help="requests per level (bound)")
     ap.add_argument("--seconds", type=float, default=60, help="seconds per level (bound)")
+    ap.add_argument("--kinds", default="text,photo", help="searches to load: text, photo")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"services to compare: {', '.join(VARIANTS)}")
     ap.add_argument("--port", type=int, default=8766)
     args = ap.parse_args()
     s, champ, pics = champion_and_photos()
     rows = []
-    with running_service(args.port) as (url, startup):
-        level(url, "text", 2, 20, 30, pics)  # warm-up
-        for kind in ("text", "photo"):
-            for n in [int(x) for x in args.clients.split(",")]:
-                rows.append(level(url, kind, n, args.requests, args.seconds, pics))
-                print(rows[-1], flush=True)
+    for variant in args.variants.split(","):
+        with running_service(args.port, VARIANTS[variant]) as (url, startup):
+            level(url, "text", 2, 20, 30, pics)  # warm-up
+            for kind in args.kinds.split(","):
+                for n in [int(x) for x in args.clients.split(",")]:
+                    rows.append({"variant": variant, **level(url, kind, n, args.requests, args.seconds, pics)})
+                    print(rows[-1], flush=True)
     print(f"\n{champ.name} v{champ.version}, {champ.index['rows']} products; {describe()['summary']}")
-    print("| search | clients | requests | errors | QPS | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|")
+    print("| service | search | clients | requests | errors | QPS | p50 ms | p99 ms | QPS / baseline |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    base = {(r["kind"], r["clients"]): r["qps"] for r in rows if r["variant"] == "baseline"}
     for r in rows:
+        ratio = f"{r['qps'] / base[(r['kind'], r['clients'])]:.2f}x" if (r["kind"], r["clients"]) in base else ""
         print(
-            f"| {r['kind']} | {r['clients']} | {r['requests']} | {r['errors']} "
-            f"| {r['qps']} | {r['p50_ms']} | {r['p99_ms']} |"
+            f"| {r['variant']} | {r['kind']} | {r['clients']} | {r['requests']} | {r['errors']} "
+            f"| {r['qps']} | {r['p50_ms']} | {r['p99_ms']} | {ratio} |"
         )
-    save_results("serve-load", {"model_version": champ.version, "rows_in_index": champ.index["rows"], "rows": rows})
+    save_results(
+        "serve-load",
+        {"model_version": champ.version, "rows_in_index": champ.index["rows"], "variants": VARIANTS, "rows": rows},
+    )
 
 
 if __name__ == "__main__":

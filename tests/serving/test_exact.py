@@ -104,3 +104,43 @@ def test_concurrent_queries_scored_together_rank_as_one_at_a_time(table):
         threaded = list(pool.map(lambda q: exact.top(*q), queries))
     assert [ids(r) for r in threaded] == [ids(r) for r in alone]
     assert exact.batcher.items >= len(queries)
+
+
+@pytest.mark.parametrize("kernel", ["numpy float32", "torch float32", "torch float16"])
+def test_a_16_bit_scan_ranks_exactly_as_float32_even_among_near_ties(kernel):
+    """Products closer to each other than a 16-bit float can tell apart: the coarse scan keeps them all as
+    candidates and the float32 re-score orders them, so the ranking and scores are float32's whatever the kernel."""
+    from lensflow.serving.exact import Scan
+
+    rng = np.random.default_rng(3)
+    n, d = 3000, 64
+    centre = rng.standard_normal(d)
+    vecs = np.concatenate([centre + 0.004 * rng.standard_normal((600, d)), rng.standard_normal((n - 600, d))])
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    rows = pa.table({"product_id": [f"p{i:05d}" for i in range(n)]})
+    order = np.arange(n)
+    ref = ExactIndex(vecs, rows, order)  # float32 scan
+    low = ExactIndex(vecs, rows, order, scans={"small": Scan.of(vecs, kernel), "batch": Scan.of(vecs, kernel)})
+    scan = low.scans["small"]
+    queries = [((centre + 0.003 * rng.standard_normal(d)).astype(np.float32), k) for k in (1, 10, 100, 700)]
+    queries += [(rng.standard_normal((3, d)).astype(np.float32), 50)]
+    for q, _ in queries:  # the bound holds for the coarse scores
+        qq = np.atleast_2d(q) / np.linalg.norm(np.atleast_2d(q), axis=1, keepdims=True)
+        assert np.abs(scan.scores(qq) - qq @ vecs.T).max() <= scan.delta
+    expected = ref.top_many(queries)
+    got = low.top_many(queries)
+    assert [[r["product_id"] for r in g] for g in got] == [[r["product_id"] for r in e] for e in expected]
+    assert all(np.allclose([r["score"] for r in g], [r["score"] for r in e], atol=1e-6) for g, e in zip(got, expected))
+    if kernel == "torch float16":  # the 16-bit scores alone would not have given this order
+        coarse = scan.scores(queries[2][0][None] / np.linalg.norm(queries[2][0]))[0]
+        alone = [f"p{i:05d}" for i in np.lexsort((order, -coarse))[:100]]
+        assert alone != [r["product_id"] for r in expected[2]]
+
+
+def test_the_scan_kernel_is_measured_on_this_machine():
+    from lensflow.serving.exact import KERNELS, Scan
+
+    vecs = np.random.default_rng(4).standard_normal((5000, 128)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    scan = Scan.fastest(vecs, 8)
+    assert scan.kernel in KERNELS and scan.matrix.shape == vecs.shape
