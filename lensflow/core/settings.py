@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         "(faster than the ANN index, recall 1) up to this many products; filtered queries and bigger tables use "
         "LanceDB's index (serving/exact.py); 0: always LanceDB",
     )
+    text_runtime: Literal["onnxruntime", "torch"] = Field(
+        "onnxruntime",
+        description="what runs the query text encoder in the search service: onnxruntime (the champion's "
+        "mean-pooled text tower exported in memory at load and checked against torch; torch when it cannot be "
+        "exported or differs; models/onnx_text.py) or torch",
+    )
     serve_max_batch: int = Field(
         32,
         ge=1,
