@@ -1,11 +1,11 @@
 """Search latency of `lensflow serve` on the champion of the project in LENSFLOW_ROOT (one client, sequential).
 
-Starts the real service (`lensflow serve`, a subprocess on 127.0.0.1) twice, searching through LanceDB's
-index (LENSFLOW_EXACT_SEARCH_MAX_ROWS=0, the service before serving/exact.py) and with the vectors in memory (the
-default), and times text, hybrid-text and photo searches and /health over HTTP. In the same run, the parts of
-one request in-process: text encode, the in-memory exact search, the LanceDB search, photo decode + locate +
-encode, localization alone. The text limit is encode + exact search + the /health round trip. Prints a table;
-writes benchmarks/results/serve-latency-<time>.json.
+Starts the real service (`lensflow serve`, a subprocess on 127.0.0.1) once per variant (VARIANTS: by default
+`baseline`, the service before issue 22: LanceDB's index, the torch text encoder, one request at a time; and
+`batched`, the default service), and times text, hybrid-text and photo searches and /health over HTTP. In the
+same run, the parts of one request in-process: text encode (torch and ONNX Runtime), the in-memory exact search,
+the LanceDB search, photo decode + locate + encode, localization alone. The text limit is encode + exact search +
+the /health round trip. Prints a table; writes benchmarks/results/serve-latency-<time>.json.
 """
 
 from __future__ import annotations
@@ -25,6 +25,16 @@ from benchmarks.machine import describe, save_results
 from lensflow.core.runtime import offline_env
 from lensflow.core.settings import get_settings
 
+VARIANTS = {  # name -> the environment `lensflow serve` runs with, each adding one step of issue 22
+    "baseline": {
+        "LENSFLOW_EXACT_SEARCH_MAX_ROWS": "0",
+        "LENSFLOW_TEXT_RUNTIME": "torch",
+        "LENSFLOW_SERVE_MAX_BATCH": "1",
+    },
+    "exact": {"LENSFLOW_TEXT_RUNTIME": "torch", "LENSFLOW_SERVE_MAX_BATCH": "1"},  # vectors in memory
+    "onnx": {"LENSFLOW_SERVE_MAX_BATCH": "1"},  # + the text encoder on ONNX Runtime
+    "batched": {},  # + concurrent queries batched: the default service
+}
 QUERIES = [
     "ankle boots",
     "a summer dress",
@@ -135,6 +145,7 @@ def time_in_process(s, n: int, pics: list[bytes]) -> dict:
     """The parts of one request, in this process: encoders, both searches (FACET_POOL candidates, as a request
     reads for its facets), photo decode + locate + encode, and localization alone."""
     from lensflow.core.index import best_of
+    from lensflow.models.onnx_text import onnx_text_tower
     from lensflow.serving import search as S
     from lensflow.serving.served import load_champion
 
@@ -143,8 +154,18 @@ def time_in_process(s, n: int, pics: list[bytes]) -> dict:
     if catalog.exact is None:
         raise SystemExit(f"the index has more than LENSFLOW_EXACT_SEARCH_MAX_ROWS={s.exact_search_max_rows} rows")
     cols = catalog.ranked_columns
+    torch_encode = []
+    for i in range(n + 5):
+        t0 = time.perf_counter()
+        S.text_vector(served, QUERIES[i % len(QUERIES)])
+        if i >= 5:
+            torch_encode.append((time.perf_counter() - t0) * 1000)
+    fast = onnx_text_tower(served.encoder.text_tower)
+    if fast is None:
+        raise SystemExit("the champion's text tower does not run on ONNX Runtime (see the log)")
+    served.encoder.text_tower = fast
     rows: dict[str, list[float]] = {
-        "text encode": [],
+        "text encode (ONNX Runtime)": [],
         "exact search, in memory": [],
         "LanceDB search (IVF_PQ)": [],
         "photo decode + locate + encode": [],
@@ -169,42 +190,46 @@ def time_in_process(s, n: int, pics: list[bytes]) -> dict:
         if i >= 5:
             for k, a, b in zip(rows, t, t[1:]):
                 rows[k].append((b - a) * 1000)
-    return {k: pct(v) for k, v in rows.items()}
+    return {"text encode (torch)": pct(torch_encode), **{k: pct(v) for k, v in rows.items()}}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=200, help="timed requests per kind")
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--variants", default="baseline,batched", help=f"services to time: {', '.join(VARIANTS)}")
     args = ap.parse_args()
     s, champ, pics = champion_and_photos()
     http, startup = {}, {}
-    for label, env in (("LanceDB index", {"LENSFLOW_EXACT_SEARCH_MAX_ROWS": "0"}), ("in memory", {})):
-        with running_service(args.port, env) as (url, startup[label]):
+    for label in args.variants.split(","):
+        with running_service(args.port, VARIANTS[label]) as (url, startup[label]):
             http[label] = time_http(url, args.requests, pics)
     local = time_in_process(s, args.requests, pics)
     rows = [{"path": f"HTTP {k}, {label}", **v} for label, kinds in http.items() for k, v in kinds.items()] + [
         {"path": f"in-process {k}", **v} for k, v in local.items()
     ]
-    limit = local["text encode"]["p50_ms"] + local["exact search, in memory"]["p50_ms"]
-    limit += http["in memory"]["/health"]["p50_ms"]
+    last = list(http)[-1]
+    limit = local["text encode (ONNX Runtime)"]["p50_ms"] + local["exact search, in memory"]["p50_ms"]
+    limit += http[last]["/health"]["p50_ms"]
     photo_limit = local["photo decode + locate + encode"]["p50_ms"] + local["exact search, in memory"]["p50_ms"]
-    photo_limit += http["in memory"]["/health"]["p50_ms"]
+    photo_limit += http[last]["/health"]["p50_ms"]
     ratios = {
         "text_limit_ms": round(limit, 2),
         "text_p50_over_limit": {k: round(v["text"]["p50_ms"] / limit, 2) for k, v in http.items()},
+        "text_p99_over_p50": {k: round(v["text"]["p99_ms"] / v["text"]["p50_ms"], 2) for k, v in http.items()},
         "photo_limit_ms": round(photo_limit, 2),
         "photo_p50_over_limit": {k: round(v["photo"]["p50_ms"] / photo_limit, 2) for k, v in http.items()},
+        "photo_p99_over_p50": {k: round(v["photo"]["p99_ms"] / v["photo"]["p50_ms"], 2) for k, v in http.items()},
     }
     print(
         f"\n{champ.name} v{champ.version}, {champ.index['rows']} products, index {champ.index['table']}; "
-        f"service ready in {startup['in memory']:.1f} s; {describe()['summary']}"
+        f"service ready in {startup[last]:.1f} s; {describe()['summary']}"
     )
     print("| path | n | p50 ms | p95 ms | p99 ms | mean ms |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['path']} | {r['n']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['mean_ms']} |")
     print(
-        f"text limit (encode + exact search + /health) {limit:.2f} ms; HTTP text p50 / limit: "
+        f"text limit (ONNX encode + exact search + /health) {limit:.2f} ms; HTTP text p50 / limit: "
         + ", ".join(f"{k} {v}" for k, v in ratios["text_p50_over_limit"].items())
     )
     print(

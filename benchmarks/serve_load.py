@@ -1,7 +1,7 @@
 """Load on `lensflow serve` (127.0.0.1) at 1, 8 and 32 concurrent clients: QPS, p50/p99 and errors for
-text and photo search, each level bounded in requests and seconds, for each service variant in the same run:
-`baseline` (LanceDB's index, one request at a time: the service before issue 22), `exact` (vectors in memory,
-serving/exact.py) and `batched` (the default: exact, and concurrent queries batched, serving/batching.py).
+text and photo search, each level bounded in requests and seconds, for each service variant in the same run
+(benchmarks/serve_latency.py VARIANTS: `baseline`, the service before issue 22; `exact`, vectors in memory; `onnx`,
++ the text encoder on ONNX Runtime; `batched`, + concurrent queries batched: the default).
 Writes benchmarks/results/serve-load-<time>.json."""
 
 from __future__ import annotations
@@ -13,13 +13,7 @@ import time
 import numpy as np
 
 from benchmarks.machine import describe, save_results
-from benchmarks.serve_latency import QUERIES, champion_and_photos, running_service
-
-VARIANTS = {  # name -> the environment `lensflow serve` runs with
-    "baseline": {"LENSFLOW_EXACT_SEARCH_MAX_ROWS": "0", "LENSFLOW_SERVE_MAX_BATCH": "1"},
-    "exact": {"LENSFLOW_SERVE_MAX_BATCH": "1"},
-    "batched": {},
-}
+from benchmarks.serve_latency import QUERIES, VARIANTS, champion_and_photos, running_service
 
 
 def level(url: str, kind: str, clients: int, max_requests: int, max_seconds: float, pics: list[bytes]) -> dict:

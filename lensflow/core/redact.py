@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import traceback
+from functools import lru_cache
 
 MASK = "***"
 SECRET_NAME = re.compile(  # names of variables, parameters and keys whose values are secrets
@@ -60,8 +61,15 @@ def has_credentials(uri: str) -> bool:
     return redact_uri(uri) != uri
 
 
+@lru_cache(maxsize=4096)
+def _secret_name(key: str) -> bool:
+    return bool(SECRET_NAME.search(key))
+
+
 def _secret_env_values() -> list[str]:
-    values = {v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 6}
+    """Values of secret-named environment variables, read now (the names' regex checks are cached: this runs on
+    every log record)."""
+    values = {v for k, v in os.environ.items() if len(v) >= 6 and _secret_name(k)}
     return sorted(values, key=len, reverse=True)
 
 
