@@ -41,6 +41,21 @@ def test_bf16_precision_keeps_the_features_and_is_part_of_the_identity():
         EfficientNetLiteTower(precision="fp8")
 
 
+def test_real_minilm_on_onnx_runtime_gives_the_torch_features():
+    """The bundled MiniLM text tower, as the search service runs it (models/onnx_text.py)."""
+    from lensflow.models.onnx_text import OnnxMeanPoolText, onnx_text_tower
+    from lensflow.models.towers.hf_text import HFMeanPoolTextTower
+
+    tower = HFMeanPoolTextTower("minilm").eval()
+    fast = onnx_text_tower(tower)
+    assert isinstance(fast, OnnxMeanPoolText)
+    texts = ["ankle boots", "a long red summer dress with thin straps", "sac à main en cuir", "t-shirt"]
+    with torch.inference_mode():
+        ref = tower(texts)
+        assert torch.allclose(fast(texts), ref, atol=1e-4)
+        assert torch.allclose(fast(texts[1:2])[0], ref[1], atol=1e-4)
+
+
 def test_real_towers_on_real_products(project, prefect_harness):
     from lensflow.core.champion import status
     from lensflow.flows.retrain import RetrainParams, retrain
