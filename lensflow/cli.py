@@ -81,15 +81,13 @@ def _fail(message: str, code: int = 1) -> None:
 
 def build_sample(limit: int | None, force: bool = False, err: bool = False) -> str:
     """Build the sample catalog and `dvc add` it; the summary line goes to stderr when `err` (stdout is JSON)."""
-    from lensflow.core.dvc import ensure_dvc, read_dvc_md5, run_dvc
     from lensflow.tasks.sample import build_sample_catalog
+    from lensflow.tasks.versioning import version_data
 
     s = _settings()
     s.data_path.mkdir(parents=True, exist_ok=True)
     df = build_sample_catalog(s.data_path, limit=limit, force=force)
-    ensure_dvc(s.root, s.dvc_remote_url)
-    run_dvc(s.root, "add", "-q", str(s.data_path))
-    md5 = read_dvc_md5(s.data_path.parent / f"{s.data_path.name}.dvc")
+    md5 = version_data(s.root, s.data_path, s.dvc_remote_url, push=False).md5
     typer.echo(f"sample catalog: {len(df)} products in {s.data_path} (DVC md5 {md5})", err=err)
     return md5
 
@@ -143,10 +141,10 @@ def data_import(
     """Bring your own catalog into data/: copy it and its photos, check every row, track data/ with DVC.
 
     Prints what was read and which rows validation will quarantine (and why); then `lensflow retrain`."""
-    from lensflow.core.dvc import ensure_dvc, read_dvc_md5, run_dvc
     from lensflow.tasks.helpers.catalog import CatalogError
     from lensflow.tasks.ingest import import_catalog, summary_lines
     from lensflow.tasks.validate import validate_catalog
+    from lensflow.tasks.versioning import version_data
 
     s = _settings()
     try:
@@ -161,9 +159,7 @@ def data_import(
         )
     except (CatalogError, FileExistsError, OSError, ValueError) as exc:
         _fail(str(exc))
-    ensure_dvc(s.root, s.dvc_remote_url)
-    run_dvc(s.root, "add", "-q", str(s.data_path))
-    md5 = read_dvc_md5(s.data_path.parent / f"{s.data_path.name}.dvc")
+    md5 = version_data(s.root, s.data_path, s.dvc_remote_url, push=False).md5
     checked = validate_catalog(
         s.data_path,
         s.path(s.reports_dir) / "validation" / md5.removesuffix(".dir"),

@@ -27,25 +27,36 @@ def run_dvc(root: Path, *args: str) -> str:
     return proc.stdout
 
 
-def ensure_dvc(root: Path, remote: str | Path) -> None:
+def ensure_dvc(root: Path, remote: str | Path) -> str:
     """A DVC repo at root with a default remote (unless one is configured already): a local folder, or an
     object-store URL (s3://bucket/prefix), whose endpoint and credentials DVC reads from the AWS_* environment
-    variables at run time, so none are written into .dvc/config."""
+    variables at run time, so none are written into .dvc/config. Returns the default remote's URL (a local
+    folder as an absolute path)."""
     if not (root / ".dvc").exists():
         run_dvc(root, "init", "-q", *([] if (root / ".git").exists() else ["--no-scm"]))
+    current = default_remote(root)
+    if current:
+        return current
+    url = str(remote)
+    if not is_remote(url):
+        remote = Path(remote)
+        remote.mkdir(parents=True, exist_ok=True)
+        # Relative (dvc rewrites it against .dvc/) when inside the project,
+        # so a committed .dvc/config works in every clone.
+        url = os.path.relpath(remote, root) if remote.resolve().is_relative_to(root.resolve()) else str(remote)
+    run_dvc(root, "remote", "add", "-d", "storage" if is_remote(url) else "local", url)
+    return str(remote if is_remote(str(remote)) else Path(remote).resolve())
+
+
+def default_remote(root: Path) -> str | None:
+    """The URL of the repo's default DVC remote (local folders absolute, as DVC resolves them), or None."""
     try:
-        has_default = bool(run_dvc(root, "remote", "default").strip())
+        listing = run_dvc(root, "config", "--list")  # key=value lines, merged over DVC's config levels
     except DvcError:
-        has_default = False
-    if not has_default:
-        url = str(remote)
-        if not is_remote(url):
-            remote = Path(remote)
-            remote.mkdir(parents=True, exist_ok=True)
-            # Relative (dvc rewrites it against .dvc/) when inside the project,
-            # so a committed .dvc/config works in every clone.
-            url = os.path.relpath(remote, root) if remote.resolve().is_relative_to(root.resolve()) else str(remote)
-        run_dvc(root, "remote", "add", "-d", "storage" if is_remote(url) else "local", url)
+        return None
+    config = dict(line.partition("=")[::2] for line in listing.splitlines() if "=" in line)
+    name = config.get("core.remote")
+    return config.get(f"remote.{name}.url") if name else None
 
 
 def read_dvc_md5(dvc_file: Path) -> str:
